@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {Test, console} from "./utils/Test.sol";
+import {FrostVerifier} from "../src/FrostVerifier.sol";
+
+/// @dev Exposes the library through external calls so tests can measure and fuzz it.
+contract FrostVerifierHarness {
+    function verify(FrostVerifier.PublicKey memory key, FrostVerifier.Signature memory sig, bytes memory message)
+        external
+        pure
+        returns (bool)
+    {
+        return FrostVerifier.verify(key, sig, message);
+    }
+
+    function verifyDigest(FrostVerifier.PublicKey memory key, FrostVerifier.Signature memory sig, bytes32 digest)
+        external
+        view
+        returns (bool)
+    {
+        return FrostVerifier.verifyDigest(key, sig, digest);
+    }
+
+    function challenge(FrostVerifier.PublicKey memory key, FrostVerifier.Signature memory sig, bytes memory message)
+        external
+        pure
+        returns (uint256)
+    {
+        return FrostVerifier.challenge(key, sig, message);
+    }
+
+    function challengeDigest(FrostVerifier.PublicKey memory key, FrostVerifier.Signature memory sig, bytes32 digest)
+        external
+        view
+        returns (uint256)
+    {
+        return FrostVerifier.challengeDigest(key, sig, digest);
+    }
+}
+
+contract FrostVerifierTest is Test {
+    FrostVerifierHarness internal h;
+
+    uint256 internal constant N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141;
+
+    // RFC 9591 Appendix E.5, FROST(secp256k1, SHA-256): group key, message "test", and the
+    // final signature (R compressed 024c1a…1bc6, z a468…fb02). R.y was recovered from R.x.
+    uint256 internal constant RFC_PX = 0xf37c34b66ced1fb51c34a90bdae006901f10625cc06c4f64663b0eae87d87b4f;
+    uint256 internal constant RFC_RX = 0x4c1ad4e031872661fa6ebd05dfc7fb30db08b38d79f0edbc82051ae931381bc6;
+    uint256 internal constant RFC_RY = 0x004f4e57b19db58941523f0f8af6bf04bbe925e4550517c3a87e1bf89d6fd032;
+    uint256 internal constant RFC_Z = 0xa46881e25c7989d3816eae32074f1ab0d49ee908a59713ed5284c6bade7cfb02;
+
+    function setUp() public {
+        h = new FrostVerifierHarness();
+    }
+
+    function rfcKey() internal pure returns (FrostVerifier.PublicKey memory) {
+        return FrostVerifier.PublicKey(RFC_PX, 0);
+    }
+
+    function rfcSig() internal pure returns (FrostVerifier.Signature memory) {
+        return FrostVerifier.Signature(RFC_RX, RFC_RY, RFC_Z);
+    }
+
+    function test_rfc9591_e5_vector_accepted() public view {
+        assertTrue(h.verify(rfcKey(), rfcSig(), bytes("test")), "RFC 9591 E.5 signature must verify");
+    }
+
+    function test_rfc9591_vector_other_message_rejected() public view {
+        assertFalse(h.verify(rfcKey(), rfcSig(), bytes("tesT")), "other message");
+        assertFalse(h.verify(rfcKey(), rfcSig(), bytes("")), "empty message");
+    }
+
+    function test_challenge_digest_matches_generic_form() public view {
+        bytes32 d = keccak256("some digest");
+        assertEq(
+            h.challengeDigest(rfcKey(), rfcSig(), d), h.challenge(rfcKey(), rfcSig(), abi.encodePacked(d)), "challenge"
+        );
+    }
+
+    function testFuzz_challenge_digest_matches_generic_form(bytes32 d, uint256 rx, uint256 px, uint8 parity)
+        public
+        view
+    {
+        FrostVerifier.PublicKey memory key = FrostVerifier.PublicKey(px, parity % 2);
+        FrostVerifier.Signature memory sig = FrostVerifier.Signature(rx, rx ^ uint256(d), 1);
+        assertEq(h.challengeDigest(key, sig, d), h.challenge(key, sig, abi.encodePacked(d)), "challenge");
+    }
+
+    function test_rejects_out_of_range_inputs() public view {
+        FrostVerifier.Signature memory s = rfcSig();
+        s.z = 0;
+        assertFalse(h.verify(rfcKey(), s, bytes("test")), "z = 0");
+        s.z = N;
+        assertFalse(h.verify(rfcKey(), s, bytes("test")), "z = n");
+        s.z = type(uint256).max;
+        assertFalse(h.verify(rfcKey(), s, bytes("test")), "z >= n");
+        s = rfcSig();
+        s.ry = RFC_RY + 1;
+        assertFalse(h.verify(rfcKey(), s, bytes("test")), "R off curve");
+        FrostVerifier.PublicKey memory k = rfcKey();
+        k.x = 0;
+        assertFalse(h.verify(k, rfcSig(), bytes("test")), "key x = 0");
+        k.x = N + 1;
+        assertFalse(h.verify(k, rfcSig(), bytes("test")), "key x >= n");
+        k = rfcKey();
+        k.parity = 2;
+        assertFalse(h.verify(k, rfcSig(), bytes("test")), "key parity 2");
+        k.parity = 1;
+        assertFalse(h.verify(k, rfcSig(), bytes("test")), "wrong key parity");
+    }
+
+    function test_rejects_every_single_bit_flip_of_rfc_vector() public view {
+        for (uint256 bit = 0; bit < 256; ++bit) {
+            uint256 m = uint256(1) << bit;
+            FrostVerifier.Signature memory s = rfcSig();
+            s.rx ^= m;
+            assertFalse(h.verify(rfcKey(), s, bytes("test")), "flipped R.x");
+            s = rfcSig();
+            s.ry ^= m;
+            assertFalse(h.verify(rfcKey(), s, bytes("test")), "flipped R.y");
+            s = rfcSig();
+            s.z ^= m;
+            assertFalse(h.verify(rfcKey(), s, bytes("test")), "flipped z");
+            FrostVerifier.PublicKey memory k = rfcKey();
+            k.x ^= m;
+            assertFalse(h.verify(k, rfcSig(), bytes("test")), "flipped key");
+        }
+    }
+}
