@@ -15,6 +15,11 @@ interface Vm {
     function parseJsonBoolArray(string calldata json, string calldata key) external pure returns (bool[] memory);
     function parseJsonUintArray(string calldata json, string calldata key) external pure returns (uint256[] memory);
     function warp(uint256 timestamp) external;
+    function etch(address target, bytes calldata code) external;
+    function expectEmit() external;
+    function recordLogs() external;
+    function snapshotState() external returns (uint256);
+    function revertToState(uint256 id) external returns (bool);
     function chainId(uint256 newChainId) external;
     function prank(address sender) external;
     function sign(uint256 privateKey, bytes32 digest) external pure returns (uint8 v, bytes32 r, bytes32 s);
