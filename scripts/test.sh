@@ -22,7 +22,7 @@ step "forge test"
 (cd contracts && forge test)
 
 step "forge snapshot --check (gas snapshot is current)"
-(cd contracts && forge snapshot --check --no-match-test 'testFuzz' )
+(cd contracts && forge snapshot --check)
 
 echo
 echo "all checks passed"
