@@ -1,30 +1,45 @@
 //! # sigil-consensus
 //!
-//! Tendermint BFT (Buchman, Kwon, Milosevic 2018, Algorithm 1) as a pure state machine:
-//! `process(&mut self, input) -> Vec<Output>`, no clock, randomness, I/O or async.
+//! Tendermint BFT (Buchman, Kwon, Milosevic, "The latest gossip on BFT consensus",
+//! arXiv:1807.04938, Algorithm 1) as a pure state machine:
+//! [`Consensus::process`]`(input) -> Vec<Output>`. No clock, randomness, I/O, async or
+//! threads; inputs are proposals, votes, timeouts and the application's answers, outputs are
+//! messages to broadcast, timeouts to schedule, requests to the application, decisions with a
+//! commit certificate, and equivocation evidence.
 //!
-//! Status: implemented by issue 3; this crate only fixes the fault model today.
+//! The host (the node, or the simulator in `sigil-testnet`) owns the clock, network and disk.
+//! It MUST persist each [`Output::Vote`] and [`Output::Proposal`] in a write-ahead log before
+//! sending it. The machine feeds its own proposals and votes back into itself; the host
+//! does not loop them back.
+//!
+//! Generic over the value ([`Value`]) and the validator identity ([`Address`]); voting
+//! power is weighted, thresholds are "more than 2/3" and "more than 1/3" of total power.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
-/// Largest number of faulty members `f` a committee of `n` tolerates: floor((n - 1) / 3).
+mod machine;
+mod types;
+mod votes;
+
+pub use machine::{Consensus, Decision, Input, Output};
+pub use types::{
+    Address, Height, Params, Proposal, Round, Step, Timeout, TimeoutKind, Validator, ValidatorSet,
+    ValidatorSetError, Value, Vote, VoteKind,
+};
+pub use votes::{AddVote, VoteKeeper, VoteSet};
+
+/// Largest number of faulty members `f` a committee of `n` equal validators tolerates:
+/// floor((n - 1) / 3).
 pub fn max_faulty(n: usize) -> usize {
     n.saturating_sub(1) / 3
 }
 
-/// Votes needed for a quorum: 2f + 1 (by count; weights come later).
+/// Votes needed for a quorum among `n` equal validators: 2f + 1.
 pub fn quorum(n: usize) -> usize {
     2 * max_faulty(n) + 1
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn quorum_sizes() {
-        assert_eq!(super::quorum(4), 3);
-        assert_eq!(super::quorum(7), 5);
-        assert_eq!(super::quorum(19), 13);
-        assert_eq!(super::max_faulty(1), 0);
-    }
 }
