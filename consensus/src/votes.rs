@@ -93,10 +93,13 @@ impl<A: Address, I: Clone + Ord + std::fmt::Debug> VoteSet<A, I> {
     }
 }
 
+/// Prevotes and precommits of one round.
+type RoundVotes<A, I> = (VoteSet<A, I>, VoteSet<A, I>);
+
 /// All votes of one height, by round.
 #[derive(Debug, Clone)]
 pub struct VoteKeeper<A, I> {
-    rounds: BTreeMap<Round, (VoteSet<A, I>, VoteSet<A, I>)>,
+    rounds: BTreeMap<Round, RoundVotes<A, I>>,
 }
 
 impl<A: Address, I: Clone + Ord + std::fmt::Debug> Default for VoteKeeper<A, I> {
