@@ -211,7 +211,7 @@ mod tests {
                 prop_assert_eq!(s.power_for(&value), count);
                 let f = (u64::from(n) - 1) / 3;
                 if u64::from(n) == 3 * f + 1 {
-                    prop_assert_eq!(vs.is_quorum(count), count >= 2 * f + 1);
+                    prop_assert_eq!(vs.is_quorum(count), count > 2 * f);
                     prop_assert_eq!(vs.is_skip(count), count > f);
                 }
             }
