@@ -40,6 +40,16 @@ pub enum Input<A, V: Value> {
     },
     /// A timeout scheduled earlier fired.
     Timeout(Timeout),
+    /// A commit certificate for the current height from catch-up sync: the decided round's
+    /// proposal and precommits for its value holding more than 2/3 of the power. Verified on
+    /// its own (L49 without our local vote view), so a conflicting vote we counted from an
+    /// equivocator cannot block catching up.
+    Certificate {
+        /// The proposal of the decided round.
+        proposal: Proposal<A, V>,
+        /// The precommits.
+        precommits: Vec<Vote<A, V::Id>>,
+    },
 }
 
 /// What the host must do.
@@ -96,8 +106,11 @@ pub struct Decision<A, V: Value> {
 /// Per-round bookkeeping.
 #[derive(Debug, Clone)]
 struct RoundState<A, V> {
-    /// First proposal from the round's proposer.
+    /// First proposal from the round's proposer (drives L22/L28).
     proposal: Option<Proposal<A, V>>,
+    /// Further, different proposals from an equivocating proposer, at most
+    /// [`MAX_EXTRA_PROPOSALS`] (L36 and L49 match any proposal whose id holds a quorum).
+    others: Vec<Proposal<A, V>>,
     /// L34 fired.
     prevote_timeout: bool,
     /// L36 fired.
@@ -110,12 +123,19 @@ impl<A, V> Default for RoundState<A, V> {
     fn default() -> Self {
         Self {
             proposal: None,
+            others: Vec::new(),
             prevote_timeout: false,
             locked_or_valid: false,
             precommit_timeout: false,
         }
     }
 }
+
+/// A verified commit certificate waiting for the value's validity answer.
+type Certified<A, V> = (Round, V, Vec<Vote<A, <V as Value>::Id>>);
+
+/// Different proposals kept per round beyond the first (an honest proposer sends one).
+const MAX_EXTRA_PROPOSALS: usize = 3;
 
 /// One validator's (or observer's) consensus instance. Pure: no clock, I/O or randomness.
 #[derive(Debug, Clone)]
@@ -135,6 +155,7 @@ pub struct Consensus<A: Address, V: Value> {
     validity: BTreeMap<V::Id, bool>,
     asked: BTreeSet<V::Id>,
     value_requested: Option<Round>,
+    certified: Option<Certified<A, V>>,
     future: Vec<Input<A, V>>,
     dropped: u64,
 }
@@ -159,6 +180,7 @@ impl<A: Address, V: Value> Consensus<A, V> {
             validity: BTreeMap::new(),
             asked: BTreeSet::new(),
             value_requested: None,
+            certified: None,
             future: Vec::new(),
             dropped: 0,
         }
@@ -225,6 +247,10 @@ impl<A: Address, V: Value> Consensus<A, V> {
                 self.validity.insert(value, valid);
             }
             Input::Timeout(t) => self.on_timeout(t, &mut out),
+            Input::Certificate {
+                proposal,
+                precommits,
+            } => self.on_certificate(proposal, precommits, &mut out),
         }
         if self.started {
             self.apply_rules(&mut out);
@@ -247,6 +273,7 @@ impl<A: Address, V: Value> Consensus<A, V> {
         self.votes = VoteKeeper::default();
         self.validity.clear();
         self.asked.clear();
+        self.certified = None;
         self.start_round(0, out); // L10 via L54
         let buffered = std::mem::take(&mut self.future);
         for input in buffered {
@@ -368,19 +395,34 @@ impl<A: Address, V: Value> Consensus<A, V> {
             self.dropped += 1;
             return;
         }
-        let rs = self.rounds.entry(p.round).or_default();
-        if rs.proposal.is_some() {
-            // A second proposal from the same proposer: keep the first (the host can report
-            // the pair as proposal equivocation from its own record).
-            return;
-        }
         let id = p.value.id();
-        if !self.validity.contains_key(&id) && self.asked.insert(id) {
-            out.push(Output::Validate {
-                value: p.value.clone(),
-            });
+        // A value holding a precommit or prevote quorum in this round is always kept, so a
+        // flood of equivocating proposals cannot hide the decided one.
+        let wanted = [VoteKind::Precommit, VoteKind::Prevote].iter().any(|k| {
+            self.votes
+                .get(p.round, *k)
+                .and_then(|s| s.quorum_value(&self.validators))
+                .as_ref()
+                == Some(&id)
+        });
+        let rs = self.rounds.entry(p.round).or_default();
+        match &rs.proposal {
+            None => rs.proposal = Some(p.clone()),
+            Some(first) if first.value.id() == id => return,
+            Some(_) => {
+                if rs.others.iter().any(|o| o.value.id() == id) {
+                    return;
+                }
+                if rs.others.len() >= MAX_EXTRA_PROPOSALS && !wanted {
+                    self.dropped += 1;
+                    return;
+                }
+                rs.others.push(p.clone());
+            }
         }
-        rs.proposal = Some(p);
+        if !self.validity.contains_key(&id) && self.asked.insert(id) {
+            out.push(Output::Validate { value: p.value });
+        }
     }
 
     fn on_vote(&mut self, v: Vote<A, V::Id>, out: &mut Vec<Output<A, V>>) {
@@ -424,6 +466,62 @@ impl<A: Address, V: Value> Consensus<A, V> {
             }
             _ => {}
         }
+    }
+
+    fn on_certificate(
+        &mut self,
+        p: Proposal<A, V>,
+        precommits: Vec<Vote<A, V::Id>>,
+        out: &mut Vec<Output<A, V>>,
+    ) {
+        if !self.started
+            || p.height != self.height
+            || self.decision.is_some()
+            || self.certified.is_some()
+        {
+            return;
+        }
+        if &p.proposer != self.validators.proposer(p.height, p.round) {
+            self.dropped += 1;
+            return;
+        }
+        let id = p.value.id();
+        let mut voters = BTreeSet::new();
+        let mut power = 0u64;
+        for v in &precommits {
+            let ok = v.kind == VoteKind::Precommit
+                && v.height == p.height
+                && v.round == p.round
+                && v.value.as_ref() == Some(&id)
+                && voters.insert(v.voter.clone());
+            match (ok, self.validators.power_of(&v.voter)) {
+                (true, Some(w)) => power += w,
+                _ => {
+                    self.dropped += 1;
+                    return;
+                }
+            }
+        }
+        if !self.validators.is_quorum(power) {
+            self.dropped += 1;
+            return;
+        }
+        if !self.validity.contains_key(&id) && self.asked.insert(id) {
+            out.push(Output::Validate {
+                value: p.value.clone(),
+            });
+        }
+        self.certified = Some((p.round, p.value, precommits));
+    }
+
+    /// A proposal of `round` whose value has id `id` (first or extra).
+    fn proposal_for(&self, round: Round, id: &V::Id) -> Option<Proposal<A, V>> {
+        let rs = self.rounds.get(&round)?;
+        rs.proposal
+            .iter()
+            .chain(rs.others.iter())
+            .find(|p| p.value.id() == *id)
+            .cloned()
     }
 
     fn is_valid(&self, v: &V) -> Option<bool> {
@@ -537,17 +635,17 @@ impl<A: Address, V: Value> Consensus<A, V> {
         if self.step < Step::Prevote || self.rounds.get(&r).is_some_and(|s| s.locked_or_valid) {
             return false;
         }
-        let Some(p) = self.rounds.get(&r).and_then(|s| s.proposal.clone()) else {
+        let Some(id) = self
+            .votes
+            .get(r, VoteKind::Prevote)
+            .and_then(|s| s.quorum_value(&self.validators))
+        else {
+            return false;
+        };
+        let Some(p) = self.proposal_for(r, &id) else {
             return false;
         };
         if self.is_valid(&p.value) != Some(true) {
-            return false;
-        }
-        let id = p.value.id();
-        if !self.validators.is_quorum(
-            self.votes
-                .power_for(r, VoteKind::Prevote, &Some(id.clone())),
-        ) {
             return false;
         }
         self.rounds.entry(r).or_default().locked_or_valid = true;
@@ -595,6 +693,19 @@ impl<A: Address, V: Value> Consensus<A, V> {
 
     /// L49-L54: PROPOSAL(h, r, v, *) and 2f+1 PRECOMMIT(h, r, id(v)) for any round r.
     fn rule_decide(&mut self, out: &mut Vec<Output<A, V>>) -> bool {
+        if let Some((r, v, certificate)) = self.certified.clone()
+            && self.is_valid(&v) == Some(true)
+        {
+            self.decision = Some(v.clone()); // L51 from a verified certificate
+            self.step = Step::Commit;
+            out.push(Output::Decide(Decision {
+                height: self.height,
+                round: r,
+                value: v,
+                certificate,
+            }));
+            return true;
+        }
         let rounds: Vec<Round> = self.votes.rounds().collect();
         for r in rounds {
             let Some(set) = self.votes.get(r, VoteKind::Precommit) else {
@@ -603,10 +714,10 @@ impl<A: Address, V: Value> Consensus<A, V> {
             let Some(id) = set.quorum_value(&self.validators) else {
                 continue;
             };
-            let Some(p) = self.rounds.get(&r).and_then(|s| s.proposal.clone()) else {
+            let Some(p) = self.proposal_for(r, &id) else {
                 continue;
             };
-            if p.value.id() != id || self.is_valid(&p.value) != Some(true) {
+            if self.is_valid(&p.value) != Some(true) {
                 continue;
             }
             let certificate = set.votes_for(&Some(id));

@@ -153,7 +153,7 @@ pub enum VoteKind {
 }
 
 /// A vote, already authenticated by the host. `value: None` is a vote for nil.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Vote<A, I> {
     /// Prevote or precommit.
     pub kind: VoteKind,
@@ -168,7 +168,7 @@ pub struct Vote<A, I> {
 }
 
 /// A proposal, already authenticated by the host (paper: PROPOSAL(h, r, v, validRound)).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Proposal<A, V> {
     /// Height.
     pub height: Height,

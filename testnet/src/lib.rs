@@ -1,6 +1,7 @@
 //! # sigil-testnet
 //!
-//! Test harnesses for Sigil. Today: [`chain`], helpers that start anvil chains and deploy
+//! Test harnesses for Sigil: [`sim`], the deterministic cluster simulator that drives the
+//! real consensus crate, and [`chain`], helpers that start anvil chains and deploy
 //! the Foundry-built contracts through alloy, used by the end-to-end tests. The
 //! deterministic cluster simulator and the devnet orchestrator build on it.
 
@@ -12,3 +13,4 @@
 )]
 
 pub mod chain;
+pub mod sim;

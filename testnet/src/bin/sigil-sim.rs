@@ -1,0 +1,162 @@
+//! `sigil-sim`: run, sweep and benchmark the deterministic cluster simulator.
+//!
+//! - `sigil-sim run --model lossy --nodes 4 --seed 7 --trace` replays one schedule.
+//! - `sigil-sim sweep --seeds 10000` runs every fault model over many seeds and prints the
+//!   exact replay command of any failing seed.
+//! - `sigil-sim bench` prints the committee-size table of BENCHMARKS.md.
+
+use clap::{Parser, Subcommand};
+use sigil_testnet::sim::{FaultModel, Scenario, replay_command, run};
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "sigil-sim", about = "Deterministic Sigil cluster simulator")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one schedule.
+    Run {
+        /// Fault model (none, lossy, partition, crash-restart, double-voter,
+        /// equivocating-proposer, silent, invalid-proposer, replayer).
+        #[arg(long, default_value = "none")]
+        model: String,
+        /// Committee size.
+        #[arg(long, default_value_t = 4)]
+        nodes: u16,
+        /// RNG seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Heights to decide.
+        #[arg(long, default_value_t = 3)]
+        heights: u64,
+        /// Print the event trace.
+        #[arg(long)]
+        trace: bool,
+    },
+    /// Run every fault model over `seeds` seeds.
+    Sweep {
+        /// Seeds per model.
+        #[arg(long, default_value_t = 1000)]
+        seeds: u64,
+        /// Committee size.
+        #[arg(long, default_value_t = 4)]
+        nodes: u16,
+        /// Heights per schedule.
+        #[arg(long, default_value_t = 3)]
+        heights: u64,
+        /// First seed.
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+    },
+    /// Committee-size scaling table.
+    Bench {
+        /// Heights per run.
+        #[arg(long, default_value_t = 5)]
+        heights: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Run {
+            model,
+            nodes,
+            seed,
+            heights,
+            trace,
+        } => {
+            let m = FaultModel::parse(&model)
+                .ok_or_else(|| anyhow::anyhow!("unknown --model {model}"))?;
+            let mut sc = Scenario::new(m, nodes, seed, heights);
+            sc.keep_trace = trace;
+            let r = run(sc);
+            for line in &r.trace {
+                println!("{line}");
+            }
+            println!(
+                "model {} n {nodes} seed {seed}: {} events, {} messages, all decided at {:?} ms, trace {:016x}",
+                m.name(),
+                r.events,
+                r.messages,
+                r.all_decided_ms,
+                r.trace_hash
+            );
+            if let Some(v) = r.violation {
+                anyhow::bail!("violation: {v:?}");
+            }
+        }
+        Cmd::Sweep {
+            seeds,
+            nodes,
+            heights,
+            start,
+        } => {
+            let mut failures = 0;
+            for m in FaultModel::ALL {
+                let t = Instant::now();
+                let mut worst = 0;
+                for seed in start..start + seeds {
+                    let r = run(Scenario::new(m, nodes, seed, heights));
+                    worst = worst.max(r.all_decided_ms.unwrap_or(u64::MAX));
+                    if let Some(v) = r.violation {
+                        failures += 1;
+                        println!(
+                            "FAIL {v:?}\n  replay: {}",
+                            replay_command(m, nodes, seed, heights)
+                        );
+                    }
+                }
+                println!(
+                    "{:<22} {seeds} seeds in {:.1?}, slowest all-decided {worst} ms",
+                    m.name(),
+                    t.elapsed()
+                );
+            }
+            if failures > 0 {
+                anyhow::bail!("{failures} failing schedules");
+            }
+        }
+        Cmd::Bench { heights } => {
+            println!(
+                "| n | faults | wall ms / height | CPU ms / height | messages / height | virtual ms / height |"
+            );
+            println!("|---|---|---|---|---|---|");
+            for n in [4u16, 7, 19, 50, 100] {
+                for (label, crashed) in [("none", false), ("f crashed", true)] {
+                    let mut sc = Scenario::new(FaultModel::None, n, 1, heights);
+                    if crashed {
+                        let f = (n - 1) / 3;
+                        sc.crashes = (0..f).map(|i| (n - 1 - i, 0, u64::MAX / 2)).collect();
+                    }
+                    sc.liveness_bound_ms = 600_000;
+                    let cpu0 = cpu_ns();
+                    let t = Instant::now();
+                    let r = run(sc);
+                    let wall = t.elapsed().as_secs_f64() * 1e3 / heights as f64;
+                    let cpu = (cpu_ns().saturating_sub(cpu0)) as f64 / 1e6 / heights as f64;
+                    if let Some(v) = &r.violation {
+                        anyhow::bail!("n {n} {label}: {v:?}");
+                    }
+                    println!(
+                        "| {n} | {label} | {wall:.1} | {cpu:.1} | {} | {} |",
+                        r.messages / heights,
+                        r.all_decided_ms.unwrap_or(0) / heights
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// CPU time of this thread (ns) from /proc/thread-self/schedstat; 0 where unavailable.
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+        .unwrap_or(0)
+}
