@@ -111,12 +111,10 @@ struct RoundState<A, V> {
     /// Further, different proposals from an equivocating proposer, at most
     /// [`MAX_EXTRA_PROPOSALS`] (L36 and L49 match any proposal whose id holds a quorum).
     others: Vec<Proposal<A, V>>,
-    /// L34 fired.
-    prevote_timeout: bool,
+    /// Timeouts already scheduled by the "first time" rules L34 and L47.
+    scheduled: BTreeSet<TimeoutKind>,
     /// L36 fired.
     locked_or_valid: bool,
-    /// L47 fired.
-    precommit_timeout: bool,
 }
 
 impl<A, V> Default for RoundState<A, V> {
@@ -124,9 +122,8 @@ impl<A, V> Default for RoundState<A, V> {
         Self {
             proposal: None,
             others: Vec::new(),
-            prevote_timeout: false,
+            scheduled: BTreeSet::new(),
             locked_or_valid: false,
-            precommit_timeout: false,
         }
     }
 }
@@ -613,18 +610,36 @@ impl<A: Address, V: Value> Consensus<A, V> {
 
     /// L34-L35: 2f+1 PREVOTE(h, r, *) while step = prevote, first time.
     fn rule_prevote_any(&mut self, out: &mut Vec<Output<A, V>>) -> bool {
+        self.step == Step::Prevote
+            && self.schedule_on_quorum_any(VoteKind::Prevote, TimeoutKind::Prevote, out)
+    }
+
+    /// L47-L48: 2f+1 PRECOMMIT(h, r, *), first time.
+    fn rule_precommit_any(&mut self, out: &mut Vec<Output<A, V>>) -> bool {
+        self.schedule_on_quorum_any(VoteKind::Precommit, TimeoutKind::Precommit, out)
+    }
+
+    /// Shared body of L34 and L47: the first time votes of `kind` for any value (or nil) in
+    /// the current round hold a quorum, schedule `timeout`.
+    fn schedule_on_quorum_any(
+        &mut self,
+        kind: VoteKind,
+        timeout: TimeoutKind,
+        out: &mut Vec<Output<A, V>>,
+    ) -> bool {
         let r = self.round;
-        if self.step != Step::Prevote || self.rounds.get(&r).is_some_and(|s| s.prevote_timeout) {
-            return false;
-        }
-        if !self
-            .validators
-            .is_quorum(self.votes.power_any(r, VoteKind::Prevote))
+        if self
+            .rounds
+            .get(&r)
+            .is_some_and(|s| s.scheduled.contains(&timeout))
         {
             return false;
         }
-        self.rounds.entry(r).or_default().prevote_timeout = true;
-        self.schedule(TimeoutKind::Prevote, r, out);
+        if !self.validators.is_quorum(self.votes.power_any(r, kind)) {
+            return false;
+        }
+        self.rounds.entry(r).or_default().scheduled.insert(timeout);
+        self.schedule(timeout, r, out);
         true
     }
 
@@ -671,23 +686,6 @@ impl<A: Address, V: Value> Consensus<A, V> {
         }
         self.vote(VoteKind::Precommit, None, out); // L45
         self.step = Step::Precommit; // L46
-        true
-    }
-
-    /// L47-L48: 2f+1 PRECOMMIT(h, r, *), first time.
-    fn rule_precommit_any(&mut self, out: &mut Vec<Output<A, V>>) -> bool {
-        let r = self.round;
-        if self.rounds.get(&r).is_some_and(|s| s.precommit_timeout) {
-            return false;
-        }
-        if !self
-            .validators
-            .is_quorum(self.votes.power_any(r, VoteKind::Precommit))
-        {
-            return false;
-        }
-        self.rounds.entry(r).or_default().precommit_timeout = true;
-        self.schedule(TimeoutKind::Precommit, r, out);
         true
     }
 

@@ -248,15 +248,6 @@ contract SigilInboxTest is Fixtures {
 contract SigilGatewayTest is Fixtures {
     SigilGateway internal gw;
 
-    event MessageSent(
-        bytes32 indexed messageId,
-        uint64 indexed destChainId,
-        address indexed recipient,
-        uint64 nonce,
-        address sender,
-        uint64 sourceChainId,
-        bytes payload
-    );
 
     function setUp() public {
         gw = new SigilGateway();
@@ -265,7 +256,7 @@ contract SigilGatewayTest is Fixtures {
     function test_send_assigns_sequential_nonces_and_ids() public {
         bytes32 expected = keccak256(abi.encode(uint64(block.chainid), address(gw), uint64(0)));
         vm.expectEmit();
-        emit MessageSent(expected, 7, address(0xAB), 0, address(this), uint64(block.chainid), hex"c0ffee");
+        emit SigilGateway.MessageSent(expected, 7, address(0xAB), 0, address(this), uint64(block.chainid), hex"c0ffee");
         bytes32 id0 = gw.sendMessage(7, address(0xAB), hex"c0ffee");
         assertEq(id0, expected, "id 0");
         bytes32 id1 = gw.sendMessage(7, address(0xAB), hex"");

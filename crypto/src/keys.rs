@@ -12,24 +12,7 @@ pub use frost::{Identifier, VerifyingKey};
 
 /// The secp256k1 group order n, big-endian (32 bytes).
 pub const CURVE_ORDER: [u8; 32] =
-    hex_literal(b"FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141");
-
-const fn hex_literal(s: &[u8; 64]) -> [u8; 32] {
-    const fn nib(c: u8) -> u8 {
-        match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => c - b'A' + 10,
-        }
-    }
-    let mut out = [0u8; 32];
-    let mut i = 0;
-    while i < 32 {
-        out[i] = nib(s[2 * i]) << 4 | nib(s[2 * i + 1]);
-        i += 1;
-    }
-    out
-}
+    alloy_primitives::hex!("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141");
 
 /// Errors about key material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

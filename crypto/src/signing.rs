@@ -80,7 +80,6 @@ pub fn sign<L: NonceLedger + ?Sized>(
     ledger: &mut L,
 ) -> Result<SignatureShare, SigningError> {
     let me = *key.identifier();
-    let member = member_index(&me, u16::MAX).unwrap_or(0);
     let ours = pool.commitments(nonce);
     if ours.is_none() {
         return Err(match ledger.status(nonce) {
@@ -90,6 +89,7 @@ pub fn sign<L: NonceLedger + ?Sized>(
         .into());
     }
     if package.signing_commitment(&me) != ours {
+        let member = member_index(&me, u16::MAX).unwrap_or(0);
         return Err(SigningError::IncorrectCommitment { member, nonce });
     }
     let nonces = pool.take(nonce, ledger)?;

@@ -21,7 +21,8 @@
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use sigil_consensus::{
-    Consensus, Height, Input, Output, Params, Proposal, Round, ValidatorSet, Value, Vote, VoteKind,
+    Consensus, Height, Input, Output, Params, Proposal, Round, ValidatorSet, ValidatorSetError,
+    Value, Vote, VoteKind,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -173,6 +174,7 @@ impl Scenario {
     /// The scenario for `model` with `n` nodes and `seed`: f = (n - 1) / 3 faulty members
     /// chosen by the seed, fault times drawn from the seed.
     pub fn new(model: FaultModel, n: u16, seed: u64, heights: Height) -> Self {
+        let n = n.max(1);
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_5eed);
         let f = (n - 1) / 3;
         let mut faulty = BTreeSet::new();
@@ -360,9 +362,9 @@ pub struct Sim {
 }
 
 impl Sim {
-    /// Builds the cluster for `sc`.
-    pub fn new(sc: Scenario) -> Self {
-        let validators = ValidatorSet::equal(0..sc.n).unwrap_or_else(|_| unreachable_set());
+    /// Builds the cluster for `sc`. Errors: [`ValidatorSetError::Empty`] when `sc.n == 0`.
+    pub fn new(sc: Scenario) -> Result<Self, ValidatorSetError> {
+        let validators = ValidatorSet::equal(0..sc.n)?;
         let nodes = (0..sc.n)
             .map(|_| Node {
                 cs: None,
@@ -374,7 +376,7 @@ impl Sim {
             })
             .collect();
         let rng = ChaCha8Rng::seed_from_u64(sc.seed);
-        Sim {
+        Ok(Sim {
             sc,
             rng,
             now: 0,
@@ -394,7 +396,7 @@ impl Sim {
                 trace: Vec::new(),
             },
             hasher: std::collections::hash_map::DefaultHasher::new(),
-        }
+        })
     }
 
     fn honest(&self, i: NodeId) -> bool {
@@ -827,17 +829,9 @@ impl Sim {
     }
 }
 
-fn unreachable_set() -> ValidatorSet<NodeId> {
-    // `n >= 1` always holds for scenarios built by `Scenario::new`; fall back to one member.
-    match ValidatorSet::equal([0]) {
-        Ok(s) => s,
-        Err(_) => std::process::abort(),
-    }
-}
-
-/// Runs one scenario.
-pub fn run(sc: Scenario) -> Report {
-    Sim::new(sc).run()
+/// Runs one scenario. Errors: [`ValidatorSetError::Empty`] when `sc.n == 0`.
+pub fn run(sc: Scenario) -> Result<Report, ValidatorSetError> {
+    Ok(Sim::new(sc)?.run())
 }
 
 /// The command that replays one schedule.

@@ -11,7 +11,7 @@ fn sweep(n: u16, seeds: u64, heights: u64) -> u64 {
     let mut failures = Vec::new();
     for model in FaultModel::ALL {
         for seed in 0..seeds {
-            let r = run(Scenario::new(model, n, seed, heights));
+            let r = run(Scenario::new(model, n, seed, heights)).unwrap();
             count += 1;
             assert!(
                 r.all_decided_ms.is_some() || r.violation.is_some(),
@@ -47,11 +47,11 @@ fn n7_all_fault_models() {
 #[test]
 fn same_seed_same_trace() {
     for model in FaultModel::ALL {
-        let a = run(Scenario::new(model, 4, 17, 3));
-        let b = run(Scenario::new(model, 4, 17, 3));
+        let a = run(Scenario::new(model, 4, 17, 3)).unwrap();
+        let b = run(Scenario::new(model, 4, 17, 3)).unwrap();
         assert_eq!(a.trace_hash, b.trace_hash, "{model:?} is not deterministic");
         assert_eq!(a.events, b.events);
-        let c = run(Scenario::new(model, 4, 18, 3));
+        let c = run(Scenario::new(model, 4, 18, 3)).unwrap();
         assert_ne!(
             a.trace_hash, c.trace_hash,
             "{model:?}: different seeds should differ"
@@ -64,15 +64,21 @@ fn faults_are_exercised() {
     // The Byzantine models must actually produce evidence or extra rounds; otherwise the
     // sweep would pass vacuously.
     let evidence: u64 = (0..20)
-        .map(|s| run(Scenario::new(FaultModel::DoubleVoter, 4, s, 3)).evidence)
+        .map(|s| {
+            run(Scenario::new(FaultModel::DoubleVoter, 4, s, 3))
+                .unwrap()
+                .evidence
+        })
         .sum();
     assert!(evidence > 0, "double voters produce equivocation evidence");
     let base = run(Scenario::new(FaultModel::None, 4, 3, 3))
+        .unwrap()
         .all_decided_ms
         .unwrap();
     let part = (0..20)
         .map(|s| {
             run(Scenario::new(FaultModel::Partition, 4, s, 3))
+                .unwrap()
                 .all_decided_ms
                 .unwrap()
         })

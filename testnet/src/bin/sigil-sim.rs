@@ -73,7 +73,7 @@ fn main() -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("unknown --model {model}"))?;
             let mut sc = Scenario::new(m, nodes, seed, heights);
             sc.keep_trace = trace;
-            let r = run(sc);
+            let r = run(sc)?;
             for line in &r.trace {
                 println!("{line}");
             }
@@ -100,7 +100,7 @@ fn main() -> anyhow::Result<()> {
                 let t = Instant::now();
                 let mut worst = 0;
                 for seed in start..start + seeds {
-                    let r = run(Scenario::new(m, nodes, seed, heights));
+                    let r = run(Scenario::new(m, nodes, seed, heights))?;
                     worst = worst.max(r.all_decided_ms.unwrap_or(u64::MAX));
                     if let Some(v) = r.violation {
                         failures += 1;
@@ -129,13 +129,13 @@ fn main() -> anyhow::Result<()> {
                 for (label, crashed) in [("none", false), ("f crashed", true)] {
                     let mut sc = Scenario::new(FaultModel::None, n, 1, heights);
                     if crashed {
-                        let f = (n - 1) / 3;
+                        let f = n.saturating_sub(1) / 3;
                         sc.crashes = (0..f).map(|i| (n - 1 - i, 0, u64::MAX / 2)).collect();
                     }
                     sc.liveness_bound_ms = 600_000;
                     let cpu0 = cpu_ns();
                     let t = Instant::now();
-                    let r = run(sc);
+                    let r = run(sc)?;
                     let wall = t.elapsed().as_secs_f64() * 1e3 / heights as f64;
                     let cpu = (cpu_ns().saturating_sub(cpu0)) as f64 / 1e6 / heights as f64;
                     if let Some(v) = &r.violation {
