@@ -160,6 +160,9 @@ pub struct Scenario {
     pub partition: Option<(u64, u64, BTreeSet<NodeId>)>,
     /// (node, crash at ms, restart at ms).
     pub crashes: Vec<(NodeId, u64, u64)>,
+    /// Members that are down for the whole run (crash faults that never recover); they count
+    /// toward f and are excluded from the liveness check.
+    pub down: BTreeSet<NodeId>,
     /// Byzantine members and their behaviour.
     pub byzantine: BTreeMap<NodeId, Byzantine>,
     /// Own-message gossip period (ms).
@@ -198,6 +201,7 @@ impl Scenario {
             loss_permille: 0,
             partition: None,
             crashes: Vec::new(),
+            down: BTreeSet::new(),
             byzantine: BTreeMap::new(),
             gossip_ms: 250,
             liveness_bound_ms: 0,
@@ -444,6 +448,9 @@ impl Sim {
             self.push(back, Event::Restart { node });
         }
         for i in 0..self.sc.n {
+            if self.sc.down.contains(&i) {
+                continue;
+            }
             self.start_node(i, false);
             let first = self.rng.next_u64() % self.sc.gossip_ms;
             self.push(first, Event::Gossip { node: i });
@@ -471,7 +478,7 @@ impl Sim {
         if self.report.violation.is_none()
             && self.report.all_decided_ms.is_none()
             && let Some(n) = (0..self.sc.n)
-                .filter(|i| self.honest(*i))
+                .filter(|i| self.honest(*i) && !self.sc.down.contains(i))
                 .find(|i| self.decided_count(*i) < self.sc.heights)
         {
             self.report.violation = Some(Violation::Liveness {
@@ -491,7 +498,7 @@ impl Sim {
 
     fn all_decided(&self) -> bool {
         (0..self.sc.n)
-            .filter(|i| self.honest(*i))
+            .filter(|i| self.honest(*i) && !self.sc.down.contains(i))
             .all(|i| self.decided_count(i) >= self.sc.heights)
     }
 

@@ -89,3 +89,27 @@ fn faults_are_exercised() {
         "partitions delay decisions ({part} ms vs {base} ms)"
     );
 }
+
+#[test]
+fn f_members_down_for_the_whole_run() {
+    for n in [4u16, 7] {
+        let mut sc = Scenario::new(FaultModel::None, n, 5, 3);
+        sc.down = (0..(n - 1) / 3).collect();
+        let r = run(sc).unwrap();
+        assert_eq!(
+            r.violation, None,
+            "n {n}: the 2f+1 live members still decide"
+        );
+        assert!(r.all_decided_ms.is_some());
+    }
+    let mut sc = Scenario::new(FaultModel::None, 4, 5, 3);
+    sc.down = [0, 1].into_iter().collect();
+    let r = run(sc).unwrap();
+    assert!(
+        matches!(
+            r.violation,
+            Some(sigil_testnet::sim::Violation::Liveness { .. })
+        ),
+        "f+1 down: no quorum, liveness must fail"
+    );
+}
