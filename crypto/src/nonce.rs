@@ -174,6 +174,11 @@ impl NoncePool {
         self.nonces.len()
     }
 
+    /// Ids of the nonces held, ascending.
+    pub fn ids(&self) -> Vec<NonceId> {
+        self.nonces.keys().copied().collect()
+    }
+
     /// The public commitments of nonce `id`, if held.
     pub fn commitments(&self, id: NonceId) -> Option<SigningCommitments> {
         self.nonces.get(&id).map(|n| *n.commitments())

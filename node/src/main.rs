@@ -1,21 +1,300 @@
-//! `sigil`: the Sigil committee node binary.
-//!
-//! Status: the node host (p2p, chain watchers, storage, relayer, HTTP API) arrives with
-//! issues 4 and 5. Today the binary parses its global options and reports its version.
+//! `sigil`: the Sigil committee node binary. See `sigil --help`.
 
-use clap::Parser;
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use sigil_node::api::AttestationView;
+use sigil_node::config::Config;
+use sigil_node::identity::{NodeKey, peer_id, public_key_hex};
+use sigil_node::keyfiles;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Sigil peer-to-peer attestation node.
 #[derive(Debug, Parser)]
 #[command(name = "sigil", version, about, long_about = None)]
 struct Cli {
-    /// Node home directory (config, keys, database).
+    /// Node home directory (config.toml, keys, db/).
     #[arg(long, global = true, env = "SIGIL_HOME", default_value = "~/.sigil")]
     home: String,
+    #[command(subcommand)]
+    cmd: Cmd,
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create the home: a commented config.toml and an encrypted node key.
+    Init {
+        /// Name in logs and status.
+        #[arg(long, default_value = "sigil")]
+        moniker: String,
+        /// libp2p listen multiaddr.
+        #[arg(long, default_value = "/ip4/127.0.0.1/tcp/7001")]
+        listen: String,
+        /// HTTP API address.
+        #[arg(long, default_value = "127.0.0.1:8001")]
+        api: std::net::SocketAddr,
+        /// Also generate a relayer transaction key (<home>/relayer.key).
+        #[arg(long)]
+        relayer_key: bool,
+    },
+    /// Print this node's public keys and peer id (and the group key after DKG).
+    Keys,
+    /// Run the FROST DKG with the committee in config.toml.
+    Dkg {
+        /// Give up (naming missing members) after this long.
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Run the node.
+    Start,
+    /// Relay attestations from node APIs to destination inboxes (no committee key needed).
+    Relay {
+        /// Node API base URL (repeat for fallbacks).
+        #[arg(long = "api", required = true)]
+        apis: Vec<String>,
+        /// Destination chain as CHAIN_ID=RPC_URL@INBOX_ADDRESS (repeat).
+        #[arg(long = "chain", required = true)]
+        chains: Vec<String>,
+        /// Transaction key (hex); prefer the environment variable.
+        #[arg(long, env = "SIGIL_RELAYER_KEY", hide_env_values = true)]
+        key: String,
+        /// Messages per deliverBatch transaction.
+        #[arg(long, default_value_t = 64)]
+        chunk: usize,
+    },
+    /// Show a node's status (from its API).
+    Status {
+        /// API base URL (default: node.api from config.toml).
+        #[arg(long)]
+        api: Option<String>,
+    },
+    /// Attestation lookups.
+    Attestation {
+        #[command(subcommand)]
+        cmd: AttestationCmd,
+    },
+    /// Check an attestation JSON (from `sigil attestation get`) offline.
+    Verify {
+        /// The attestation file.
+        file: PathBuf,
+        /// Expected group key (compressed hex); default: the one in the file.
+        #[arg(long)]
+        group_key: Option<String>,
+    },
+    /// Run a local devnet (two anvil chains, N nodes); arguments go to `sigil-devnet`.
+    #[command(disable_help_flag = true)]
+    Devnet {
+        /// Arguments for sigil-devnet.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AttestationCmd {
+    /// Fetch the attestation of a message id.
+    Get {
+        /// Message id (0x + 64 hex).
+        id: String,
+        /// API base URL (default: node.api from config.toml).
+        #[arg(long)]
+        api: Option<String>,
+    },
+}
+
+fn expand(home: &str) -> PathBuf {
+    if let Some(rest) = home.strip_prefix("~/") {
+        if let Ok(h) = std::env::var("HOME") {
+            return Path::new(&h).join(rest);
+        }
+    }
+    PathBuf::from(home)
+}
+
+fn load_config(home: &Path) -> Result<Config> {
+    Ok(Config::load(&home.join("config.toml"), std::env::vars())?)
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn,alloy=warn"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn api_url(home: &Path, api: Option<String>) -> Result<String> {
+    match api {
+        Some(a) => Ok(a.trim_end_matches('/').to_owned()),
+        None => Ok(format!("http://{}", load_config(home)?.node.api)),
+    }
+}
+
+async fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<()> {
     let cli = Cli::parse();
-    println!("sigil {} (home: {})", env!("CARGO_PKG_VERSION"), cli.home);
+    let home = expand(&cli.home);
+    match cli.cmd {
+        Cmd::Init { moniker, listen, api, relayer_key } => {
+            std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+            let cfg_path = home.join("config.toml");
+            if cfg_path.exists() {
+                bail!("{} exists; refusing to overwrite", cfg_path.display());
+            }
+            let pass = keyfiles::passphrase()?;
+            let key = NodeKey::generate();
+            keyfiles::write_node_key(&home, &key, &pass)?;
+            let pk = public_key_hex(&key.public());
+            std::fs::write(&cfg_path, sigil_node::config::template(&moniker, &listen, api, &pk))?;
+            if relayer_key {
+                let k = alloy::signers::local::PrivateKeySigner::random();
+                let p = home.join("relayer.key");
+                std::fs::write(&p, hex::encode(k.to_bytes()))?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+                println!("relayer address: {}", k.address());
+            }
+            println!("home:      {}", home.display());
+            println!("node key:  {pk}");
+            println!("peer id:   {}", peer_id(&key.public())?);
+            println!("next: list every member's node key and address in {}, then run `sigil dkg`", cfg_path.display());
+        }
+        Cmd::Keys => {
+            let pass = keyfiles::passphrase()?;
+            let key = keyfiles::read_node_key(&home, &pass)?;
+            println!("node key:  {}", public_key_hex(&key.public()));
+            println!("peer id:   {}", peer_id(&key.public())?);
+            let g = home.join(keyfiles::GROUP_KEY);
+            if g.exists() {
+                let gk: keyfiles::GroupKeyFile = serde_json::from_str(&std::fs::read_to_string(&g)?)?;
+                println!("group key: {} (epoch {})", gk.compressed, gk.epoch);
+            }
+        }
+        Cmd::Dkg { timeout } => {
+            let cfg = load_config(&home)?;
+            init_logs(cfg.node.log_format == "json");
+            let pass = keyfiles::passphrase()?;
+            let key = keyfiles::read_node_key(&home, &pass)?;
+            let r = sigil_node::dkg::run(&cfg, &key, timeout).await?;
+            keyfiles::write_key_share(&home, &r.share, &r.group_key, &pass)?;
+            println!("group key: {}", hex::encode(r.group_key.compressed()));
+            println!("x: {}", r.group_key.x());
+            println!("y: {}", r.group_key.y());
+            println!("key share written to {}", home.join(keyfiles::KEY_SHARE).display());
+        }
+        Cmd::Start => {
+            let cfg = load_config(&home)?;
+            init_logs(cfg.node.log_format == "json");
+            let pass = keyfiles::passphrase()?;
+            let stop = shutdown_signal().await;
+            sigil_node::start(&home, cfg, &pass, stop).await?;
+        }
+        Cmd::Relay { apis, chains, key, chunk } => {
+            init_logs(false);
+            let mut list = Vec::new();
+            for c in chains {
+                let (id, rest) = c.split_once('=').ok_or_else(|| anyhow!("--chain `{c}`: want CHAIN_ID=RPC_URL@INBOX"))?;
+                let (rpc, inbox) = rest.rsplit_once('@').ok_or_else(|| anyhow!("--chain `{c}`: want CHAIN_ID=RPC_URL@INBOX"))?;
+                list.push(sigil_node::relayer::RelayChain {
+                    chain_id: id.parse().map_err(|_| anyhow!("--chain `{c}`: bad chain id"))?,
+                    rpc: rpc.to_owned(),
+                    inbox: inbox.parse().map_err(|_| anyhow!("--chain `{c}`: bad inbox address"))?,
+                });
+            }
+            std::fs::create_dir_all(&home)?;
+            let cfg = sigil_node::relayer::RelayerConfig {
+                apis,
+                chains: list,
+                key: key.trim().parse().map_err(|_| anyhow!("--key: not a hex secp256k1 secret"))?,
+                state_dir: home,
+                chunk,
+                poll: Duration::from_millis(300),
+                stuck_after: Duration::from_secs(20),
+            };
+            let stop = shutdown_signal().await;
+            sigil_node::relayer::run(cfg, std::sync::Arc::new(sigil_node::metrics::Metrics::new()), stop).await?;
+        }
+        Cmd::Status { api } => {
+            let url = format!("{}/v1/status", api_url(&home, api)?);
+            let v: serde_json::Value = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?.json().await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Cmd::Attestation { cmd: AttestationCmd::Get { id, api } } => {
+            let url = format!("{}/v1/attestations/{id}", api_url(&home, api)?);
+            let r = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?;
+            let status = r.status();
+            let v: serde_json::Value = r.json().await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            if !status.is_success() {
+                std::process::exit(2);
+            }
+        }
+        Cmd::Verify { file, group_key } => {
+            let a: AttestationView = serde_json::from_str(&std::fs::read_to_string(&file)?)
+                .with_context(|| format!("parsing {}", file.display()))?;
+            match verify_attestation(&a, group_key.as_deref()) {
+                Ok(()) => println!("OK: message {} is attested at height {} (root {})", a.message_id, a.height, a.root),
+                Err(e) => {
+                    println!("INVALID: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Cmd::Devnet { args } => {
+            let exe = std::env::current_exe()?;
+            let devnet = exe.with_file_name("sigil-devnet");
+            if !devnet.exists() {
+                bail!("{} not found; build it with `cargo build -p sigil-testnet` (scripts/devnet.sh does)", devnet.display());
+            }
+            let status = std::process::Command::new(devnet).args(args).status()?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+    }
+    Ok(())
+}
+
+/// Offline check: id and leaf from the message, Merkle proof to the root, group signature
+/// over the EIP-712 batch digest.
+fn verify_attestation(a: &AttestationView, group_key: Option<&str>) -> Result<()> {
+    if a.message.id() != a.message_id {
+        bail!("messageId does not match the message fields");
+    }
+    if a.message.leaf() != a.leaf {
+        bail!("leaf does not match the message fields");
+    }
+    if sigil_crypto::merkle::process_proof(&a.leaf, &a.proof) != a.root {
+        bail!("Merkle proof does not lead to the root");
+    }
+    let key_hex = match group_key {
+        Some(k) => k.to_owned(),
+        None => a.group_key.as_ref().map(|g| g.compressed.clone()).ok_or_else(|| anyhow!("no group key: pass --group-key"))?,
+    };
+    let gk = sigil_crypto::GroupKey::from_compressed(&hex::decode(key_hex.trim_start_matches("0x"))?)?;
+    let sig = sigil_crypto::OnchainSignature { rx: a.signature.rx, ry: a.signature.ry, z: a.signature.z }.to_frost()?;
+    let digest = sigil_crypto::batch_digest(a.epoch, a.height, a.root);
+    sigil_crypto::signing::verify(&gk, digest, &sig).map_err(|_| anyhow!("group signature does not verify for this root and key"))?;
     Ok(())
 }

@@ -11,40 +11,7 @@ use alloy::signers::local::PrivateKeySigner;
 use anyhow::{Context, Result, anyhow};
 use std::path::{Path, PathBuf};
 
-alloy::sol! {
-    /// `SigilGateway` (contracts/src/SigilGateway.sol).
-    #[sol(rpc)]
-    contract SigilGateway {
-        event MessageSent(bytes32 indexed messageId, uint64 indexed destChainId, address indexed recipient, uint64 nonce, address sender, uint64 sourceChainId, bytes payload);
-        function sendMessage(uint64 destChainId, address recipient, bytes calldata payload) external returns (bytes32 messageId);
-        function nextNonce() external view returns (uint64);
-    }
-
-    /// `SigilInbox` (contracts/src/SigilInbox.sol).
-    #[sol(rpc)]
-    contract SigilInbox {
-        struct Message { uint64 sourceChainId; address sourceGateway; uint64 nonce; address sender; uint64 destChainId; address recipient; bytes payload; }
-        struct Signature { uint256 rx; uint256 ry; uint256 z; }
-        struct BatchRecord { uint64 epoch; uint64 height; uint64 submittedAt; }
-        event BatchSubmitted(bytes32 indexed root, uint64 indexed epoch, uint64 indexed height);
-        event MessageDelivered(bytes32 indexed messageId, uint64 indexed sourceChainId, address indexed recipient);
-        event MessageFailed(bytes32 indexed messageId, uint64 indexed sourceChainId, address indexed recipient);
-        function initialize(uint64 epoch, uint256 keyX, uint256 keyY) external;
-        function submitBatch(uint64 epoch, uint64 height, bytes32 root, Signature calldata sig) external;
-        function deliver(Message calldata message, bytes32[] calldata proof) external;
-        function deliverBatch(Message[] calldata messages, bytes32[] calldata proof, bool[] calldata proofFlags) external;
-        function statusOf(bytes32 messageId) external view returns (uint8);
-        function batchOf(bytes32 root) external view returns (BatchRecord memory);
-        function currentEpoch() external view returns (uint64);
-    }
-
-    /// `RecordingReceiver` (contracts/src/examples/RecordingReceiver.sol).
-    #[sol(rpc)]
-    contract RecordingReceiver {
-        function count() external view returns (uint256);
-        function timesReceived(bytes32 payloadHash) external view returns (uint256);
-    }
-}
+pub use sigil_node::contracts::{RecordingReceiver, SigilGateway, SigilInbox};
 
 /// The repository root (parent of this crate).
 pub fn repo_root() -> PathBuf {
@@ -63,12 +30,20 @@ pub fn anvil_path() -> Result<PathBuf> {
 /// Starts anvil with `chain_id` on a free loopback port (anvil binds 127.0.0.1; the port is
 /// read from its output). The process stops when the returned instance is dropped.
 pub fn spawn_anvil(chain_id: u64) -> Result<AnvilInstance> {
-    Anvil::at(anvil_path()?)
+    spawn_anvil_with(chain_id, None)
+}
+
+/// Like [`spawn_anvil`], with interval mining every `block_time` seconds (anvil
+/// `--block-time`) instead of one block per transaction.
+pub fn spawn_anvil_with(chain_id: u64, block_time: Option<u64>) -> Result<AnvilInstance> {
+    let mut a = Anvil::at(anvil_path()?)
         .chain_id(chain_id)
         .arg("--host")
-        .arg("127.0.0.1")
-        .try_spawn()
-        .context("starting anvil")
+        .arg("127.0.0.1");
+    if let Some(bt) = block_time {
+        a = a.block_time(bt);
+    }
+    a.try_spawn().context("starting anvil")
 }
 
 /// Creation bytecode of `contract` from Foundry's output

@@ -13,4 +13,5 @@
 )]
 
 pub mod chain;
+pub mod devnet;
 pub mod sim;

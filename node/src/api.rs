@@ -1,0 +1,285 @@
+//! HTTP API (axum). JSON everywhere; errors are `{"code": "...", "message": "..."}` with a
+//! matching status (400 malformed input, 404 unknown, 503 not available yet).
+//!
+//! | route                          | answer                                                  |
+//! |--------------------------------|---------------------------------------------------------|
+//! | `GET /v1/status`               | [`crate::node::Status`]                                 |
+//! | `GET /v1/batches/{height}`     | [`BatchView`]: block, signature, every message          |
+//! | `GET /v1/attestations/{id}`    | [`AttestationView`]: message, proof, signature, key     |
+//! | `GET /healthz`                 | 200 while the process serves                            |
+//! | `GET /readyz`                  | 200 when quorum peers are connected and chains answer   |
+//! | `GET /metrics`                 | Prometheus text format                                  |
+
+use crate::node::Shared;
+use crate::store::StoreError;
+use alloy_primitives::{B256, U256};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use sigil_crypto::{BatchTree, Message, OnchainSignature};
+use sigil_proto as pb;
+
+/// An API error.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({"code": self.code, "message": self.message})),
+        )
+            .into_response()
+    }
+}
+
+/// A group signature as the inbox takes it (uint256 each, `0x` hex).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SignatureView {
+    /// R.x.
+    pub rx: U256,
+    /// R.y.
+    pub ry: U256,
+    /// z.
+    pub z: U256,
+}
+
+/// A message with its id and leaf.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageView {
+    /// The message.
+    #[serde(flatten)]
+    pub message: Message,
+    /// `messageId` (32 bytes).
+    pub id: B256,
+    /// Merkle leaf (32 bytes).
+    pub leaf: B256,
+}
+
+/// `GET /v1/batches/{height}`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchView {
+    /// Key epoch.
+    pub epoch: u64,
+    /// Height.
+    pub height: u64,
+    /// Merkle root.
+    pub root: B256,
+    /// Message count.
+    pub count: u32,
+    /// Group signature, once attested.
+    pub signature: Option<SignatureView>,
+    /// Messages in leaf order.
+    pub messages: Vec<MessageView>,
+    /// Proposer's time (ms since epoch).
+    pub time_ms: u64,
+}
+
+/// The group key as JSON.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct GroupKeyView {
+    /// Compressed hex.
+    pub compressed: String,
+    /// x.
+    pub x: B256,
+    /// y.
+    pub y: B256,
+    /// y parity.
+    pub parity: u8,
+}
+
+/// `GET /v1/attestations/{messageId}`: everything needed to verify or relay one message.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttestationView {
+    /// Message id.
+    pub message_id: B256,
+    /// The message.
+    pub message: Message,
+    /// Its leaf.
+    pub leaf: B256,
+    /// Key epoch.
+    pub epoch: u64,
+    /// Height.
+    pub height: u64,
+    /// Merkle root.
+    pub root: B256,
+    /// OpenZeppelin `MerkleProof` sibling list.
+    pub proof: Vec<B256>,
+    /// Group signature.
+    pub signature: SignatureView,
+    /// Group key.
+    pub group_key: Option<GroupKeyView>,
+}
+
+fn sig_view(bytes: &[u8]) -> Option<SignatureView> {
+    let s = OnchainSignature::from_bytes(bytes).ok()?;
+    Some(SignatureView {
+        rx: s.rx,
+        ry: s.ry,
+        z: s.z,
+    })
+}
+
+/// Builds the batch view of `height` from storage.
+/// Errors: 404 `unknown_height`; 503 `observations_missing` when this node did not observe
+/// every message (e.g. it caught up from peers).
+pub fn batch_view(shared: &Shared, height: u64) -> Result<BatchView, ApiError> {
+    let cb = shared
+        .store
+        .block(height)?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_height", format!("no decided block at height {height}")))?;
+    let block = proposal_block(&cb)
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", "stored block without proposal"))?;
+    let mut messages = Vec::with_capacity(block.count as usize);
+    for r in &block.ranges {
+        let obs = shared.store.observations(r.chain_id, r.from_nonce..r.to_nonce)?;
+        if obs.len() as u64 != r.to_nonce - r.from_nonce {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "observations_missing",
+                format!("this node has not observed every message of height {height}; ask another node"),
+            ));
+        }
+        for o in obs {
+            messages.push(MessageView {
+                id: o.message.id(),
+                leaf: o.message.leaf(),
+                message: o.message,
+            });
+        }
+    }
+    Ok(BatchView {
+        epoch: block.epoch,
+        height,
+        root: B256::try_from(block.root.as_slice()).unwrap_or_default(),
+        count: block.count,
+        signature: cb.attestation.as_ref().and_then(|a| sig_view(&a.signature)),
+        messages,
+        time_ms: block.time_ms,
+    })
+}
+
+/// The block inside a stored committed block's proposal envelope.
+pub fn proposal_block(cb: &pb::CommittedBlock) -> Option<pb::Block> {
+    use prost::Message as _;
+    let env = cb.proposal.as_ref()?;
+    let body = pb::Body::decode(env.body.as_slice()).ok()?;
+    match body.kind? {
+        pb::body::Kind::Proposal(p) => p.block,
+        _ => None,
+    }
+}
+
+async fn status(State(s): State<Shared>) -> Json<crate::node::Status> {
+    Json(s.status.read().map(|g| g.clone()).unwrap_or_default())
+}
+
+async fn batch(State(s): State<Shared>, Path(h): Path<String>) -> Result<Json<BatchView>, ApiError> {
+    let h: u64 = h
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_height", format!("`{h}` is not a height")))?;
+    batch_view(&s, h).map(Json)
+}
+
+async fn attestation(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<AttestationView>, ApiError> {
+    let id: B256 = id.parse().map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_message_id", format!("`{id}` is not a 32-byte hex message id"))
+    })?;
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "unknown_message", format!("no attestation for message {id}"));
+    let h = s.store.height_of_message(&id)?.ok_or_else(not_found)?;
+    let view = batch_view(&s, h)?;
+    let signature = view.signature.clone().ok_or_else(not_found)?;
+    let leaves: Vec<B256> = view.messages.iter().map(|m| m.leaf).collect();
+    let m = view.messages.iter().find(|m| m.id == id).ok_or_else(not_found)?;
+    let tree = BatchTree::new(&leaves).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "merkle", e.to_string()))?;
+    let proof = tree
+        .proof(&m.leaf)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "merkle", e.to_string()))?;
+    Ok(Json(AttestationView {
+        message_id: id,
+        message: m.message.clone(),
+        leaf: m.leaf,
+        epoch: view.epoch,
+        height: h,
+        root: view.root,
+        proof,
+        signature,
+        group_key: s.group_key.as_ref().map(|g| GroupKeyView {
+            compressed: hex::encode(g.compressed()),
+            x: g.x(),
+            y: g.y(),
+            parity: g.parity(),
+        }),
+    }))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(s): State<Shared>) -> Result<&'static str, ApiError> {
+    let ready = s.status.read().map(|g| g.ready).unwrap_or(false);
+    if ready {
+        Ok("ready")
+    } else {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "waiting for quorum peers or chain RPCs",
+        ))
+    }
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &s.registry).is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        out,
+    )
+        .into_response()
+}
+
+async fn fallback() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// The API router.
+pub fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/batches/{height}", get(batch))
+        .route("/v1/attestations/{id}", get(attestation))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(fallback)
+        .with_state(shared)
+}

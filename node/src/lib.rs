@@ -1,0 +1,86 @@
+//! # sigil-node
+//!
+//! The host of a Sigil committee member: libp2p networking ([`p2p`]), RocksDB storage
+//! ([`store`]), the application core ([`app`]) and the consensus driver ([`node`]), EVM
+//! chain watchers ([`watcher`]), the relayer ([`relayer`]), the HTTP API and metrics
+//! ([`api`], [`metrics`]), the networked DKG ([`dkg`]), configuration ([`config`]) and key
+//! files ([`keyfiles`]). The `sigil` binary (src/main.rs) is a thin clap layer over it.
+
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod contracts;
+pub mod dkg;
+pub mod identity;
+pub mod keyfiles;
+pub mod metrics;
+pub mod node;
+pub mod p2p;
+pub mod relayer;
+pub mod store;
+pub mod watcher;
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use tokio::sync::{mpsc, watch};
+
+/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Starts a node from `home` (config.toml, keys, `db/`) and runs it until `shutdown` flips
+/// to true: watchers per chain, the HTTP API, and the consensus/signing loop.
+/// Errors: config, key, storage or bind failures, each naming what to fix.
+pub async fn start(home: &Path, cfg: config::Config, pass: &[u8], shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let key = keyfiles::read_node_key(home, pass)?;
+    let share = keyfiles::read_key_share(home, pass)?
+        .ok_or_else(|| anyhow::anyhow!("no {} in {}; run `sigil dkg` first", keyfiles::KEY_SHARE, home.display()))?;
+    let store = store::Store::open(&home.join("db"))?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let status = Arc::new(RwLock::new(node::Status::default()));
+    let group_key = sigil_crypto::GroupKey::new(*share.public_key_package.verifying_key()).ok();
+    let (tx, rx) = mpsc::channel(64);
+    for (i, c) in cfg.chains.iter().enumerate() {
+        let cursor = store.cursor(c.chain_id)?;
+        let w = watcher::Watcher::new(c.clone(), cfg.finality(i), metrics.clone(), cursor)?;
+        tokio::spawn(w.run(tx.clone()));
+    }
+    let shared = node::Shared {
+        store: store.clone(),
+        status: status.clone(),
+        metrics: metrics.clone(),
+        registry: Arc::new(registry),
+        group_key,
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.node.api)
+        .await
+        .map_err(|e| anyhow::anyhow!("config field `node.api`: cannot bind {}: {e}", cfg.node.api))?;
+    tracing::info!(api = %cfg.node.api, "HTTP API listening");
+    let router = api::router(shared);
+    let mut api_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                while api_shutdown.changed().await.is_ok() {
+                    if *api_shutdown.borrow() {
+                        break;
+                    }
+                }
+            })
+            .await;
+    });
+    if cfg.relayer.enabled {
+        let rcfg = relayer::RelayerConfig::from_node(&cfg, home)?;
+        tokio::spawn(relayer::run(rcfg, metrics.clone(), shutdown.clone()));
+    }
+    let n = node::Node::new(node::NodeSetup { cfg, key, share, store }, metrics, status)?;
+    n.run(rx, shutdown).await
+}

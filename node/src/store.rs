@@ -1,0 +1,490 @@
+//! RocksDB storage: one column family per kind of record, typed big-endian keys, and a
+//! stored schema version checked at open.
+//!
+//! | column family | key                                   | value                      |
+//! |---------------|---------------------------------------|----------------------------|
+//! | observations  | chain_id u64 · nonce u64              | [`Observation`] (JSON)     |
+//! | cursors       | chain_id u64                          | [`Cursor`] (JSON)          |
+//! | blocks        | height u64                            | `pb::CommittedBlock`       |
+//! | msgindex      | message id (32 bytes)                 | height u64                 |
+//! | wal           | height u64 · seq u64                  | `pb::WalEntry`             |
+//! | votes         | height u64 · round u32 · step u8      | value id (own, as sent)    |
+//! | nonces        | `next` / `floor` / `c`·id u64         | u64 / marker               |
+//! | evidence      | height u64 · round u32 · step u8 · member u16 | two envelopes      |
+//! | meta          | `schema`, `next_nonce`·chain u64      | u32 / u64                  |
+
+use alloy_primitives::B256;
+use prost::Message as _;
+use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
+use sigil_crypto::nonce::NonceStatus;
+use sigil_crypto::{Message, NonceError, NonceId, NonceLedger};
+use sigil_proto as pb;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Current on-disk schema version.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const CFS: &[&str] = &[
+    "observations",
+    "cursors",
+    "blocks",
+    "msgindex",
+    "wal",
+    "votes",
+    "nonces",
+    "evidence",
+    "meta",
+];
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// RocksDB failed.
+    #[error("rocksdb: {0}")]
+    Db(#[from] rocksdb::Error),
+    /// The database was written by another schema version.
+    #[error("database schema version {found}, this binary needs {expected}; use a fresh home or a matching binary")]
+    Schema {
+        /// Stored version.
+        found: u32,
+        /// Expected version.
+        expected: u32,
+    },
+    /// A record failed to decode.
+    #[error("corrupt record in {cf}: {detail}")]
+    Corrupt {
+        /// Column family.
+        cf: &'static str,
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// A message observed at finality.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Observation {
+    /// The message as the gateway emitted it.
+    pub message: Message,
+    /// Source block number.
+    pub block_number: u64,
+    /// Source block hash (re-read at finality).
+    pub block_hash: B256,
+    /// When this node stored it (ms since the Unix epoch).
+    pub observed_at_ms: u64,
+    /// Source block timestamp (s).
+    #[serde(default)]
+    pub block_time: u64,
+}
+
+/// How far this node observed a gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Cursor {
+    /// Last block scanned at finality.
+    pub block_number: u64,
+    /// Its hash.
+    pub block_hash: B256,
+    /// Next gateway nonce expected.
+    pub next_nonce: u64,
+}
+
+/// The node's database (cheap to clone).
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<DB>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+fn sync() -> WriteOptions {
+    let mut w = WriteOptions::default();
+    w.set_sync(true);
+    w
+}
+
+fn corrupt(cf: &'static str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        cf,
+        detail: e.to_string(),
+    }
+}
+
+fn u64_of(cf: &'static str, v: &[u8]) -> Result<u64, StoreError> {
+    Ok(u64::from_be_bytes(v.try_into().map_err(|_| corrupt(cf, "not 8 bytes"))?))
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path` and checks the schema version.
+    /// Errors: [`StoreError::Db`], [`StoreError::Schema`].
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let cfs = CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        let s = Self { db: Arc::new(db) };
+        match s.get("meta", b"schema")? {
+            None => s.put_sync("meta", b"schema", &SCHEMA_VERSION.to_be_bytes())?,
+            Some(v) => {
+                let found = u32::from_be_bytes(v.as_slice().try_into().map_err(|_| corrupt("meta", "schema"))?);
+                if found != SCHEMA_VERSION {
+                    return Err(StoreError::Schema {
+                        found,
+                        expected: SCHEMA_VERSION,
+                    });
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db.cf_handle(name).ok_or_else(|| corrupt(name, "missing column family"))
+    }
+
+    fn get(&self, cf: &'static str, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(cf)?, k)?)
+    }
+
+    fn put_sync(&self, cf: &'static str, k: &[u8], v: &[u8]) -> Result<(), StoreError> {
+        Ok(self.db.put_cf_opt(self.cf(cf)?, k, v, &sync())?)
+    }
+
+    // ---- observations and cursors ----
+
+    /// Stores observations and the new cursor of `chain_id` atomically (durable).
+    pub fn put_observations(&self, chain_id: u64, obs: &[Observation], cursor: &Cursor) -> Result<(), StoreError> {
+        let mut b = WriteBatch::default();
+        let ocf = self.cf("observations")?;
+        for o in obs {
+            let v = serde_json::to_vec(o).map_err(|e| corrupt("observations", e))?;
+            b.put_cf(ocf, obs_key(o.message.source_chain_id, o.message.nonce), v);
+        }
+        let v = serde_json::to_vec(cursor).map_err(|e| corrupt("cursors", e))?;
+        b.put_cf(self.cf("cursors")?, chain_id.to_be_bytes(), v);
+        Ok(self.db.write_opt(b, &sync())?)
+    }
+
+    /// One observation.
+    pub fn observation(&self, chain_id: u64, nonce: u64) -> Result<Option<Observation>, StoreError> {
+        self.get("observations", &obs_key(chain_id, nonce))?
+            .map(|v| serde_json::from_slice(&v).map_err(|e| corrupt("observations", e)))
+            .transpose()
+    }
+
+    /// Observations of `chain_id` with nonce in `range`, in nonce order.
+    pub fn observations(&self, chain_id: u64, range: Range<u64>) -> Result<Vec<Observation>, StoreError> {
+        let cf = self.cf("observations")?;
+        let start = obs_key(chain_id, range.start);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward)) {
+            let (k, v) = item?;
+            if k.len() != 16 || k[..8] != chain_id.to_be_bytes() {
+                break;
+            }
+            let nonce = u64_of("observations", &k[8..])?;
+            if nonce >= range.end {
+                break;
+            }
+            out.push(serde_json::from_slice(&v).map_err(|e| corrupt("observations", e))?);
+        }
+        Ok(out)
+    }
+
+    /// Stored cursor of `chain_id`.
+    pub fn cursor(&self, chain_id: u64) -> Result<Option<Cursor>, StoreError> {
+        self.get("cursors", &chain_id.to_be_bytes())?
+            .map(|v| serde_json::from_slice(&v).map_err(|e| corrupt("cursors", e)))
+            .transpose()
+    }
+
+    // ---- decided blocks and attestations ----
+
+    /// Stores a decided block with its certificate (durable) and indexes its message ids.
+    pub fn put_block(&self, height: u64, block: &pb::CommittedBlock, next_nonces: &[(u64, u64)]) -> Result<(), StoreError> {
+        let mut b = WriteBatch::default();
+        b.put_cf(self.cf("blocks")?, height.to_be_bytes(), block.encode_to_vec());
+        if let Some(a) = &block.attestation {
+            let idx = self.cf("msgindex")?;
+            for id in &a.message_ids {
+                b.put_cf(idx, id, height.to_be_bytes());
+            }
+        }
+        let meta = self.cf("meta")?;
+        for (chain, next) in next_nonces {
+            b.put_cf(meta, next_nonce_key(*chain), next.to_be_bytes());
+        }
+        // The WAL of a decided height is no longer needed.
+        b.delete_range_cf(self.cf("wal")?, wal_key(0, 0), wal_key(height + 1, 0));
+        Ok(self.db.write_opt(b, &sync())?)
+    }
+
+    /// The decided block at `height`.
+    pub fn block(&self, height: u64) -> Result<Option<pb::CommittedBlock>, StoreError> {
+        self.get("blocks", &height.to_be_bytes())?
+            .map(|v| pb::CommittedBlock::decode(v.as_slice()).map_err(|e| corrupt("blocks", e)))
+            .transpose()
+    }
+
+    /// Highest decided height (0 if none).
+    pub fn last_height(&self) -> Result<u64, StoreError> {
+        let cf = self.cf("blocks")?;
+        match self.db.iterator_cf(cf, rocksdb::IteratorMode::End).next() {
+            Some(item) => u64_of("blocks", &item?.0),
+            None => Ok(0),
+        }
+    }
+
+    /// Height of the block that holds message `id`.
+    pub fn height_of_message(&self, id: &B256) -> Result<Option<u64>, StoreError> {
+        self.get("msgindex", id.as_slice())?
+            .map(|v| u64_of("msgindex", &v))
+            .transpose()
+    }
+
+    /// The stored next nonce (first not yet in a decided block) of `chain_id`.
+    pub fn next_nonce(&self, chain_id: u64) -> Result<u64, StoreError> {
+        Ok(self
+            .get("meta", &next_nonce_key(chain_id))?
+            .map(|v| u64_of("meta", &v))
+            .transpose()?
+            .unwrap_or(0))
+    }
+
+    // ---- consensus WAL and own votes ----
+
+    /// Appends a WAL record for `height` (not yet synced: call [`Store::sync_wal`] before any
+    /// own message leaves the process).
+    pub fn wal_append(&self, height: u64, seq: u64, entry: &pb::WalEntry) -> Result<(), StoreError> {
+        Ok(self.db.put_cf(self.cf("wal")?, wal_key(height, seq), entry.encode_to_vec())?)
+    }
+
+    /// Makes every WAL append durable.
+    pub fn sync_wal(&self) -> Result<(), StoreError> {
+        Ok(self.db.flush_wal(true)?)
+    }
+
+    /// WAL records of `height`, in order.
+    pub fn wal(&self, height: u64) -> Result<Vec<pb::WalEntry>, StoreError> {
+        let cf = self.cf("wal")?;
+        let start = wal_key(height, 0);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward)) {
+            let (k, v) = item?;
+            if k.len() != 16 || u64_of("wal", &k[..8])? != height {
+                break;
+            }
+            out.push(pb::WalEntry::decode(v.as_ref()).map_err(|e| corrupt("wal", e))?);
+        }
+        Ok(out)
+    }
+
+    /// Records an own vote before it is sent (durable). Returns the value id already recorded
+    /// for this height/round/step if it differs (the caller must then not send).
+    pub fn record_own_vote(&self, height: u64, round: u32, step: u8, value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = vote_key(height, round, step);
+        if let Some(prev) = self.get("votes", &k)? {
+            if prev != value {
+                return Ok(Some(prev));
+            }
+            return Ok(None);
+        }
+        self.put_sync("votes", &k, value)?;
+        Ok(None)
+    }
+
+    /// Every own vote recorded: (height, round, step, value id).
+    pub fn own_votes(&self) -> Result<Vec<(u64, u32, u8, Vec<u8>)>, StoreError> {
+        let cf = self.cf("votes")?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            if k.len() != 13 {
+                return Err(corrupt("votes", "key length"));
+            }
+            out.push((
+                u64_of("votes", &k[..8])?,
+                u32::from_be_bytes([k[8], k[9], k[10], k[11]]),
+                k[12],
+                v.to_vec(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Stores equivocation evidence.
+    pub fn put_evidence(&self, height: u64, round: u32, step: u8, member: u16, first: &pb::Envelope, second: &pb::Envelope) -> Result<(), StoreError> {
+        let mut k = vote_key(height, round, step);
+        k.extend_from_slice(&member.to_be_bytes());
+        let v = pb::SyncResponse {
+            blocks: vec![pb::CommittedBlock {
+                proposal: None,
+                precommits: vec![first.clone(), second.clone()],
+                attestation: None,
+            }],
+        };
+        self.put_sync("evidence", &k, &v.encode_to_vec())
+    }
+
+    /// Number of evidence records.
+    pub fn evidence_count(&self) -> Result<usize, StoreError> {
+        let cf = self.cf("evidence")?;
+        Ok(self.db.iterator_cf(cf, rocksdb::IteratorMode::Start).count())
+    }
+}
+
+fn obs_key(chain_id: u64, nonce: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&chain_id.to_be_bytes());
+    k[8..].copy_from_slice(&nonce.to_be_bytes());
+    k
+}
+
+fn wal_key(height: u64, seq: u64) -> [u8; 16] {
+    obs_key(height, seq)
+}
+
+fn vote_key(height: u64, round: u32, step: u8) -> Vec<u8> {
+    let mut k = Vec::with_capacity(15);
+    k.extend_from_slice(&height.to_be_bytes());
+    k.extend_from_slice(&round.to_be_bytes());
+    k.push(step);
+    k
+}
+
+fn next_nonce_key(chain: u64) -> Vec<u8> {
+    let mut k = b"next_nonce".to_vec();
+    k.extend_from_slice(&chain.to_be_bytes());
+    k
+}
+
+/// The durable nonce ledger on RocksDB ([`NonceLedger`]). Ids issued before this process
+/// started are treated as consumed: their secret nonces died with the old process.
+#[derive(Debug)]
+pub struct RocksLedger {
+    store: Store,
+    next: u64,
+    floor: u64,
+}
+
+impl RocksLedger {
+    /// Opens the ledger; every id issued by an earlier process becomes unusable.
+    pub fn open(store: Store) -> Result<Self, StoreError> {
+        let next = store.get("nonces", b"next")?.map(|v| u64_of("nonces", &v)).transpose()?.unwrap_or(0);
+        store.put_sync("nonces", b"floor", &next.to_be_bytes())?;
+        Ok(Self {
+            store,
+            next,
+            floor: next,
+        })
+    }
+
+    fn consumed_key(id: u64) -> Vec<u8> {
+        let mut k = b"c".to_vec();
+        k.extend_from_slice(&id.to_be_bytes());
+        k
+    }
+
+    /// Ids recorded consumed (for restart-safety tests).
+    pub fn consumed_ids(&self) -> Result<Vec<u64>, StoreError> {
+        let cf = self.store.cf("nonces")?;
+        let mut out = Vec::new();
+        for item in self.store.db.prefix_iterator_cf(cf, b"c") {
+            let (k, _) = item?;
+            if k.first() != Some(&b'c') {
+                break;
+            }
+            out.push(u64_of("nonces", &k[1..])?);
+        }
+        Ok(out)
+    }
+}
+
+fn storage(e: StoreError) -> NonceError {
+    NonceError::Storage { source: Box::new(e) }
+}
+
+impl NonceLedger for RocksLedger {
+    fn issue(&mut self, count: u32) -> Result<Range<u64>, NonceError> {
+        let start = self.next;
+        let end = start + u64::from(count);
+        self.store
+            .put_sync("nonces", b"next", &end.to_be_bytes())
+            .map_err(storage)?;
+        self.next = end;
+        Ok(start..end)
+    }
+
+    fn consume(&mut self, id: NonceId) -> Result<(), NonceError> {
+        match self.status(id) {
+            NonceStatus::Unknown => Err(NonceError::Unknown { id }),
+            NonceStatus::Consumed => Err(NonceError::AlreadyConsumed { id }),
+            NonceStatus::Issued => self
+                .store
+                .put_sync("nonces", &Self::consumed_key(id.0), &[1])
+                .map_err(storage),
+        }
+    }
+
+    fn status(&self, id: NonceId) -> NonceStatus {
+        if id.0 >= self.next {
+            NonceStatus::Unknown
+        } else if id.0 < self.floor {
+            NonceStatus::Consumed
+        } else {
+            match self.store.get("nonces", &Self::consumed_key(id.0)) {
+                Ok(None) => NonceStatus::Issued,
+                // Unreadable counts as consumed: refusing is always safe.
+                _ => NonceStatus::Consumed,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_survives_restart_and_refuses_old_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut l = RocksLedger::open(store.clone()).unwrap();
+        let ids = l.issue(4).unwrap();
+        assert_eq!(ids, 0..4);
+        l.consume(NonceId(1)).unwrap();
+        assert!(matches!(l.consume(NonceId(1)), Err(NonceError::AlreadyConsumed { .. })));
+        drop(l);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let mut l = RocksLedger::open(store).unwrap();
+        assert_eq!(l.status(NonceId(2)), NonceStatus::Consumed, "issued before restart");
+        assert_eq!(l.issue(2).unwrap(), 4..6, "ids never repeat");
+        assert_eq!(l.status(NonceId(5)), NonceStatus::Issued);
+        assert_eq!(l.consumed_ids().unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn own_votes_refuse_a_second_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.record_own_vote(5, 1, 2, b"a").unwrap(), None);
+        assert_eq!(store.record_own_vote(5, 1, 2, b"a").unwrap(), None);
+        assert_eq!(store.record_own_vote(5, 1, 2, b"b").unwrap(), Some(b"a".to_vec()));
+        assert_eq!(store.own_votes().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn schema_version_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.put_sync("meta", b"schema", &99u32.to_be_bytes()).unwrap();
+        drop(store);
+        assert!(matches!(Store::open(dir.path()), Err(StoreError::Schema { found: 99, .. })));
+    }
+}

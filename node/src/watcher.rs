@@ -1,0 +1,329 @@
+//! EVM chain watcher (alloy): scans a gateway's `MessageSent` logs up to the chain's
+//! finality point in bounded block ranges, re-reads each log's block hash at finality
+//! (a log whose block is no longer canonical is dropped and counted), and reports
+//! observations plus the new cursor to the node. A final block that later changes hash is a
+//! finality violation: metric, error log, and the chain is halted until an operator acts.
+//!
+//! Every RPC call has a deadline and is retried with exponential backoff (200 ms to 10 s);
+//! with several RPC URLs, `rpc_quorum` of them must return identical answers. Each chain
+//! runs in its own task, so one failing RPC never stalls another chain.
+
+use crate::config::{ChainSection, Finality};
+use crate::contracts::SigilGateway;
+use crate::metrics::Metrics;
+use crate::store::{Cursor, Observation};
+use alloy::eips::BlockNumberOrTag;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::Filter;
+use alloy::sol_types::SolEvent;
+use alloy_primitives::{B256, Bytes};
+use sigil_crypto::Message;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// What a watcher reports.
+#[derive(Debug, Clone)]
+pub struct ChainEvent {
+    /// Source chain id.
+    pub chain_id: u64,
+    /// New observations (gateway nonce order, gap-free from the previous cursor).
+    pub observations: Vec<Observation>,
+    /// The cursor after them.
+    pub cursor: Cursor,
+    /// Latest head seen (block number).
+    pub head: u64,
+    /// Latest final block (number).
+    pub finalized: u64,
+}
+
+/// One chain's watcher.
+pub struct Watcher {
+    cfg: ChainSection,
+    finality: Finality,
+    providers: Vec<DynProvider>,
+    metrics: Arc<Metrics>,
+    cursor: Option<Cursor>,
+    halted: bool,
+}
+
+/// The answer of one RPC call, comparable across URLs.
+trait Agree: PartialEq + Clone {}
+impl<T: PartialEq + Clone> Agree for T {}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Header {
+    number: u64,
+    hash: B256,
+    timestamp: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct RawLog {
+    block_number: u64,
+    block_hash: B256,
+    log_index: u64,
+    nonce: u64,
+    message: Message,
+}
+
+impl Watcher {
+    /// A watcher for `cfg`, resuming after `cursor` (or from `cfg.start_block`).
+    /// Errors: a malformed RPC URL.
+    pub fn new(cfg: ChainSection, finality: Finality, metrics: Arc<Metrics>, cursor: Option<Cursor>) -> anyhow::Result<Self> {
+        let providers = cfg
+            .rpc
+            .iter()
+            .map(|u| Ok(ProviderBuilder::new().connect_http(u.parse()?).erased()))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self {
+            cfg,
+            finality,
+            providers,
+            metrics,
+            cursor,
+            halted: false,
+        })
+    }
+
+    fn label(&self) -> crate::metrics::ChainLabel {
+        Metrics::chain(self.cfg.chain_id)
+    }
+
+    /// Calls `f` on every provider until `rpc_quorum` identical answers arrive, retrying with
+    /// backoff. Never gives up; each failure is counted and logged.
+    async fn quorum<T, F, Fut>(&self, what: &str, f: F) -> T
+    where
+        T: Agree,
+        F: Fn(DynProvider) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let mut answers: Vec<T> = Vec::new();
+            for p in &self.providers {
+                let t0 = Instant::now();
+                match tokio::time::timeout(self.cfg.rpc_timeout, f(p.clone())).await {
+                    Ok(Ok(v)) => {
+                        self.metrics.rpc_latency.get_or_create(&self.label()).observe(t0.elapsed().as_secs_f64());
+                        answers.push(v)
+                    }
+                    Ok(Err(e)) => {
+                        self.metrics.rpc_errors.get_or_create(&self.label()).inc();
+                        tracing::warn!(chain = self.cfg.chain_id, call = what, error = %e, "rpc error; retrying");
+                    }
+                    Err(_) => {
+                        self.metrics.rpc_errors.get_or_create(&self.label()).inc();
+                        tracing::warn!(chain = self.cfg.chain_id, call = what, "rpc deadline exceeded; retrying");
+                    }
+                }
+            }
+            for a in &answers {
+                if answers.iter().filter(|b| *b == a).count() >= self.cfg.rpc_quorum as usize {
+                    return a.clone();
+                }
+            }
+            if answers.len() >= self.cfg.rpc_quorum as usize {
+                tracing::warn!(chain = self.cfg.chain_id, call = what, "rpc answers disagree; retrying");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    async fn header(&self, tag: BlockNumberOrTag) -> Option<Header> {
+        self.quorum("eth_getBlockByNumber", move |p| async move {
+            let b = p.get_block_by_number(tag).await?;
+            Ok(b.map(|b| Header {
+                number: b.header.number,
+                hash: b.header.hash,
+                timestamp: b.header.timestamp,
+            }))
+        })
+        .await
+    }
+
+    async fn final_number(&self) -> (u64, u64) {
+        let head = self
+            .quorum("eth_blockNumber", |p| async move { Ok(p.get_block_number().await?) })
+            .await;
+        let fin = match self.finality {
+            Finality::Confirmations(n) => head.saturating_sub(n),
+            Finality::Finalized => self.header(BlockNumberOrTag::Finalized).await.map_or(0, |h| h.number),
+            Finality::Safe => self.header(BlockNumberOrTag::Safe).await.map_or(0, |h| h.number),
+        };
+        (head, fin)
+    }
+
+    async fn logs(&self, from: u64, to: u64) -> Vec<RawLog> {
+        let filter = Filter::new()
+            .address(self.cfg.gateway)
+            .event_signature(SigilGateway::MessageSent::SIGNATURE_HASH)
+            .from_block(from)
+            .to_block(to);
+        let gateway = self.cfg.gateway;
+        self.quorum("eth_getLogs", move |p| {
+            let filter = filter.clone();
+            async move {
+                let logs = p.get_logs(&filter).await?;
+                let mut out = Vec::with_capacity(logs.len());
+                for l in logs {
+                    let (Some(bn), Some(bh), Some(li)) = (l.block_number, l.block_hash, l.log_index) else {
+                        anyhow::bail!("log without block position (pending?)");
+                    };
+                    let ev = l.log_decode::<SigilGateway::MessageSent>()?.inner.data;
+                    out.push(RawLog {
+                        block_number: bn,
+                        block_hash: bh,
+                        log_index: li,
+                        nonce: ev.nonce,
+                        message: Message {
+                            source_chain_id: ev.sourceChainId,
+                            source_gateway: gateway,
+                            nonce: ev.nonce,
+                            sender: ev.sender,
+                            dest_chain_id: ev.destChainId,
+                            recipient: ev.recipient,
+                            payload: Bytes::from(ev.payload.to_vec()),
+                        },
+                    });
+                }
+                out.sort_by_key(|l| (l.block_number, l.log_index));
+                Ok(out)
+            }
+        })
+        .await
+    }
+
+    /// Checks the chain id against the RPC. Errors name the field.
+    pub async fn check_chain_id(&self) -> anyhow::Result<()> {
+        let id = self
+            .quorum("eth_chainId", |p| async move { Ok(p.get_chain_id().await?) })
+            .await;
+        if id != self.cfg.chain_id {
+            anyhow::bail!(
+                "config field `chains[{}].chain_id` is {} but the RPC serves chain {id}; fix the chain_id or the rpc URL",
+                self.cfg.name,
+                self.cfg.chain_id
+            );
+        }
+        Ok(())
+    }
+
+    /// One scan step. Returns an event when the cursor advanced.
+    pub async fn step(&mut self) -> Option<ChainEvent> {
+        if self.halted {
+            return None;
+        }
+        let (head, fin) = self.final_number().await;
+        let label = self.label();
+        self.metrics.chain_head.get_or_create(&label).set(head as i64);
+        self.metrics.chain_finalized.get_or_create(&label).set(fin as i64);
+        // A block we treated as final must keep its hash.
+        if let Some(c) = self.cursor {
+            if c.block_hash != B256::ZERO {
+                let now = self.header(BlockNumberOrTag::Number(c.block_number)).await;
+                if now.as_ref().map(|h| h.hash) != Some(c.block_hash) {
+                    self.metrics.finality_violations.get_or_create(&label).inc();
+                    tracing::error!(
+                        chain = self.cfg.chain_id,
+                        block = c.block_number,
+                        was = %c.block_hash,
+                        now = ?now.map(|h| h.hash),
+                        "FINALITY VIOLATION: a block observed as final changed hash; halting this chain until an operator acts"
+                    );
+                    self.halted = true;
+                    return None;
+                }
+            }
+        }
+        let from = self.cursor.map_or(self.cfg.start_block, |c| c.block_number + 1);
+        let mut next_nonce = self.cursor.map_or(0, |c| c.next_nonce);
+        self.metrics
+            .chain_lag
+            .get_or_create(&label)
+            .set(head.saturating_sub(from.saturating_sub(1)) as i64);
+        if from > fin {
+            return None;
+        }
+        let to = fin.min(from + self.cfg.max_block_range - 1);
+        let logs = self.logs(from, to).await;
+        // Re-read every block holding a log, at finality.
+        let mut headers: BTreeMap<u64, Option<Header>> = BTreeMap::new();
+        for l in &logs {
+            if let std::collections::btree_map::Entry::Vacant(e) = headers.entry(l.block_number) {
+                e.insert(self.header(BlockNumberOrTag::Number(l.block_number)).await);
+            }
+        }
+        let Some(end) = self.header(BlockNumberOrTag::Number(to)).await else {
+            return None;
+        };
+        let now_ms = crate::now_ms();
+        let mut observations = Vec::new();
+        for l in logs {
+            let canonical = headers.get(&l.block_number).and_then(|h| h.clone());
+            let Some(h) = canonical.filter(|h| h.hash == l.block_hash) else {
+                self.metrics.dropped_logs.get_or_create(&label).inc();
+                tracing::warn!(chain = self.cfg.chain_id, block = l.block_number, nonce = l.nonce, "dropped a log whose block is no longer canonical");
+                continue;
+            };
+            if l.nonce < next_nonce {
+                continue;
+            }
+            if l.nonce > next_nonce {
+                tracing::error!(chain = self.cfg.chain_id, expected = next_nonce, got = l.nonce, "gateway nonce gap; rescanning");
+                return None;
+            }
+            next_nonce += 1;
+            self.metrics.observations.get_or_create(&label).inc();
+            observations.push(Observation {
+                message: l.message,
+                block_number: l.block_number,
+                block_hash: l.block_hash,
+                observed_at_ms: now_ms,
+                block_time: h.timestamp,
+            });
+        }
+        let cursor = Cursor {
+            block_number: end.number,
+            block_hash: end.hash,
+            next_nonce,
+        };
+        self.cursor = Some(cursor);
+        Some(ChainEvent {
+            chain_id: self.cfg.chain_id,
+            observations,
+            cursor,
+            head,
+            finalized: fin,
+        })
+    }
+
+    /// Whether a finality violation halted this watcher.
+    pub fn halted(&self) -> bool {
+        self.halted
+    }
+
+    /// Runs until `tx` closes: step, send, sleep `poll_interval` when caught up.
+    pub async fn run(mut self, tx: mpsc::Sender<ChainEvent>) {
+        if let Err(e) = self.check_chain_id().await {
+            tracing::error!(error = %e, "chain watcher not started");
+            return;
+        }
+        loop {
+            match self.step().await {
+                Some(ev) => {
+                    let caught_up = ev.cursor.block_number >= ev.finalized;
+                    if tx.send(ev).await.is_err() {
+                        return;
+                    }
+                    if caught_up {
+                        tokio::time::sleep(self.cfg.poll_interval).await;
+                    }
+                }
+                None => tokio::time::sleep(self.cfg.poll_interval).await,
+            }
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! `sigil-devnet` (also `sigil devnet`): the one-command local devnet. See
+//! `sigil_testnet::devnet`.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    let args = sigil_testnet::devnet::DevnetArgs::parse();
+    match sigil_testnet::devnet::run(args).await {
+        Ok(r) if r.missing.is_empty() && r.duplicates.is_empty() && r.delivered == r.sent => {}
+        Ok(_) => {
+            eprintln!("devnet FAILED: some messages were not delivered exactly once");
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("devnet error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

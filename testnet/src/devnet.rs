@@ -1,0 +1,710 @@
+//! The local devnet: two anvil chains, the contracts deployed on both, N `sigil` node
+//! processes that run a real DKG over libp2p, a standalone `sigil relay`, and a load of
+//! messages sent both ways, ending in a report (latency percentiles, throughput, gas per
+//! message, per-node figures). Everything lives in one run directory.
+
+use crate::chain::{RecordingReceiver, SigilGateway, SigilInbox, artifact_bytecode, deploy, repo_root, spawn_anvil_with};
+use alloy::network::EthereumWallet;
+use alloy::node_bindings::AnvilInstance;
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::Filter;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::{SolEvent, SolValue};
+use anyhow::{Context, Result, anyhow, bail};
+use sigil_node::api::BatchView;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// Devnet options (`sigil devnet --help`).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "sigil-devnet", about = "Local devnet: two anvil chains, N sigil nodes, messages across, a report")]
+pub struct DevnetArgs {
+    /// Committee size.
+    #[arg(long, default_value_t = 4)]
+    pub nodes: u16,
+    /// Messages from chain A to chain B.
+    #[arg(long, default_value_t = 1000)]
+    pub messages: u32,
+    /// Messages from chain B back to chain A (default: a tenth of --messages).
+    #[arg(long)]
+    pub back: Option<u32>,
+    /// Send rate (messages per second, both directions together).
+    #[arg(long, default_value_t = 200)]
+    pub rate: u32,
+    /// Messages sent back to back in one burst (they land in one block).
+    #[arg(long, default_value_t = 50)]
+    pub burst: u32,
+    /// Most messages per consensus block.
+    #[arg(long, default_value_t = 10_000)]
+    pub batch: u32,
+    /// Kill this member (1-based) once half the messages are sent.
+    #[arg(long)]
+    pub kill_node: Option<u16>,
+    /// Restart the killed member this many seconds after killing it.
+    #[arg(long)]
+    pub restart_after: Option<u64>,
+    /// Block confirmations the watchers wait for.
+    #[arg(long, default_value_t = 2)]
+    pub confirmations: u64,
+    /// Anvil block time (s).
+    #[arg(long, default_value_t = 1)]
+    pub block_time: u64,
+    /// Give up waiting for delivery after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Run directory (default: ./devnet-runs/<unix time>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Leave everything running after the report, until Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
+    /// Directory holding the `sigil` binary (default: next to this one).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// No progress line (CI logs).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The outcome.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// Messages sent.
+    pub sent: usize,
+    /// Messages seen in attested batches.
+    pub attested: usize,
+    /// Messages delivered (once).
+    pub delivered: usize,
+    /// Ids never delivered.
+    pub missing: Vec<B256>,
+    /// Ids delivered more than once.
+    pub duplicates: Vec<B256>,
+    /// Finality → attestation latency percentiles (ms): p50, p95, p99.
+    pub attest_ms: [u64; 3],
+    /// Finality → delivery latency percentiles (ms).
+    pub deliver_ms: [u64; 3],
+    /// Delivered messages per second, first send to last delivery.
+    pub throughput: f64,
+    /// Relayer gas per delivered message (submitBatch + deliver, averaged).
+    pub gas_per_message: f64,
+    /// Heights decided.
+    pub heights: u64,
+    /// Wall time (s).
+    pub seconds: f64,
+    /// Per node: member, decided height, attested height, peers, state.
+    pub nodes: Vec<NodeFigures>,
+}
+
+/// One node's figures at the end.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeFigures {
+    /// Member index.
+    pub member: u16,
+    /// `running`, `killed`, `restarted`.
+    pub state: String,
+    /// Decided height.
+    pub decided: u64,
+    /// Attested height.
+    pub attested: u64,
+    /// Connected peers.
+    pub peers: usize,
+    /// Signing culprits counted.
+    pub culprits: u64,
+    /// Consensus timeouts.
+    pub timeouts: u64,
+}
+
+struct NodeProc {
+    member: u16,
+    home: PathBuf,
+    api: String,
+    child: Option<Child>,
+    state: &'static str,
+}
+
+struct Chain {
+    id: u64,
+    anvil: AnvilInstance,
+    gateway: Address,
+    inbox: Address,
+    receiver: Address,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn sigil_bin(args: &DevnetArgs) -> Result<PathBuf> {
+    let dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .ok_or_else(|| anyhow!("no exe dir"))?
+            .to_owned(),
+    };
+    let p = dir.join("sigil");
+    if !p.exists() {
+        bail!("{} not found; build with `cargo build --release -p sigil-node`", p.display());
+    }
+    Ok(p)
+}
+
+fn sigil(bin: &Path, home: &Path) -> Command {
+    let mut c = Command::new(bin);
+    c.arg("--home")
+        .arg(home)
+        .env("SIGIL_PASSPHRASE", "devnet-insecure-passphrase")
+        .env("SIGIL_INSECURE_FAST_KDF", "1")
+        .kill_on_drop(true);
+    c
+}
+
+fn percentiles(mut v: Vec<u64>) -> [u64; 3] {
+    if v.is_empty() {
+        return [0; 3];
+    }
+    v.sort_unstable();
+    let at = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
+    [at(0.50), at(0.95), at(0.99)]
+}
+
+async fn deploy_chain(id: u64, block_time: u64) -> Result<Chain> {
+    let anvil = spawn_anvil_with(id, Some(block_time))?;
+    let key = anvil.keys()[0].clone();
+    let p = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(PrivateKeySigner::from(key)))
+        .connect_http(anvil.endpoint_url());
+    let admin = anvil.addresses()[0];
+    let gateway = deploy(&p, artifact_bytecode("SigilGateway.sol", "SigilGateway")?, &[]).await?;
+    let inbox = deploy(
+        &p,
+        artifact_bytecode("SigilInbox.sol", "SigilInbox")?,
+        &(admin, U256::from(3600u64)).abi_encode_params(),
+    )
+    .await?;
+    let receiver = deploy(&p, artifact_bytecode("RecordingReceiver.sol", "RecordingReceiver")?, &inbox.abi_encode()).await?;
+    Ok(Chain {
+        id,
+        anvil,
+        gateway,
+        inbox,
+        receiver,
+    })
+}
+
+fn node_config(
+    member: &(String, u16, u16),
+    members: &[(String, u16, u16)],
+    chains: &[&Chain],
+    args: &DevnetArgs,
+) -> String {
+    let (_, p2p, api) = member;
+    let mut s = format!(
+        "[node]\nmoniker = \"node-{p2p}\"\nlisten = \"/ip4/127.0.0.1/tcp/{p2p}\"\napi = \"127.0.0.1:{api}\"\nheartbeat = \"1s\"\n\n[committee]\nepoch = 1\nmembers = [\n"
+    );
+    for (k, p, _) in members {
+        s.push_str(&format!("  {{ key = \"{k}\", address = \"/ip4/127.0.0.1/tcp/{p}\" }},\n"));
+    }
+    s.push_str(&format!(
+        "]\n\n[consensus]\npropose_timeout = \"1s\"\nprevote_timeout = \"500ms\"\nprecommit_timeout = \"500ms\"\ntimeout_delta = \"500ms\"\nobservation_wait = \"2s\"\n\n[batch]\nmax_messages = {}\nmax_bytes = 8388608\n\n[signing]\nnonce_pool = 16\nshare_timeout = \"2s\"\n",
+        args.batch
+    ));
+    for (i, c) in chains.iter().enumerate() {
+        s.push_str(&format!(
+            "\n[[chains]]\nname = \"{}\"\nchain_id = {}\nrpc = [\"{}\"]\ngateway = \"{}\"\ninbox = \"{}\"\nfinality = \"confirmations:{}\"\npoll_interval = \"250ms\"\n",
+            if i == 0 { "a" } else { "b" },
+            c.id,
+            c.anvil.endpoint(),
+            c.gateway,
+            c.inbox,
+            args.confirmations
+        ));
+    }
+    s
+}
+
+/// Runs the devnet and returns its report (see the module docs).
+/// Errors: any setup step (anvil, deploy, init, DKG), each named.
+pub async fn run(args: DevnetArgs) -> Result<Report> {
+    let t0 = Instant::now();
+    let bin = sigil_bin(&args)?;
+    let run_dir = match &args.run_dir {
+        Some(d) => d.clone(),
+        None => repo_root().join("devnet-runs").join(sigil_node::now_ms().to_string()),
+    };
+    std::fs::create_dir_all(&run_dir)?;
+    let run_dir = run_dir.canonicalize()?;
+    println!("run directory: {}", run_dir.display());
+
+    // 1. Chains and contracts.
+    let a = deploy_chain(1001, args.block_time).await.context("chain A")?;
+    let b = deploy_chain(1002, args.block_time).await.context("chain B")?;
+    println!("chain A: id {} at {}   chain B: id {} at {}", a.id, a.anvil.endpoint(), b.id, b.anvil.endpoint());
+
+    // 2. Node homes.
+    let mut members = Vec::new();
+    for i in 1..=args.nodes {
+        let home = run_dir.join(format!("node{i}"));
+        let (p2p, api) = (free_port()?, free_port()?);
+        let out = sigil(&bin, &home)
+            .args(["init", "--moniker", &format!("node-{i}")])
+            .args(["--listen", &format!("/ip4/127.0.0.1/tcp/{p2p}")])
+            .args(["--api", &format!("127.0.0.1:{api}")])
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!("sigil init node{i}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let key = text
+            .lines()
+            .find_map(|l| l.strip_prefix("node key:"))
+            .map(|k| k.trim().to_owned())
+            .ok_or_else(|| anyhow!("sigil init printed no node key"))?;
+        members.push((key, p2p, api));
+    }
+    let mut nodes = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        let home = run_dir.join(format!("node{}", i + 1));
+        std::fs::write(home.join("config.toml"), node_config(m, &members, &[&a, &b], &args))?;
+        nodes.push(NodeProc {
+            member: i as u16 + 1,
+            home,
+            api: format!("http://127.0.0.1:{}", m.2),
+            child: None,
+            state: "running",
+        });
+    }
+
+    // 3. DKG over the network, all members at once.
+    println!("running DKG among {} nodes ...", args.nodes);
+    let mut dkgs = Vec::new();
+    for n in &nodes {
+        let log = std::fs::File::create(n.home.join("dkg.log"))?;
+        let child = sigil(&bin, &n.home)
+            .args(["dkg", "--timeout", "90s"])
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()?;
+        dkgs.push(child);
+    }
+    for (i, c) in dkgs.into_iter().enumerate() {
+        let out = c.wait_with_output().await?;
+        if !out.status.success() {
+            bail!("sigil dkg on node{} failed; see {}", i + 1, nodes[i].home.join("dkg.log").display());
+        }
+    }
+    let mut group_keys = BTreeSet::new();
+    for n in &nodes {
+        let g: sigil_node::keyfiles::GroupKeyFile =
+            serde_json::from_str(&std::fs::read_to_string(n.home.join(sigil_node::keyfiles::GROUP_KEY))?)?;
+        group_keys.insert((g.compressed.clone(), g.x.clone(), g.y.clone()));
+    }
+    if group_keys.len() != 1 {
+        bail!("members derived different group keys: {group_keys:?}");
+    }
+    let (gk, gx, gy) = group_keys.into_iter().next().ok_or_else(|| anyhow!("no group key"))?;
+    println!("group key: {gk}");
+
+    // 4. Register the key on both inboxes.
+    for c in [&a, &b] {
+        let p = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(PrivateKeySigner::from(c.anvil.keys()[0].clone())))
+            .connect_http(c.anvil.endpoint_url());
+        let inbox = SigilInbox::new(c.inbox, &p);
+        let r = inbox
+            .initialize(1, gx.parse::<U256>()?, gy.parse::<U256>()?)
+            .send()
+            .await?
+            .get_receipt()
+            .await?;
+        if !r.status() {
+            bail!("inbox.initialize reverted on chain {}", c.id);
+        }
+    }
+
+    // 5. Nodes and relayer.
+    for n in nodes.iter_mut() {
+        n.child = Some(start_node(&bin, &n.home)?);
+    }
+    let relayer_home = run_dir.join("relayer");
+    std::fs::create_dir_all(&relayer_home)?;
+    let relayer_key = hex::encode(a.anvil.keys()[1].to_bytes());
+    let mut relay = sigil(&bin, &relayer_home);
+    relay.arg("relay");
+    for n in &nodes {
+        relay.args(["--api", &n.api]);
+    }
+    for c in [&a, &b] {
+        relay.args(["--chain", &format!("{}={}@{}", c.id, c.anvil.endpoint(), c.inbox)]);
+    }
+    let relay_log = std::fs::File::create(relayer_home.join("relayer.log"))?;
+    let _relayer = relay
+        .env("SIGIL_RELAYER_KEY", &relayer_key)
+        .stdout(Stdio::null())
+        .stderr(relay_log)
+        .spawn()?;
+
+    // 6. Load.
+    let back = args.back.unwrap_or(args.messages / 10);
+    let sender_key = a.anvil.keys()[2].clone();
+    let sender = PrivateKeySigner::from(sender_key.clone());
+    let pa = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(sender.clone()))
+        .connect_http(a.anvil.endpoint_url())
+        .erased();
+    let pb = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(sender.clone()))
+        .connect_http(b.anvil.endpoint_url())
+        .erased();
+    let mut plan: Vec<(bool, u32)> = (0..args.messages).map(|i| (true, i)).collect();
+    // Interleave the way back.
+    for j in 0..back {
+        let at = ((j as u64 + 1) * plan.len() as u64 / (back as u64 + 1)) as usize;
+        plan.insert(at.min(plan.len()), (false, j));
+    }
+    let total = plan.len();
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    let mut nonces: HashMap<bool, u64> = HashMap::new();
+    nonces.insert(true, pa.get_transaction_count(sender.address()).await?);
+    nonces.insert(false, pb.get_transaction_count(sender.address()).await?);
+    let mut sent_at: HashMap<Bytes, u64> = HashMap::new();
+    let mut tracker = Tracker::new(&a, &b, &nodes);
+    let mut killed_at: Option<Instant> = None;
+    let burst = args.burst.max(1) as usize;
+    let interval = Duration::from_secs_f64(burst as f64 / f64::from(args.rate.max(1)));
+    for (k, chunk) in plan.chunks(burst).enumerate() {
+        let tick = started + interval * k as u32;
+        tokio::time::sleep_until(tick.into()).await;
+        for (forward, i) in chunk {
+            let (p, gw, dest, recv) = if *forward {
+                (&pa, a.gateway, b.id, b.receiver)
+            } else {
+                (&pb, b.gateway, a.id, a.receiver)
+            };
+            let payload = Bytes::from(format!("devnet {} #{i}", if *forward { "A->B" } else { "B->A" }).into_bytes());
+            let nonce = nonces.get_mut(forward).ok_or_else(|| anyhow!("nonce"))?;
+            let gateway = SigilGateway::new(gw, p.clone());
+            let call = gateway.sendMessage(dest, recv, payload.clone()).nonce(*nonce).gas(200_000);
+            *nonce += 1;
+            let pend = call.send().await.context("sendMessage")?;
+            sent_at.insert(payload, sigil_node::now_ms());
+            pending.push((*forward, *pend.tx_hash()));
+        }
+        if let (Some(victim), None) = (args.kill_node, killed_at) {
+            if (k + 1) * burst >= total / 2 {
+                if let Some(n) = nodes.iter_mut().find(|n| n.member == victim) {
+                    if let Some(mut c) = n.child.take() {
+                        let _ = c.start_kill();
+                        let _ = c.wait().await;
+                        n.state = "killed";
+                        killed_at = Some(Instant::now());
+                        println!("killed node {victim} after {} messages", (k + 1) * burst);
+                    }
+                }
+            }
+        }
+        tracker.poll(&nodes).await;
+        if !args.quiet {
+            tracker.progress(total.min((k + 1) * burst), total);
+        }
+    }
+    // Sent ids from receipts.
+    let mut sent_ids: BTreeMap<B256, (u64, Bytes)> = BTreeMap::new();
+    for (forward, hash) in pending {
+        let p = if forward { &pa } else { &pb };
+        let r = loop {
+            if let Some(r) = p.get_transaction_receipt(hash).await? {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        for log in r.inner.logs() {
+            if let Ok(ev) = log.log_decode::<SigilGateway::MessageSent>() {
+                let d = ev.inner.data;
+                let at = sent_at.get(&d.payload).copied().unwrap_or(0);
+                sent_ids.insert(d.messageId, (at, d.payload.clone()));
+            }
+        }
+    }
+    if sent_ids.len() != total {
+        bail!("{} sendMessage receipts carry {} MessageSent events", total, sent_ids.len());
+    }
+    let mut restarted = false;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    while Instant::now() < deadline {
+        if let (Some(after), Some(at), false) = (args.restart_after, killed_at, restarted) {
+            if at.elapsed() >= Duration::from_secs(after) {
+                if let Some(n) = nodes.iter_mut().find(|n| Some(n.member) == args.kill_node) {
+                    n.child = Some(start_node(&bin, &n.home)?);
+                    n.state = "restarted";
+                    restarted = true;
+                    println!("restarted node {}", n.member);
+                }
+            }
+        }
+        tracker.poll(&nodes).await;
+        if !args.quiet {
+            tracker.progress(total, total);
+        }
+        if sent_ids.keys().all(|id| tracker.delivered.contains_key(id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if !args.quiet {
+        println!();
+    }
+    // 7. Report.
+    let confirm_ms = args.confirmations * args.block_time * 1000;
+    let mut missing = Vec::new();
+    let mut attest_lat = Vec::new();
+    let mut deliver_lat = Vec::new();
+    let mut last_delivery = 0u64;
+    for (id, (sent, _)) in &sent_ids {
+        let fin = tracker.source_final_ms.get(id).copied().unwrap_or(*sent + confirm_ms);
+        match tracker.delivered.get(id) {
+            Some((at, _)) => {
+                deliver_lat.push(at.saturating_sub(fin));
+                last_delivery = last_delivery.max(*at);
+            }
+            None => missing.push(*id),
+        }
+        if let Some(at) = tracker.attested.get(id) {
+            attest_lat.push(at.saturating_sub(fin));
+        }
+    }
+    // Duplicates: any payload the receivers recorded twice.
+    let mut duplicates = Vec::new();
+    for (id, (_, payload)) in &sent_ids {
+        let forward = payload.starts_with(b"devnet A->B");
+        let (c, p) = if forward { (&b, &pb) } else { (&a, &pa) };
+        let times: U256 = RecordingReceiver::new(c.receiver, p.clone())
+            .timesReceived(alloy::primitives::keccak256(payload))
+            .call()
+            .await?;
+        if times > U256::from(1) {
+            duplicates.push(*id);
+        }
+    }
+    let gas = relayer_gas(&relayer_home.join("relayer_txs.jsonl"));
+    let delivered = tracker.delivered.len();
+    let first_send = sent_ids.values().map(|(t, _)| *t).min().unwrap_or(0);
+    let span = last_delivery.saturating_sub(first_send).max(1) as f64 / 1000.0;
+    let mut figures = Vec::new();
+    for n in &nodes {
+        let s = tracker.node_status(&n.api).await;
+        figures.push(NodeFigures {
+            member: n.member,
+            state: n.state.to_owned(),
+            decided: s.as_ref().map_or(0, |s| s["decidedHeight"].as_u64().unwrap_or(0)),
+            attested: s.as_ref().map_or(0, |s| s["attestedHeight"].as_u64().unwrap_or(0)),
+            peers: s.as_ref().map_or(0, |s| s["peers"].as_array().map_or(0, |p| p.len())),
+            culprits: tracker.metric(&n.api, "sigil_signing_culprits_total").await,
+            timeouts: tracker.metric(&n.api, "sigil_consensus_timeouts_total").await,
+        });
+    }
+    let report = Report {
+        sent: total,
+        attested: sent_ids.keys().filter(|id| tracker.attested.contains_key(*id)).count(),
+        delivered,
+        missing,
+        duplicates,
+        attest_ms: percentiles(attest_lat),
+        deliver_ms: percentiles(deliver_lat),
+        throughput: delivered as f64 / span,
+        gas_per_message: if delivered > 0 { gas as f64 / delivered as f64 } else { 0.0 },
+        heights: figures.iter().map(|f| f.decided).max().unwrap_or(0),
+        seconds: t0.elapsed().as_secs_f64(),
+        nodes: figures,
+    };
+    std::fs::write(run_dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    print_report(&report);
+
+    // 8. Keep running?
+    let info = serde_json::json!({
+        "runDir": run_dir,
+        "chains": [
+            {"name": "a", "chainId": a.id, "rpc": a.anvil.endpoint(), "gateway": a.gateway, "inbox": a.inbox, "receiver": a.receiver},
+            {"name": "b", "chainId": b.id, "rpc": b.anvil.endpoint(), "gateway": b.gateway, "inbox": b.inbox, "receiver": b.receiver},
+        ],
+        "fundedKey": format!("0x{}", hex::encode(sender_key.to_bytes())),
+        "fundedAddress": sender.address(),
+        "groupKey": gk,
+        "nodes": nodes.iter().map(|n| serde_json::json!({"member": n.member, "api": n.api, "home": n.home})).collect::<Vec<_>>(),
+        "stop": format!("Ctrl-C in this terminal, or kill -INT {}", std::process::id()),
+    });
+    std::fs::write(run_dir.join("devnet.json"), serde_json::to_string_pretty(&info)?)?;
+    if args.keep_running {
+        println!("\ndevnet is up (also in {}):", run_dir.join("devnet.json").display());
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        println!("press Ctrl-C to stop");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    Ok(report)
+}
+
+fn start_node(bin: &Path, home: &Path) -> Result<Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(home.join("node.log"))?;
+    Ok(sigil(bin, home).arg("start").stdout(Stdio::null()).stderr(log).spawn()?)
+}
+
+fn relayer_gas(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<sigil_node::relayer::TxRecord>(l).ok())
+        .map(|r| r.gas_used)
+        .sum()
+}
+
+/// Prints the report table.
+pub fn print_report(r: &Report) {
+    println!("\n=== devnet report ===");
+    println!("sent        {:>8}", r.sent);
+    println!("attested    {:>8}", r.attested);
+    println!("delivered   {:>8}", r.delivered);
+    println!("missing     {:>8}", r.missing.len());
+    println!("duplicates  {:>8}", r.duplicates.len());
+    println!("heights     {:>8}", r.heights);
+    println!();
+    println!("latency from source finality (ms)   p50      p95      p99");
+    println!(
+        "  to attestation               {:>8} {:>8} {:>8}",
+        r.attest_ms[0], r.attest_ms[1], r.attest_ms[2]
+    );
+    println!(
+        "  to delivery                  {:>8} {:>8} {:>8}",
+        r.deliver_ms[0], r.deliver_ms[1], r.deliver_ms[2]
+    );
+    println!();
+    println!("throughput           {:>10.1} msgs/s (first send to last delivery)", r.throughput);
+    println!("gas per message      {:>10.0} (relayer submitBatch + deliver, all chains)", r.gas_per_message);
+    println!("wall time            {:>10.1} s", r.seconds);
+    println!();
+    println!("node  state       decided  attested  peers  culprits  timeouts");
+    for n in &r.nodes {
+        println!(
+            "{:>4}  {:<10} {:>8} {:>9} {:>6} {:>9} {:>9}",
+            n.member, n.state, n.decided, n.attested, n.peers, n.culprits, n.timeouts
+        );
+    }
+    for id in &r.missing {
+        println!("MISSING   {id}");
+    }
+    for id in &r.duplicates {
+        println!("DUPLICATE {id}");
+    }
+}
+
+/// Watches attestations (node APIs) and deliveries (inbox logs).
+struct Tracker {
+    http: reqwest::Client,
+    next_height: u64,
+    attested: HashMap<B256, u64>,
+    delivered: HashMap<B256, (u64, u32)>,
+    source_final_ms: HashMap<B256, u64>,
+    inboxes: Vec<(DynProvider, Address, u64)>,
+}
+
+impl Tracker {
+    fn new(a: &Chain, b: &Chain, _nodes: &[NodeProc]) -> Self {
+        let inboxes = [a, b]
+            .iter()
+            .map(|c| (ProviderBuilder::new().connect_http(c.anvil.endpoint_url()).erased(), c.inbox, 0u64))
+            .collect();
+        Self {
+            http: reqwest::Client::new(),
+            next_height: 1,
+            attested: HashMap::new(),
+            delivered: HashMap::new(),
+            source_final_ms: HashMap::new(),
+            inboxes,
+        }
+    }
+
+    async fn poll(&mut self, nodes: &[NodeProc]) {
+        let apis: Vec<String> = nodes.iter().filter(|n| n.child.is_some()).map(|n| n.api.clone()).collect();
+        for _ in 0..64 {
+            match sigil_node::relayer::fetch_batch(&self.http, &apis, self.next_height).await {
+                Ok(Some(bv)) => self.on_batch(&bv),
+                _ => break,
+            }
+        }
+        let now = sigil_node::now_ms();
+        for (p, inbox, from) in self.inboxes.iter_mut() {
+            let Ok(head) = p.get_block_number().await else { continue };
+            if head < *from {
+                continue;
+            }
+            let f = Filter::new()
+                .address(*inbox)
+                .event_signature(SigilInbox::MessageDelivered::SIGNATURE_HASH)
+                .from_block(*from)
+                .to_block(head);
+            if let Ok(logs) = p.get_logs(&f).await {
+                for l in logs {
+                    if let Ok(ev) = l.log_decode::<SigilInbox::MessageDelivered>() {
+                        let e = self.delivered.entry(ev.inner.data.messageId).or_insert((now, 0));
+                        e.1 += 1;
+                    }
+                }
+                *from = head + 1;
+            }
+        }
+    }
+
+    fn on_batch(&mut self, bv: &BatchView) {
+        let now = sigil_node::now_ms();
+        for m in &bv.messages {
+            self.attested.entry(m.id).or_insert(now);
+        }
+        self.next_height += 1;
+    }
+
+    fn progress(&self, sent: usize, total: usize) {
+        use std::io::Write;
+        let bar = |n: usize| {
+            let w = 20 * n / total.max(1);
+            format!("[{}{}]", "#".repeat(w), ".".repeat(20 - w.min(20)))
+        };
+        print!(
+            "\rsent {} {sent}/{total}  attested {} {}  delivered {} {}   ",
+            bar(sent),
+            bar(self.attested.len().min(total)),
+            self.attested.len(),
+            bar(self.delivered.len().min(total)),
+            self.delivered.len()
+        );
+        let _ = std::io::stdout().flush();
+    }
+
+    async fn node_status(&self, api: &str) -> Option<serde_json::Value> {
+        self.http
+            .get(format!("{api}/v1/status"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+
+    async fn metric(&self, api: &str, name: &str) -> u64 {
+        let Ok(r) = self.http.get(format!("{api}/metrics")).timeout(Duration::from_secs(2)).send().await else {
+            return 0;
+        };
+        let text = r.text().await.unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
+            .map_or(0, |v| v as u64)
+    }
+}
