@@ -335,7 +335,8 @@ impl Config {
         let mut value: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
         for (k, v) in env {
             let Some(rest) = k.strip_prefix("SIGIL_") else { continue };
-            if RESERVED_ENV.contains(&k.as_str()) {
+            // Only SECTION__FIELD names are overrides; SIGIL_HOME, SIGIL_PASSPHRASE, ... are not.
+            if RESERVED_ENV.contains(&k.as_str()) || !rest.contains("__") {
                 continue;
             }
             let segs: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
