@@ -149,20 +149,32 @@ fn sig_view(bytes: &[u8]) -> Option<SignatureView> {
 /// Errors: 404 `unknown_height`; 503 `observations_missing` when this node did not observe
 /// every message (e.g. it caught up from peers).
 pub fn batch_view(shared: &Shared, height: u64) -> Result<BatchView, ApiError> {
-    let cb = shared
-        .store
-        .block(height)?
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_height", format!("no decided block at height {height}")))?;
-    let block = proposal_block(&cb)
-        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", "stored block without proposal"))?;
+    let cb = shared.store.block(height)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_height",
+            format!("no decided block at height {height}"),
+        )
+    })?;
+    let block = proposal_block(&cb).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage",
+            "stored block without proposal",
+        )
+    })?;
     let mut messages = Vec::with_capacity(block.count as usize);
     for r in &block.ranges {
-        let obs = shared.store.observations(r.chain_id, r.from_nonce..r.to_nonce)?;
+        let obs = shared
+            .store
+            .observations(r.chain_id, r.from_nonce..r.to_nonce)?;
         if obs.len() as u64 != r.to_nonce - r.from_nonce {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "observations_missing",
-                format!("this node has not observed every message of height {height}; ask another node"),
+                format!(
+                    "this node has not observed every message of height {height}; ask another node"
+                ),
             ));
         }
         for o in obs {
@@ -199,24 +211,49 @@ async fn status(State(s): State<Shared>) -> Json<crate::node::Status> {
     Json(s.status.read().map(|g| g.clone()).unwrap_or_default())
 }
 
-async fn batch(State(s): State<Shared>, Path(h): Path<String>) -> Result<Json<BatchView>, ApiError> {
-    let h: u64 = h
-        .parse()
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_height", format!("`{h}` is not a height")))?;
+async fn batch(
+    State(s): State<Shared>,
+    Path(h): Path<String>,
+) -> Result<Json<BatchView>, ApiError> {
+    let h: u64 = h.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_height",
+            format!("`{h}` is not a height"),
+        )
+    })?;
     batch_view(&s, h).map(Json)
 }
 
-async fn attestation(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<AttestationView>, ApiError> {
+async fn attestation(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<AttestationView>, ApiError> {
     let id: B256 = id.parse().map_err(|_| {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_message_id", format!("`{id}` is not a 32-byte hex message id"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_message_id",
+            format!("`{id}` is not a 32-byte hex message id"),
+        )
     })?;
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "unknown_message", format!("no attestation for message {id}"));
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_message",
+            format!("no attestation for message {id}"),
+        )
+    };
     let h = s.store.height_of_message(&id)?.ok_or_else(not_found)?;
     let view = batch_view(&s, h)?;
     let signature = view.signature.clone().ok_or_else(not_found)?;
     let leaves: Vec<B256> = view.messages.iter().map(|m| m.leaf).collect();
-    let m = view.messages.iter().find(|m| m.id == id).ok_or_else(not_found)?;
-    let tree = BatchTree::new(&leaves).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "merkle", e.to_string()))?;
+    let m = view
+        .messages
+        .iter()
+        .find(|m| m.id == id)
+        .ok_or_else(not_found)?;
+    let tree = BatchTree::new(&leaves)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "merkle", e.to_string()))?;
     let proof = tree
         .proof(&m.leaf)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "merkle", e.to_string()))?;
@@ -261,7 +298,10 @@ async fn metrics(State(s): State<Shared>) -> Response {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     (
-        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         out,
     )
         .into_response()

@@ -20,11 +20,11 @@
 
 use crate::store::Observation;
 use alloy_primitives::{Address, B256};
-use frost_secp256k1 as frost;
+use frost::SigningPackage;
 use frost::keys::{KeyPackage, PublicKeyPackage};
 use frost::round1::SigningCommitments;
 use frost::round2::SignatureShare;
-use frost::SigningPackage;
+use frost_secp256k1 as frost;
 use prost::Message as _;
 use sha2::Digest as _;
 use sigil_consensus::{Height, Value};
@@ -179,7 +179,10 @@ pub struct App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("me", &self.p.me).field("height", &self.height).finish()
+        f.debug_struct("App")
+            .field("me", &self.p.me)
+            .field("height", &self.height)
+            .finish()
     }
 }
 
@@ -190,7 +193,12 @@ fn ser_commitments(c: &SigningCommitments) -> Vec<u8> {
 impl App {
     /// A fresh application. `next_nonce` gives, per source chain, the first gateway nonce not
     /// yet in a decided block (from storage after a restart).
-    pub fn new(p: AppParams, signer: Option<Signer>, group_key: Option<GroupKey>, next_nonce: BTreeMap<u64, u64>) -> Self {
+    pub fn new(
+        p: AppParams,
+        signer: Option<Signer>,
+        group_key: Option<GroupKey>,
+        next_nonce: BTreeMap<u64, u64>,
+    ) -> Self {
         Self {
             p,
             signer,
@@ -236,10 +244,18 @@ impl App {
     }
 
     /// Adds observations made at finality and this member's cursor for their chain.
-    pub fn observe(&mut self, obs: impl IntoIterator<Item = Observation>, cursor: Option<pb::Cursor>) {
+    pub fn observe(
+        &mut self,
+        obs: impl IntoIterator<Item = Observation>,
+        cursor: Option<pb::Cursor>,
+    ) {
         for o in obs {
             let m = &o.message;
-            let floor = self.next_nonce.get(&m.source_chain_id).copied().unwrap_or(0);
+            let floor = self
+                .next_nonce
+                .get(&m.source_chain_id)
+                .copied()
+                .unwrap_or(0);
             if m.nonce >= floor {
                 self.observations.insert((m.source_chain_id, m.nonce), o);
             }
@@ -281,7 +297,9 @@ impl App {
             })
             .collect();
         seen.sort_unstable_by(|a, b| b.cmp(a));
-        seen.get(usize::from(self.p.t).saturating_sub(1)).copied().unwrap_or(0)
+        seen.get(usize::from(self.p.t).saturating_sub(1))
+            .copied()
+            .unwrap_or(0)
     }
 
     fn own_next(&self, chain: u64) -> u64 {
@@ -320,7 +338,9 @@ impl App {
     /// Refills this member's nonce pool when it is below half, returning the full list of
     /// commitments to publish (always, so peers that missed one catch up).
     /// Errors: ledger storage failure.
-    pub fn refresh_commitments(&mut self) -> Result<Option<pb::NonceCommitments>, sigil_crypto::NonceError> {
+    pub fn refresh_commitments(
+        &mut self,
+    ) -> Result<Option<pb::NonceCommitments>, sigil_crypto::NonceError> {
         let (Some(me), Some(signer)) = (self.p.me, self.signer.as_mut()) else {
             return Ok(None);
         };
@@ -354,7 +374,11 @@ impl App {
         Ok(Some(list))
     }
 
-    fn pick_signers(&self, height: Height, exclude: &BTreeSet<Member>) -> Option<Vec<pb::Commitment>> {
+    fn pick_signers(
+        &self,
+        height: Height,
+        exclude: &BTreeSet<Member>,
+    ) -> Option<Vec<pb::Commitment>> {
         let n = self.p.n;
         let mut order: Vec<Member> = Vec::new();
         if let Some(me) = self.p.me {
@@ -425,7 +449,9 @@ impl App {
             let upto = self.quorum_nonce(*chain).min(self.own_next(*chain));
             let mut to = from;
             while to < upto && count < u64::from(self.p.max_messages) {
-                let Some(o) = self.observations.get(&(*chain, to)) else { break };
+                let Some(o) = self.observations.get(&(*chain, to)) else {
+                    break;
+                };
                 let len = o.message.payload.len() as u64;
                 if bytes + len > self.p.max_bytes {
                     break;
@@ -471,7 +497,10 @@ impl App {
             return bad(format!("epoch {} != {}", b.epoch, self.p.epoch));
         }
         if b.ranges.is_empty() || b.count == 0 || b.count > self.p.max_messages {
-            return bad(format!("count {} outside 1..={}", b.count, self.p.max_messages));
+            return bad(format!(
+                "count {} outside 1..={}",
+                b.count, self.p.max_messages
+            ));
         }
         let mut seen_chains = BTreeSet::new();
         let mut total = 0u64;
@@ -516,24 +545,36 @@ impl App {
         Validity::Valid
     }
 
-    fn check_signers(&self, signers: &[pb::Commitment]) -> Result<BTreeMap<Member, SigningCommitments>, String> {
+    fn check_signers(
+        &self,
+        signers: &[pb::Commitment],
+    ) -> Result<BTreeMap<Member, SigningCommitments>, String> {
         if signers.len() != usize::from(self.p.t) {
             return Err(format!("{} signers, need {}", signers.len(), self.p.t));
         }
         let mut out = BTreeMap::new();
         for c in signers {
-            let m = u16::try_from(c.member).ok().filter(|m| (1..=self.p.n).contains(m));
+            let m = u16::try_from(c.member)
+                .ok()
+                .filter(|m| (1..=self.p.n).contains(m));
             let Some(m) = m else {
                 return Err(format!("signer {} not a member", c.member));
             };
             if self.used.contains(&(m, c.nonce_id)) {
                 return Err(format!("member {m} nonce {} already used", c.nonce_id));
             }
-            let sc = SigningCommitments::deserialize(&c.commitments).map_err(|_| format!("member {m}: malformed commitment"))?;
+            let sc = SigningCommitments::deserialize(&c.commitments)
+                .map_err(|_| format!("member {m}: malformed commitment"))?;
             if Some(m) == self.p.me {
-                let held = self.signer.as_ref().and_then(|s| s.pool.commitments(NonceId(c.nonce_id)));
+                let held = self
+                    .signer
+                    .as_ref()
+                    .and_then(|s| s.pool.commitments(NonceId(c.nonce_id)));
                 if held != Some(sc) {
-                    return Err(format!("our nonce {} is not held (consumed or unknown)", c.nonce_id));
+                    return Err(format!(
+                        "our nonce {} is not held (consumed or unknown)",
+                        c.nonce_id
+                    ));
                 }
             }
             if out.insert(m, sc).is_some() {
@@ -545,14 +586,21 @@ impl App {
 
     /// A block was decided at `height`. Advances the pool, starts signing (attempt 0 with the
     /// block's signing set) unless `attestation` (from catch-up) is given.
-    pub fn on_decided(&mut self, height: Height, block: &Block, attestation: Option<&pb::Attestation>, now_ms: u64) -> Vec<Effect> {
+    pub fn on_decided(
+        &mut self,
+        height: Height,
+        block: &Block,
+        attestation: Option<&pb::Attestation>,
+        now_ms: u64,
+    ) -> Vec<Effect> {
         let b = &block.0;
         let ids = self.leaves(&b.ranges).map(|(_, ids, _)| ids).ok();
         for r in &b.ranges {
             let next = self.next_nonce.entry(r.chain_id).or_insert(0);
             *next = (*next).max(r.to_nonce);
             let floor = *next;
-            self.observations.retain(|(c, n), _| *c != r.chain_id || *n >= floor);
+            self.observations
+                .retain(|(c, n), _| *c != r.chain_id || *n >= floor);
         }
         for c in &b.signers {
             if let Ok(m) = u16::try_from(c.member) {
@@ -590,7 +638,10 @@ impl App {
         out
     }
 
-    fn commitments_of(&self, signers: &[pb::Commitment]) -> Result<BTreeMap<Member, (u64, SigningCommitments)>, ()> {
+    fn commitments_of(
+        &self,
+        signers: &[pb::Commitment],
+    ) -> Result<BTreeMap<Member, (u64, SigningCommitments)>, ()> {
         let mut map = BTreeMap::new();
         for c in signers {
             let m = u16::try_from(c.member).map_err(|_| ())?;
@@ -609,7 +660,8 @@ impl App {
         now_ms: u64,
         out: &mut Vec<Effect>,
     ) {
-        let by_member: BTreeMap<Member, SigningCommitments> = map.iter().map(|(m, (_, c))| (*m, *c)).collect();
+        let by_member: BTreeMap<Member, SigningCommitments> =
+            map.iter().map(|(m, (_, c))| (*m, *c)).collect();
         let Ok(package) = sigil_crypto::signing::signing_package(&by_member, s.digest) else {
             return;
         };
@@ -629,11 +681,13 @@ impl App {
                     Ok(share) => {
                         self.stats.shares_sent += 1;
                         s.shares.insert(me, share);
-                        out.push(Effect::Broadcast(pb::body::Kind::Share(pb::SignatureShare {
-                            height,
-                            attempt,
-                            share: share.serialize(),
-                        })));
+                        out.push(Effect::Broadcast(pb::body::Kind::Share(
+                            pb::SignatureShare {
+                                height,
+                                attempt,
+                                share: share.serialize(),
+                            },
+                        )));
                     }
                     Err(e) => out.push(Effect::SignRefused {
                         height,
@@ -647,7 +701,11 @@ impl App {
     }
 
     fn drain_early(&mut self, height: Height, out: &mut Vec<Effect>) {
-        let keys: Vec<(Height, u32)> = self.early_shares.range((height, 0)..=(height, u32::MAX)).map(|(k, _)| *k).collect();
+        let keys: Vec<(Height, u32)> = self
+            .early_shares
+            .range((height, 0)..=(height, u32::MAX))
+            .map(|(k, _)| *k)
+            .collect();
         for k in keys {
             let cur = self.sessions.get(&height).map(|s| s.attempt);
             if cur != Some(k.1) {
@@ -655,18 +713,34 @@ impl App {
             }
             if let Some(shares) = self.early_shares.remove(&k) {
                 for (m, bytes) in shares {
-                    out.extend(self.on_share(m, &pb::SignatureShare { height, attempt: k.1, share: bytes }, 0));
+                    out.extend(self.on_share(
+                        m,
+                        &pb::SignatureShare {
+                            height,
+                            attempt: k.1,
+                            share: bytes,
+                        },
+                        0,
+                    ));
                 }
             }
         }
     }
 
     /// A signature share from member `from`.
-    pub fn on_share(&mut self, from: Member, msg: &pb::SignatureShare, _now_ms: u64) -> Vec<Effect> {
+    pub fn on_share(
+        &mut self,
+        from: Member,
+        msg: &pb::SignatureShare,
+        _now_ms: u64,
+    ) -> Vec<Effect> {
         let mut out = Vec::new();
         let Some(mut s) = self.sessions.remove(&msg.height) else {
             // Not decided here yet: keep a bounded number for a little while.
-            if msg.height >= self.height && msg.height <= self.height + 2 && self.early_shares.len() < 64 {
+            if msg.height >= self.height
+                && msg.height <= self.height + 2
+                && self.early_shares.len() < 64
+            {
                 self.early_shares
                     .entry((msg.height, msg.attempt))
                     .or_default()
@@ -726,7 +800,8 @@ impl App {
         if s.done || s.shares.len() < s.signers.len() {
             return;
         }
-        let (Some(pkg), Some(signer), Some(gk)) = (&s.package, &self.signer, &self.group_key) else {
+        let (Some(pkg), Some(signer), Some(gk)) = (&s.package, &self.signer, &self.group_key)
+        else {
             return;
         };
         match sigil_crypto::signing::aggregate(pkg, &s.shares, &signer.public) {
@@ -767,7 +842,12 @@ impl App {
     }
 
     /// A retry request from `from`.
-    pub fn on_sign_request(&mut self, from: Member, req: &pb::SignRequest, now_ms: u64) -> Vec<Effect> {
+    pub fn on_sign_request(
+        &mut self,
+        from: Member,
+        req: &pb::SignRequest,
+        now_ms: u64,
+    ) -> Vec<Effect> {
         let mut out = Vec::new();
         if req.attempt == 0 || from != self.coordinator(req.height, req.attempt) {
             self.stats.dropped += 1;
@@ -777,14 +857,16 @@ impl App {
             self.stats.dropped += 1;
             return out;
         };
-        let fresh = req.signers.iter().all(|c| {
-            u16::try_from(c.member).is_ok_and(|m| !self.used.contains(&(m, c.nonce_id)))
-        });
+        let fresh = req
+            .signers
+            .iter()
+            .all(|c| u16::try_from(c.member).is_ok_and(|m| !self.used.contains(&(m, c.nonce_id))));
         if s.done
             || req.attempt < s.attempt
             || (req.attempt == s.attempt && s.package.is_some())
             || !fresh
-            || req.signers.len() != usize::from(self.p.t) {
+            || req.signers.len() != usize::from(self.p.t)
+        {
             self.stats.dropped += 1;
             self.sessions.insert(req.height, s);
             return out;
@@ -811,12 +893,24 @@ impl App {
     /// non-responders.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Effect> {
         let mut out = Vec::new();
-        let heights: Vec<Height> = self.sessions.iter().filter(|(_, s)| !s.done).map(|(h, _)| *h).collect();
+        let heights: Vec<Height> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.done)
+            .map(|(h, _)| *h)
+            .collect();
         for h in heights {
-            let Some(mut s) = self.sessions.remove(&h) else { continue };
+            let Some(mut s) = self.sessions.remove(&h) else {
+                continue;
+            };
             if now_ms.saturating_sub(s.started_ms) >= self.p.share_timeout_ms {
                 if s.package.is_some() {
-                    let silent: Vec<Member> = s.signers.iter().filter(|m| !s.shares.contains_key(m)).copied().collect();
+                    let silent: Vec<Member> = s
+                        .signers
+                        .iter()
+                        .filter(|m| !s.shares.contains_key(m))
+                        .copied()
+                        .collect();
                     s.silent.extend(silent);
                 }
                 let mut excluded: BTreeSet<Member> = s.culprits.clone();
@@ -863,7 +957,11 @@ impl App {
 
     /// Heights decided but not yet attested.
     pub fn unattested(&self) -> Vec<Height> {
-        self.sessions.iter().filter(|(_, s)| !s.done).map(|(h, _)| *h).collect()
+        self.sessions
+            .iter()
+            .filter(|(_, s)| !s.done)
+            .map(|(h, _)| *h)
+            .collect()
     }
 }
 
@@ -901,7 +999,8 @@ mod tests {
 
     fn committee(n: u16) -> Vec<App> {
         let (_, t) = sigil_crypto::keys::thresholds(n);
-        let dealt = sigil_crypto::keys::trusted_dealer(t, n, &mut ChaCha20Rng::seed_from_u64(7)).unwrap();
+        let dealt =
+            sigil_crypto::keys::trusted_dealer(t, n, &mut ChaCha20Rng::seed_from_u64(7)).unwrap();
         let mut apps: Vec<App> = (1..=n)
             .map(|m| {
                 let p = AppParams {
@@ -921,19 +1020,37 @@ mod tests {
                     pool: NoncePool::new(),
                     ledger: Box::new(MemoryLedger::new()),
                 };
-                App::new(p, Some(signer), Some(dealt.group_key.clone()), BTreeMap::new())
+                App::new(
+                    p,
+                    Some(signer),
+                    Some(dealt.group_key.clone()),
+                    BTreeMap::new(),
+                )
             })
             .collect();
         // Everyone observes nonces 0..10 and hears every cursor and commitment list.
-        let cursor = pb::Cursor { chain_id: CHAIN, block_number: 30, block_hash: vec![1; 32], next_nonce: 10 };
+        let cursor = pb::Cursor {
+            chain_id: CHAIN,
+            block_number: 30,
+            block_hash: vec![1; 32],
+            next_nonce: 10,
+        };
         for a in apps.iter_mut() {
             a.observe((0..10).map(obs), Some(cursor.clone()));
         }
-        let lists: Vec<_> = apps.iter_mut().map(|a| a.refresh_commitments().unwrap().unwrap()).collect();
+        let lists: Vec<_> = apps
+            .iter_mut()
+            .map(|a| a.refresh_commitments().unwrap().unwrap())
+            .collect();
         for a in apps.iter_mut() {
             for (i, l) in lists.iter().enumerate() {
                 let m = i as u16 + 1;
-                a.on_cursors(m, &pb::Cursors { cursors: vec![cursor.clone()] });
+                a.on_cursors(
+                    m,
+                    &pb::Cursors {
+                        cursors: vec![cursor.clone()],
+                    },
+                );
                 if Some(m) != a.params().me {
                     a.on_commitments(m, l);
                 }
@@ -943,7 +1060,14 @@ mod tests {
     }
 
     /// Delivers broadcast effects to every other member; returns attestations and culprits.
-    fn route(apps: &mut [App], from: Member, effects: Vec<Effect>, corrupt: Option<Member>, now: u64, out: &mut Vec<(Member, Effect)>) {
+    fn route(
+        apps: &mut [App],
+        from: Member,
+        effects: Vec<Effect>,
+        corrupt: Option<Member>,
+        now: u64,
+        out: &mut Vec<(Member, Effect)>,
+    ) {
         let mut queue: Vec<(Member, Effect)> = effects.into_iter().map(|e| (from, e)).collect();
         while let Some((src, e)) = queue.pop() {
             match &e {
@@ -978,38 +1102,68 @@ mod tests {
     #[test]
     fn block_is_valid_everywhere_and_tampering_is_caught() {
         let apps = committee(4);
-        let block = apps[0].build_block(1, 0).expect("a quorum observed 10 messages");
+        let block = apps[0]
+            .build_block(1, 0)
+            .expect("a quorum observed 10 messages");
         assert_eq!(block.0.count, 10);
         assert_eq!(block.0.ranges.len(), 1);
-        assert!(block.0.encoded_len() < 600, "proposal stays small: {} bytes", block.0.encoded_len());
+        assert!(
+            block.0.encoded_len() < 600,
+            "proposal stays small: {} bytes",
+            block.0.encoded_len()
+        );
         for a in &apps {
             assert_eq!(a.validate(1, &block), Validity::Valid);
         }
         let mut bad_root = block.clone();
         bad_root.0.root[0] ^= 1;
-        assert!(matches!(apps[1].validate(1, &bad_root), Validity::Invalid(_)));
+        assert!(matches!(
+            apps[1].validate(1, &bad_root),
+            Validity::Invalid(_)
+        ));
         let mut unseen = block.clone();
         unseen.0.ranges[0].to_nonce = 12;
         unseen.0.count = 12;
-        assert_eq!(apps[1].validate(1, &unseen), Validity::Pending, "unobserved messages: wait");
+        assert_eq!(
+            apps[1].validate(1, &unseen),
+            Validity::Pending,
+            "unobserved messages: wait"
+        );
         let mut wrong_height = block.clone();
         wrong_height.0.height = 2;
-        assert!(matches!(apps[1].validate(1, &wrong_height), Validity::Invalid(_)));
+        assert!(matches!(
+            apps[1].validate(1, &wrong_height),
+            Validity::Invalid(_)
+        ));
     }
 
     #[test]
     fn proposals_stay_small_at_ten_thousand_messages() {
         let mut apps = committee(4);
-        let cursor = pb::Cursor { chain_id: CHAIN, block_number: 99, block_hash: vec![1; 32], next_nonce: 10_000 };
+        let cursor = pb::Cursor {
+            chain_id: CHAIN,
+            block_number: 99,
+            block_hash: vec![1; 32],
+            next_nonce: 10_000,
+        };
         for a in apps.iter_mut() {
             a.observe((10..10_000).map(obs), Some(cursor.clone()));
             for m in 1..=4 {
-                a.on_cursors(m, &pb::Cursors { cursors: vec![cursor.clone()] });
+                a.on_cursors(
+                    m,
+                    &pb::Cursors {
+                        cursors: vec![cursor.clone()],
+                    },
+                );
             }
         }
         let block = apps[0].build_block(1, 0).unwrap();
         assert_eq!(block.0.count, 10_000);
-        assert!(block.0.encoded_len() < 600, "{} bytes", block.0.encoded_len());
+        assert!(
+            block.0.encoded_len() < 600,
+            "{} bytes",
+            block.0.encoded_len()
+        );
         assert_eq!(apps[2].validate(1, &block), Validity::Valid);
     }
 
@@ -1025,9 +1179,14 @@ mod tests {
             let e = apps[i].on_decided(1, &block, None, 0);
             route(&mut apps, i as Member + 1, e, Some(byz), 0, &mut log);
         }
-        assert!(log.iter().any(|(_, e)| matches!(e, Effect::Culprit { member, .. } if *member == byz)), "culprit named");
         assert!(
-            !log.iter().any(|(src, e)| *src != byz && matches!(e, Effect::Attested(_))),
+            log.iter()
+                .any(|(_, e)| matches!(e, Effect::Culprit { member, .. } if *member == byz)),
+            "culprit named"
+        );
+        assert!(
+            !log.iter()
+                .any(|(src, e)| *src != byz && matches!(e, Effect::Attested(_))),
             "honest members get no signature from a bad share"
         );
         // Past the share timeout every member moves to attempt 1; its coordinator excludes the culprit.
@@ -1047,7 +1206,10 @@ mod tests {
         for a in atts {
             assert_eq!(a.root, block.0.root, "covers the decided block");
             assert_eq!(a.message_ids.len(), 10);
-            let sig = OnchainSignature::from_bytes(&a.signature).unwrap().to_frost().unwrap();
+            let sig = OnchainSignature::from_bytes(&a.signature)
+                .unwrap()
+                .to_frost()
+                .unwrap();
             let digest = sigil_crypto::batch_digest(1, 1, B256::from_slice(&a.root));
             sigil_crypto::signing::verify(&gk, digest, &sig).unwrap();
         }
@@ -1062,11 +1224,17 @@ mod tests {
         let mut apps = committee(4);
         let block = apps[0].build_block(1, 0).unwrap();
         let e1 = apps[0].on_decided(1, &block, None, 0);
-        let shares1 = e1.iter().filter(|e| matches!(e, Effect::Broadcast(pb::body::Kind::Share(_)))).count();
+        let shares1 = e1
+            .iter()
+            .filter(|e| matches!(e, Effect::Broadcast(pb::body::Kind::Share(_))))
+            .count();
         assert_eq!(shares1, 1);
         // The same decision again (e.g. a replay) must not produce a second share.
         let e2 = apps[0].on_decided(1, &block, None, 0);
-        assert!(!e2.iter().any(|e| matches!(e, Effect::Broadcast(pb::body::Kind::Share(_)))));
+        assert!(
+            !e2.iter()
+                .any(|e| matches!(e, Effect::Broadcast(pb::body::Kind::Share(_))))
+        );
         assert!(e2.iter().any(|e| matches!(e, Effect::SignRefused { .. })));
     }
 }

@@ -39,7 +39,11 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(field: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+fn invalid(
+    field: impl Into<String>,
+    problem: impl Into<String>,
+    fix: impl Into<String>,
+) -> ConfigError {
     ConfigError::Invalid {
         field: field.into(),
         problem: problem.into(),
@@ -309,12 +313,20 @@ impl Default for RelayerSection {
 }
 
 /// Environment variables that are not field overrides.
-const RESERVED_ENV: &[&str] = &["SIGIL_HOME", "SIGIL_PASSPHRASE", "SIGIL_PASSPHRASE_FILE", "SIGIL_LOG"];
+const RESERVED_ENV: &[&str] = &[
+    "SIGIL_HOME",
+    "SIGIL_PASSPHRASE",
+    "SIGIL_PASSPHRASE_FILE",
+    "SIGIL_LOG",
+];
 
 impl Config {
     /// Reads `path`, applies `SIGIL_<SECTION>__<FIELD>` overrides from `env`, and validates.
     /// Errors: [`ConfigError`] naming the file or field.
-    pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -334,7 +346,9 @@ impl Config {
         };
         let mut value: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
         for (k, v) in env {
-            let Some(rest) = k.strip_prefix("SIGIL_") else { continue };
+            let Some(rest) = k.strip_prefix("SIGIL_") else {
+                continue;
+            };
             // Only SECTION__FIELD names are overrides; SIGIL_HOME, SIGIL_PASSPHRASE, ... are not.
             if RESERVED_ENV.contains(&k.as_str()) || !rest.contains("__") {
                 continue;
@@ -359,7 +373,11 @@ impl Config {
             ));
         }
         if !matches!(self.node.log_format.as_str(), "text" | "json") {
-            return Err(invalid("node.log_format", "must be `text` or `json`", "set log_format = \"text\""));
+            return Err(invalid(
+                "node.log_format",
+                "must be `text` or `json`",
+                "set log_format = \"text\"",
+            ));
         }
         let n = self.committee.members.len();
         if !(1..=1000).contains(&n) {
@@ -370,7 +388,11 @@ impl Config {
             ));
         }
         if self.committee.epoch == 0 {
-            return Err(invalid("committee.epoch", "epoch 0 is reserved", "set epoch = 1"));
+            return Err(invalid(
+                "committee.epoch",
+                "epoch 0 is reserved",
+                "set epoch = 1",
+            ));
         }
         let mut keys = std::collections::BTreeSet::new();
         for (i, m) in self.committee.members.iter().enumerate() {
@@ -383,7 +405,11 @@ impl Config {
                 ));
             }
             if !keys.insert(m.key.to_ascii_lowercase()) {
-                return Err(invalid(format!("{field}.key"), "listed twice", "list each member once"));
+                return Err(invalid(
+                    format!("{field}.key"),
+                    "listed twice",
+                    "list each member once",
+                ));
             }
             if m.address.parse::<libp2p::Multiaddr>().is_err() {
                 return Err(invalid(
@@ -404,7 +430,11 @@ impl Config {
             }
         }
         if self.batch.max_messages == 0 || self.batch.max_messages > 100_000 {
-            return Err(invalid("batch.max_messages", "must be 1..=100000", "use e.g. 10000"));
+            return Err(invalid(
+                "batch.max_messages",
+                "must be 1..=100000",
+                "use e.g. 10000",
+            ));
         }
         if self.batch.max_bytes < 65_536 {
             return Err(invalid(
@@ -414,19 +444,35 @@ impl Config {
             ));
         }
         if self.signing.nonce_pool < 2 {
-            return Err(invalid("signing.nonce_pool", "must be at least 2", "use e.g. 16"));
+            return Err(invalid(
+                "signing.nonce_pool",
+                "must be at least 2",
+                "use e.g. 16",
+            ));
         }
         let mut ids = std::collections::BTreeSet::new();
         for (i, ch) in self.chains.iter().enumerate() {
             let field = |f: &str| format!("chains[{i}].{f}");
             if ch.chain_id == 0 {
-                return Err(invalid(field("chain_id"), "0 is not a chain id", "use the chain's EIP-155 id"));
+                return Err(invalid(
+                    field("chain_id"),
+                    "0 is not a chain id",
+                    "use the chain's EIP-155 id",
+                ));
             }
             if !ids.insert(ch.chain_id) {
-                return Err(invalid(field("chain_id"), "listed twice", "one [[chains]] entry per chain"));
+                return Err(invalid(
+                    field("chain_id"),
+                    "listed twice",
+                    "one [[chains]] entry per chain",
+                ));
             }
             if ch.rpc.is_empty() {
-                return Err(invalid(field("rpc"), "no RPC URL", "add rpc = [\"http://127.0.0.1:8545\"]"));
+                return Err(invalid(
+                    field("rpc"),
+                    "no RPC URL",
+                    "add rpc = [\"http://127.0.0.1:8545\"]",
+                ));
             }
             for (j, u) in ch.rpc.iter().enumerate() {
                 if !(u.starts_with("http://") || u.starts_with("https://")) {
@@ -452,13 +498,25 @@ impl Config {
                 ));
             }
             if ch.gateway == Address::ZERO {
-                return Err(invalid(field("gateway"), "zero address", "set the deployed SigilGateway address"));
+                return Err(invalid(
+                    field("gateway"),
+                    "zero address",
+                    "set the deployed SigilGateway address",
+                ));
             }
             if ch.max_block_range == 0 {
-                return Err(invalid(field("max_block_range"), "must be positive", "use e.g. 1000"));
+                return Err(invalid(
+                    field("max_block_range"),
+                    "must be positive",
+                    "use e.g. 1000",
+                ));
             }
             if ch.poll_interval < Duration::from_millis(10) {
-                return Err(invalid(field("poll_interval"), "shorter than 10ms", "use e.g. \"1s\""));
+                return Err(invalid(
+                    field("poll_interval"),
+                    "shorter than 10ms",
+                    "use e.g. \"1s\"",
+                ));
             }
         }
         if self.relayer.chunk == 0 {
@@ -483,7 +541,9 @@ fn set_path(table: &mut toml::Table, segs: &[String], raw: &str) -> Result<(), S
         let entry = cur
             .entry(s.clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = entry.as_table_mut().ok_or_else(|| format!("`{s}` is not a section"))?;
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{s}` is not a section"))?;
     }
     // A TOML literal if it parses as one (numbers, booleans, arrays), else a string.
     let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))

@@ -71,7 +71,13 @@ pub async fn run(cfg: &Config, key: &NodeKey, timeout: Duration) -> Result<DkgRe
             package: serde_json::to_vec(&p)?,
         }));
         for to in (1..=n).filter(|i| *i != me) {
-            outbox.push(Outbox { to, env: env.clone(), acked: false, inflight: None, next: now });
+            outbox.push(Outbox {
+                to,
+                env: env.clone(),
+                acked: false,
+                inflight: None,
+                next: now,
+            });
         }
     }
     let mut output: Option<sigil_crypto::dkg::DkgOutput> = None;
@@ -89,7 +95,11 @@ pub async fn run(cfg: &Config, key: &NodeKey, timeout: Duration) -> Result<DkgRe
             let mine = out.group_key.compressed().to_vec();
             for (m, k) in &confirms {
                 if *k != mine {
-                    bail!("member {m} derived a different group key ({}) than ours ({}); DKG failed", hex::encode(k), hex::encode(&mine));
+                    bail!(
+                        "member {m} derived a different group key ({}) than ours ({}); DKG failed",
+                        hex::encode(k),
+                        hex::encode(&mine)
+                    );
                 }
             }
             let all_confirmed = confirms.len() == usize::from(n) - 1;
@@ -115,7 +125,10 @@ pub async fn run(cfg: &Config, key: &NodeKey, timeout: Duration) -> Result<DkgRe
                         _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                     }
                 }
-                return Ok(DkgResult { share, group_key: out.group_key.clone() });
+                return Ok(DkgResult {
+                    share,
+                    group_key: out.group_key.clone(),
+                });
             }
         }
         if Instant::now() > deadline {
@@ -124,7 +137,9 @@ pub async fn run(cfg: &Config, key: &NodeKey, timeout: Duration) -> Result<DkgRe
                 m.extend(dkg.missing_round2());
                 m.into_iter().collect()
             } else {
-                let mut m: BTreeSet<u16> = (1..=n).filter(|i| *i != me && !confirms.contains_key(i)).collect();
+                let mut m: BTreeSet<u16> = (1..=n)
+                    .filter(|i| *i != me && !confirms.contains_key(i))
+                    .collect();
                 m.extend(outbox.iter().filter(|o| !o.acked).map(|o| o.to));
                 m.into_iter().collect()
             };
@@ -132,10 +147,17 @@ pub async fn run(cfg: &Config, key: &NodeKey, timeout: Duration) -> Result<DkgRe
                 .iter()
                 .map(|i| {
                     let m = &cfg.committee.members[usize::from(*i) - 1];
-                    format!("member {i} (key {}, {})", &m.key[..16.min(m.key.len())], m.address)
+                    format!(
+                        "member {i} (key {}, {})",
+                        &m.key[..16.min(m.key.len())],
+                        m.address
+                    )
                 })
                 .collect();
-            bail!("DKG timed out after {timeout:?}; no answer from: {}", names.join(", "));
+            bail!(
+                "DKG timed out after {timeout:?}; no answer from: {}",
+                names.join(", ")
+            );
         }
         tokio::select! {
             _ = tick.tick() => {
@@ -236,36 +258,62 @@ enum HandleError {
     Fatal(String),
 }
 
-fn handle(committee: &Committee, dkg: &mut Dkg, peer: libp2p::PeerId, data: &[u8], epoch: u64) -> Result<Handled, HandleError> {
+fn handle(
+    committee: &Committee,
+    dkg: &mut Dkg,
+    peer: libp2p::PeerId,
+    data: &[u8],
+    epoch: u64,
+) -> Result<Handled, HandleError> {
     use sigil_crypto::dkg::DkgError;
-    let req = pb::Request::decode(data).map_err(|_| HandleError::Retry("malformed request".into()))?;
+    let req =
+        pb::Request::decode(data).map_err(|_| HandleError::Retry("malformed request".into()))?;
     let Some(pb::request::Kind::Direct(env)) = req.kind else {
         return Err(HandleError::Retry("not a DKG message".into()));
     };
-    let (from, body) = committee.open(&env).map_err(|e| HandleError::Retry(e.to_string()))?;
+    let (from, body) = committee
+        .open(&env)
+        .map_err(|e| HandleError::Retry(e.to_string()))?;
     if committee.peer(from) != Some(peer) {
-        return Err(HandleError::Retry("envelope member does not match the connection's peer".into()));
+        return Err(HandleError::Retry(
+            "envelope member does not match the connection's peer".into(),
+        ));
     }
     let fatal = |e: DkgError| match e {
-        DkgError::ConflictingPackage { .. } | DkgError::InvalidProofOfKnowledge { .. } | DkgError::InvalidSecretShare { .. } | DkgError::Key(_) => {
-            HandleError::Fatal(format!("member {from}: {e}"))
-        }
+        DkgError::ConflictingPackage { .. }
+        | DkgError::InvalidProofOfKnowledge { .. }
+        | DkgError::InvalidSecretShare { .. }
+        | DkgError::Key(_) => HandleError::Fatal(format!("member {from}: {e}")),
         other => HandleError::Retry(other.to_string()),
     };
     match body.kind {
         Some(pb::body::Kind::DkgRound1(r)) if r.epoch == epoch => {
-            let p = serde_json::from_slice(&r.package).map_err(|e| HandleError::Fatal(format!("member {from}: bad round-1 package: {e}")))?;
+            let p = serde_json::from_slice(&r.package).map_err(|e| {
+                HandleError::Fatal(format!("member {from}: bad round-1 package: {e}"))
+            })?;
             let outgoing = dkg.receive_round1(from, p).map_err(fatal)?;
             // Round-2 packages that arrived early may complete us now; ours still go out.
             let done = dkg.try_finish().map_err(fatal)?.map(Box::new);
-            Ok(Handled { outgoing, done, confirm: None })
+            Ok(Handled {
+                outgoing,
+                done,
+                confirm: None,
+            })
         }
         Some(pb::body::Kind::DkgRound2(r)) if r.epoch == epoch => {
-            let p = serde_json::from_slice(&r.package).map_err(|e| HandleError::Fatal(format!("member {from}: bad round-2 package: {e}")))?;
+            let p = serde_json::from_slice(&r.package).map_err(|e| {
+                HandleError::Fatal(format!("member {from}: bad round-2 package: {e}"))
+            })?;
             let done = dkg.receive_round2(from, p).map_err(fatal)?.map(Box::new);
-            Ok(Handled { done, ..Default::default() })
+            Ok(Handled {
+                done,
+                ..Default::default()
+            })
         }
-        Some(pb::body::Kind::DkgConfirm(c)) if c.epoch == epoch => Ok(Handled { confirm: Some((from, c.group_key)), ..Default::default() }),
+        Some(pb::body::Kind::DkgConfirm(c)) if c.epoch == epoch => Ok(Handled {
+            confirm: Some((from, c.group_key)),
+            ..Default::default()
+        }),
         _ => Err(HandleError::Retry("unexpected message or epoch".into())),
     }
 }

@@ -28,9 +28,13 @@ pub enum IdentityError {
 /// Parses a 33-byte compressed secp256k1 public key from hex (with or without `0x`).
 /// Errors: [`IdentityError::Key`].
 pub fn public_key_from_hex(s: &str) -> Result<VerifyingKey, IdentityError> {
-    let bytes = hex::decode(s.trim_start_matches("0x")).map_err(|e| IdentityError::Key(e.to_string()))?;
+    let bytes =
+        hex::decode(s.trim_start_matches("0x")).map_err(|e| IdentityError::Key(e.to_string()))?;
     if bytes.len() != 33 {
-        return Err(IdentityError::Key(format!("{} bytes, want 33", bytes.len())));
+        return Err(IdentityError::Key(format!(
+            "{} bytes, want 33",
+            bytes.len()
+        )));
     }
     VerifyingKey::from_sec1_bytes(&bytes).map_err(|e| IdentityError::Key(e.to_string()))
 }
@@ -43,8 +47,9 @@ pub fn public_key_hex(k: &VerifyingKey) -> String {
 /// The libp2p peer id of a member's node key.
 /// Errors: [`IdentityError::Key`] (cannot happen for a valid [`VerifyingKey`]).
 pub fn peer_id(k: &VerifyingKey) -> Result<PeerId, IdentityError> {
-    let pk = libp2p::identity::secp256k1::PublicKey::try_from_bytes(k.to_encoded_point(true).as_bytes())
-        .map_err(|e| IdentityError::Key(e.to_string()))?;
+    let pk =
+        libp2p::identity::secp256k1::PublicKey::try_from_bytes(k.to_encoded_point(true).as_bytes())
+            .map_err(|e| IdentityError::Key(e.to_string()))?;
     Ok(libp2p::identity::PublicKey::from(pk).to_peer_id())
 }
 
@@ -167,10 +172,12 @@ impl Committee {
             .checked_sub(1)
             .and_then(|i| self.keys.get(i))
             .ok_or(IdentityError::UnknownMember(env.member))?;
-        let sig = Signature::from_slice(&env.signature).map_err(|_| IdentityError::BadSignature(env.member))?;
+        let sig = Signature::from_slice(&env.signature)
+            .map_err(|_| IdentityError::BadSignature(env.member))?;
         key.verify(&signed_bytes(&env.body), &sig)
             .map_err(|_| IdentityError::BadSignature(env.member))?;
-        let body = pb::Body::decode(env.body.as_slice()).map_err(|_| IdentityError::BadSignature(env.member))?;
+        let body = pb::Body::decode(env.body.as_slice())
+            .map_err(|_| IdentityError::BadSignature(env.member))?;
         Ok((env.member as u16, body))
     }
 }
@@ -196,7 +203,10 @@ mod tests {
         assert_eq!(c.open(&env).unwrap(), (1, body.clone()));
         let mut wrong_member = env.clone();
         wrong_member.member = 2;
-        assert!(matches!(c.open(&wrong_member), Err(IdentityError::BadSignature(2))));
+        assert!(matches!(
+            c.open(&wrong_member),
+            Err(IdentityError::BadSignature(2))
+        ));
         let mut out = env.clone();
         out.member = 3;
         assert!(matches!(c.open(&out), Err(IdentityError::UnknownMember(3))));

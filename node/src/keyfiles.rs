@@ -75,8 +75,11 @@ pub fn passphrase() -> Result<Zeroizing<Vec<u8>>> {
         return Ok(Zeroizing::new(p.into_bytes()));
     }
     if let Ok(f) = std::env::var("SIGIL_PASSPHRASE_FILE") {
-        let s = std::fs::read_to_string(&f).with_context(|| format!("reading SIGIL_PASSPHRASE_FILE={f}"))?;
-        return Ok(Zeroizing::new(s.trim_end_matches(['\n', '\r']).as_bytes().to_vec()));
+        let s = std::fs::read_to_string(&f)
+            .with_context(|| format!("reading SIGIL_PASSPHRASE_FILE={f}"))?;
+        return Ok(Zeroizing::new(
+            s.trim_end_matches(['\n', '\r']).as_bytes().to_vec(),
+        ));
     }
     use std::io::IsTerminal;
     if !std::io::stdin().is_terminal() {
@@ -85,7 +88,9 @@ pub fn passphrase() -> Result<Zeroizing<Vec<u8>>> {
     eprint!("keystore passphrase: ");
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;
-    Ok(Zeroizing::new(line.trim_end_matches(['\n', '\r']).as_bytes().to_vec()))
+    Ok(Zeroizing::new(
+        line.trim_end_matches(['\n', '\r']).as_bytes().to_vec(),
+    ))
 }
 
 /// KDF cost: production scrypt unless `SIGIL_INSECURE_FAST_KDF=1` (devnets, tests).
@@ -108,25 +113,45 @@ pub fn write_node_key(home: &Path, key: &NodeKey, pass: &[u8]) -> Result<()> {
     if p.exists() {
         bail!("{} exists; refusing to overwrite a key", p.display());
     }
-    keystore::write_file(&p, &key.to_bytes(), pass, "sigil-node-key", kdf(), &mut rand_core::OsRng)?;
+    keystore::write_file(
+        &p,
+        &key.to_bytes(),
+        pass,
+        "sigil-node-key",
+        kdf(),
+        &mut rand_core::OsRng,
+    )?;
     Ok(())
 }
 
 /// Reads the node key.
 pub fn read_node_key(home: &Path, pass: &[u8]) -> Result<NodeKey> {
     let p = path(home, NODE_KEY);
-    let bytes = keystore::read_file(&p, pass).with_context(|| format!("opening {}", p.display()))?;
+    let bytes =
+        keystore::read_file(&p, pass).with_context(|| format!("opening {}", p.display()))?;
     Ok(NodeKey::from_bytes(&bytes)?)
 }
 
 /// Writes the key share (encrypted) and the public group key file.
-pub fn write_key_share(home: &Path, share: &KeyShare, group_key: &GroupKey, pass: &[u8]) -> Result<()> {
+pub fn write_key_share(
+    home: &Path,
+    share: &KeyShare,
+    group_key: &GroupKey,
+    pass: &[u8],
+) -> Result<()> {
     let json = Zeroizing::new(serde_json::to_vec(share)?);
     let p = path(home, KEY_SHARE);
     if p.exists() {
         std::fs::remove_file(&p)?;
     }
-    keystore::write_file(&p, &json, pass, "sigil-key-share", kdf(), &mut rand_core::OsRng)?;
+    keystore::write_file(
+        &p,
+        &json,
+        pass,
+        "sigil-key-share",
+        kdf(),
+        &mut rand_core::OsRng,
+    )?;
     let g = GroupKeyFile::new(share.epoch, group_key);
     std::fs::write(path(home, GROUP_KEY), serde_json::to_string_pretty(&g)?)?;
     Ok(())
@@ -138,6 +163,7 @@ pub fn read_key_share(home: &Path, pass: &[u8]) -> Result<Option<KeyShare>> {
     if !p.exists() {
         return Ok(None);
     }
-    let bytes = keystore::read_file(&p, pass).with_context(|| format!("opening {}", p.display()))?;
+    let bytes =
+        keystore::read_file(&p, pass).with_context(|| format!("opening {}", p.display()))?;
     Ok(Some(serde_json::from_slice(&bytes)?))
 }

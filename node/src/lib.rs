@@ -7,7 +7,10 @@
 //! files ([`keyfiles`]). The `sigil` binary (src/main.rs) is a thin clap layer over it.
 
 #![deny(missing_docs)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod api;
 pub mod app;
@@ -37,10 +40,20 @@ pub fn now_ms() -> u64 {
 /// Starts a node from `home` (config.toml, keys, `db/`) and runs it until `shutdown` flips
 /// to true: watchers per chain, the HTTP API, and the consensus/signing loop.
 /// Errors: config, key, storage or bind failures, each naming what to fix.
-pub async fn start(home: &Path, cfg: config::Config, pass: &[u8], shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn start(
+    home: &Path,
+    cfg: config::Config,
+    pass: &[u8],
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let key = keyfiles::read_node_key(home, pass)?;
-    let share = keyfiles::read_key_share(home, pass)?
-        .ok_or_else(|| anyhow::anyhow!("no {} in {}; run `sigil dkg` first", keyfiles::KEY_SHARE, home.display()))?;
+    let share = keyfiles::read_key_share(home, pass)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no {} in {}; run `sigil dkg` first",
+            keyfiles::KEY_SHARE,
+            home.display()
+        )
+    })?;
     let store = store::Store::open(&home.join("db"))?;
     let metrics = Arc::new(metrics::Metrics::new());
     let mut registry = prometheus_client::registry::Registry::default();
@@ -62,7 +75,9 @@ pub async fn start(home: &Path, cfg: config::Config, pass: &[u8], shutdown: watc
     };
     let listener = tokio::net::TcpListener::bind(cfg.node.api)
         .await
-        .map_err(|e| anyhow::anyhow!("config field `node.api`: cannot bind {}: {e}", cfg.node.api))?;
+        .map_err(|e| {
+            anyhow::anyhow!("config field `node.api`: cannot bind {}: {e}", cfg.node.api)
+        })?;
     tracing::info!(api = %cfg.node.api, "HTTP API listening");
     let router = api::router(shared);
     let mut api_shutdown = shutdown.clone();
@@ -81,6 +96,15 @@ pub async fn start(home: &Path, cfg: config::Config, pass: &[u8], shutdown: watc
         let rcfg = relayer::RelayerConfig::from_node(&cfg, home)?;
         tokio::spawn(relayer::run(rcfg, metrics.clone(), shutdown.clone()));
     }
-    let n = node::Node::new(node::NodeSetup { cfg, key, share, store }, metrics, status)?;
+    let n = node::Node::new(
+        node::NodeSetup {
+            cfg,
+            key,
+            share,
+            store,
+        },
+        metrics,
+        status,
+    )?;
     n.run(rx, shutdown).await
 }

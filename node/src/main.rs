@@ -118,7 +118,9 @@ fn load_config(home: &Path) -> Result<Config> {
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn,alloy=warn"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         b.json().init();
     } else {
@@ -136,7 +138,8 @@ fn api_url(home: &Path, api: Option<String>) -> Result<String> {
 async fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
@@ -158,8 +161,14 @@ async fn run() -> Result<()> {
     let cli = Cli::parse();
     let home = expand(&cli.home);
     match cli.cmd {
-        Cmd::Init { moniker, listen, api, relayer_key } => {
-            std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+        Cmd::Init {
+            moniker,
+            listen,
+            api,
+            relayer_key,
+        } => {
+            std::fs::create_dir_all(&home)
+                .with_context(|| format!("creating {}", home.display()))?;
             let cfg_path = home.join("config.toml");
             if cfg_path.exists() {
                 bail!("{} exists; refusing to overwrite", cfg_path.display());
@@ -168,7 +177,10 @@ async fn run() -> Result<()> {
             let key = NodeKey::generate();
             keyfiles::write_node_key(&home, &key, &pass)?;
             let pk = public_key_hex(&key.public());
-            std::fs::write(&cfg_path, sigil_node::config::template(&moniker, &listen, api, &pk))?;
+            std::fs::write(
+                &cfg_path,
+                sigil_node::config::template(&moniker, &listen, api, &pk),
+            )?;
             if relayer_key {
                 let k = alloy::signers::local::PrivateKeySigner::random();
                 let p = home.join("relayer.key");
@@ -180,7 +192,10 @@ async fn run() -> Result<()> {
             println!("home:      {}", home.display());
             println!("node key:  {pk}");
             println!("peer id:   {}", peer_id(&key.public())?);
-            println!("next: list every member's node key and address in {}, then run `sigil dkg`", cfg_path.display());
+            println!(
+                "next: list every member's node key and address in {}, then run `sigil dkg`",
+                cfg_path.display()
+            );
         }
         Cmd::Keys => {
             let pass = keyfiles::passphrase()?;
@@ -189,7 +204,8 @@ async fn run() -> Result<()> {
             println!("peer id:   {}", peer_id(&key.public())?);
             let g = home.join(keyfiles::GROUP_KEY);
             if g.exists() {
-                let gk: keyfiles::GroupKeyFile = serde_json::from_str(&std::fs::read_to_string(&g)?)?;
+                let gk: keyfiles::GroupKeyFile =
+                    serde_json::from_str(&std::fs::read_to_string(&g)?)?;
                 println!("group key: {} (epoch {})", gk.compressed, gk.epoch);
             }
         }
@@ -203,7 +219,10 @@ async fn run() -> Result<()> {
             println!("group key: {}", hex::encode(r.group_key.compressed()));
             println!("x: {}", r.group_key.x());
             println!("y: {}", r.group_key.y());
-            println!("key share written to {}", home.join(keyfiles::KEY_SHARE).display());
+            println!(
+                "key share written to {}",
+                home.join(keyfiles::KEY_SHARE).display()
+            );
         }
         Cmd::Start => {
             let cfg = load_config(&home)?;
@@ -212,39 +231,68 @@ async fn run() -> Result<()> {
             let stop = shutdown_signal().await;
             sigil_node::start(&home, cfg, &pass, stop).await?;
         }
-        Cmd::Relay { apis, chains, key, chunk } => {
+        Cmd::Relay {
+            apis,
+            chains,
+            key,
+            chunk,
+        } => {
             init_logs(false);
             let mut list = Vec::new();
             for c in chains {
-                let (id, rest) = c.split_once('=').ok_or_else(|| anyhow!("--chain `{c}`: want CHAIN_ID=RPC_URL@INBOX"))?;
-                let (rpc, inbox) = rest.rsplit_once('@').ok_or_else(|| anyhow!("--chain `{c}`: want CHAIN_ID=RPC_URL@INBOX"))?;
+                let (id, rest) = c
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--chain `{c}`: want CHAIN_ID=RPC_URL@INBOX"))?;
+                let (rpc, inbox) = rest
+                    .rsplit_once('@')
+                    .ok_or_else(|| anyhow!("--chain `{c}`: want CHAIN_ID=RPC_URL@INBOX"))?;
                 list.push(sigil_node::relayer::RelayChain {
-                    chain_id: id.parse().map_err(|_| anyhow!("--chain `{c}`: bad chain id"))?,
+                    chain_id: id
+                        .parse()
+                        .map_err(|_| anyhow!("--chain `{c}`: bad chain id"))?,
                     rpc: rpc.to_owned(),
-                    inbox: inbox.parse().map_err(|_| anyhow!("--chain `{c}`: bad inbox address"))?,
+                    inbox: inbox
+                        .parse()
+                        .map_err(|_| anyhow!("--chain `{c}`: bad inbox address"))?,
                 });
             }
             std::fs::create_dir_all(&home)?;
             let cfg = sigil_node::relayer::RelayerConfig {
                 apis,
                 chains: list,
-                key: key.trim().parse().map_err(|_| anyhow!("--key: not a hex secp256k1 secret"))?,
+                key: key
+                    .trim()
+                    .parse()
+                    .map_err(|_| anyhow!("--key: not a hex secp256k1 secret"))?,
                 state_dir: home,
                 chunk,
                 poll: Duration::from_millis(300),
                 stuck_after: Duration::from_secs(20),
             };
             let stop = shutdown_signal().await;
-            sigil_node::relayer::run(cfg, std::sync::Arc::new(sigil_node::metrics::Metrics::new()), stop).await?;
+            sigil_node::relayer::run(
+                cfg,
+                std::sync::Arc::new(sigil_node::metrics::Metrics::new()),
+                stop,
+            )
+            .await?;
         }
         Cmd::Status { api } => {
             let url = format!("{}/v1/status", api_url(&home, api)?);
-            let v: serde_json::Value = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?.json().await?;
+            let v: serde_json::Value = reqwest::get(&url)
+                .await
+                .with_context(|| format!("GET {url}"))?
+                .json()
+                .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
-        Cmd::Attestation { cmd: AttestationCmd::Get { id, api } } => {
+        Cmd::Attestation {
+            cmd: AttestationCmd::Get { id, api },
+        } => {
             let url = format!("{}/v1/attestations/{id}", api_url(&home, api)?);
-            let r = reqwest::get(&url).await.with_context(|| format!("GET {url}"))?;
+            let r = reqwest::get(&url)
+                .await
+                .with_context(|| format!("GET {url}"))?;
             let status = r.status();
             let v: serde_json::Value = r.json().await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
@@ -256,7 +304,10 @@ async fn run() -> Result<()> {
             let a: AttestationView = serde_json::from_str(&std::fs::read_to_string(&file)?)
                 .with_context(|| format!("parsing {}", file.display()))?;
             match verify_attestation(&a, group_key.as_deref()) {
-                Ok(()) => println!("OK: message {} is attested at height {} (root {})", a.message_id, a.height, a.root),
+                Ok(()) => println!(
+                    "OK: message {} is attested at height {} (root {})",
+                    a.message_id, a.height, a.root
+                ),
                 Err(e) => {
                     println!("INVALID: {e}");
                     std::process::exit(1);
@@ -267,7 +318,10 @@ async fn run() -> Result<()> {
             let exe = std::env::current_exe()?;
             let devnet = exe.with_file_name("sigil-devnet");
             if !devnet.exists() {
-                bail!("{} not found; build it with `cargo build -p sigil-testnet` (scripts/devnet.sh does)", devnet.display());
+                bail!(
+                    "{} not found; build it with `cargo build -p sigil-testnet` (scripts/devnet.sh does)",
+                    devnet.display()
+                );
             }
             let status = std::process::Command::new(devnet).args(args).status()?;
             std::process::exit(status.code().unwrap_or(1));
@@ -290,11 +344,22 @@ fn verify_attestation(a: &AttestationView, group_key: Option<&str>) -> Result<()
     }
     let key_hex = match group_key {
         Some(k) => k.to_owned(),
-        None => a.group_key.as_ref().map(|g| g.compressed.clone()).ok_or_else(|| anyhow!("no group key: pass --group-key"))?,
+        None => a
+            .group_key
+            .as_ref()
+            .map(|g| g.compressed.clone())
+            .ok_or_else(|| anyhow!("no group key: pass --group-key"))?,
     };
-    let gk = sigil_crypto::GroupKey::from_compressed(&hex::decode(key_hex.trim_start_matches("0x"))?)?;
-    let sig = sigil_crypto::OnchainSignature { rx: a.signature.rx, ry: a.signature.ry, z: a.signature.z }.to_frost()?;
+    let gk =
+        sigil_crypto::GroupKey::from_compressed(&hex::decode(key_hex.trim_start_matches("0x"))?)?;
+    let sig = sigil_crypto::OnchainSignature {
+        rx: a.signature.rx,
+        ry: a.signature.ry,
+        z: a.signature.z,
+    }
+    .to_frost()?;
     let digest = sigil_crypto::batch_digest(a.epoch, a.height, a.root);
-    sigil_crypto::signing::verify(&gk, digest, &sig).map_err(|_| anyhow!("group signature does not verify for this root and key"))?;
+    sigil_crypto::signing::verify(&gk, digest, &sig)
+        .map_err(|_| anyhow!("group signature does not verify for this root and key"))?;
     Ok(())
 }

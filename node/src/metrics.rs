@@ -121,37 +121,139 @@ impl Metrics {
 
     /// Registers every metric in `r`.
     pub fn register(&self, r: &mut Registry) {
-        r.register("sigil_chain_head", "Source chain head block number", self.chain_head.clone());
-        r.register("sigil_chain_finalized", "Final block number", self.chain_finalized.clone());
-        r.register("sigil_chain_lag_blocks", "Head minus observed cursor, blocks", self.chain_lag.clone());
-        r.register("sigil_rpc_errors", "RPC errors (retried)", self.rpc_errors.clone());
-        r.register("sigil_rpc_latency_seconds", "RPC latency", self.rpc_latency.clone());
-        r.register("sigil_dropped_logs", "Logs of non-canonical blocks dropped", self.dropped_logs.clone());
-        r.register("sigil_finality_violations", "Final blocks that changed hash", self.finality_violations.clone());
-        r.register("sigil_observations", "Messages observed at finality", self.observations.clone());
-        r.register("sigil_consensus_height", "Consensus height", self.height.clone());
-        r.register("sigil_consensus_round", "Consensus round", self.round.clone());
-        r.register("sigil_consensus_timeouts", "Consensus timeouts fired", self.timeouts.clone());
-        r.register("sigil_consensus_decided", "Heights decided", self.decided.clone());
-        r.register("sigil_consensus_decided_messages", "Messages in decided blocks", self.decided_messages.clone());
-        r.register("sigil_consensus_equivocations", "Equivocations detected", self.equivocations.clone());
-        r.register("sigil_signing_attestations", "Attestations formed", self.attestations.clone());
-        r.register("sigil_signing_latency_seconds", "Decision to attestation", self.signing_latency.clone());
-        r.register("sigil_signing_culprits", "Invalid signature shares", self.culprits.clone());
-        r.register("sigil_signing_retries", "Signing attempts after the first", self.signing_retries.clone());
-        r.register("sigil_p2p_peers", "Connected committee peers", self.peers.clone());
-        r.register("sigil_p2p_rejected", "Peer messages dropped", self.rejected.clone());
-        r.register("sigil_p2p_denied_connections", "Non-member connections refused", self.denied_connections.clone());
-        r.register("sigil_relayer_pending", "Relayer transactions pending", self.relayer_pending.clone());
-        r.register("sigil_relayer_failed", "Relayer transactions failed", self.relayer_failed.clone());
-        r.register("sigil_relayer_gas", "Relayer gas spent", self.relayer_gas.clone());
-        r.register("sigil_relayer_delivered", "Messages delivered", self.relayer_delivered.clone());
+        r.register(
+            "sigil_chain_head",
+            "Source chain head block number",
+            self.chain_head.clone(),
+        );
+        r.register(
+            "sigil_chain_finalized",
+            "Final block number",
+            self.chain_finalized.clone(),
+        );
+        r.register(
+            "sigil_chain_lag_blocks",
+            "Head minus observed cursor, blocks",
+            self.chain_lag.clone(),
+        );
+        r.register(
+            "sigil_rpc_errors",
+            "RPC errors (retried)",
+            self.rpc_errors.clone(),
+        );
+        r.register(
+            "sigil_rpc_latency_seconds",
+            "RPC latency",
+            self.rpc_latency.clone(),
+        );
+        r.register(
+            "sigil_dropped_logs",
+            "Logs of non-canonical blocks dropped",
+            self.dropped_logs.clone(),
+        );
+        r.register(
+            "sigil_finality_violations",
+            "Final blocks that changed hash",
+            self.finality_violations.clone(),
+        );
+        r.register(
+            "sigil_observations",
+            "Messages observed at finality",
+            self.observations.clone(),
+        );
+        r.register(
+            "sigil_consensus_height",
+            "Consensus height",
+            self.height.clone(),
+        );
+        r.register(
+            "sigil_consensus_round",
+            "Consensus round",
+            self.round.clone(),
+        );
+        r.register(
+            "sigil_consensus_timeouts",
+            "Consensus timeouts fired",
+            self.timeouts.clone(),
+        );
+        r.register(
+            "sigil_consensus_decided",
+            "Heights decided",
+            self.decided.clone(),
+        );
+        r.register(
+            "sigil_consensus_decided_messages",
+            "Messages in decided blocks",
+            self.decided_messages.clone(),
+        );
+        r.register(
+            "sigil_consensus_equivocations",
+            "Equivocations detected",
+            self.equivocations.clone(),
+        );
+        r.register(
+            "sigil_signing_attestations",
+            "Attestations formed",
+            self.attestations.clone(),
+        );
+        r.register(
+            "sigil_signing_latency_seconds",
+            "Decision to attestation",
+            self.signing_latency.clone(),
+        );
+        r.register(
+            "sigil_signing_culprits",
+            "Invalid signature shares",
+            self.culprits.clone(),
+        );
+        r.register(
+            "sigil_signing_retries",
+            "Signing attempts after the first",
+            self.signing_retries.clone(),
+        );
+        r.register(
+            "sigil_p2p_peers",
+            "Connected committee peers",
+            self.peers.clone(),
+        );
+        r.register(
+            "sigil_p2p_rejected",
+            "Peer messages dropped",
+            self.rejected.clone(),
+        );
+        r.register(
+            "sigil_p2p_denied_connections",
+            "Non-member connections refused",
+            self.denied_connections.clone(),
+        );
+        r.register(
+            "sigil_relayer_pending",
+            "Relayer transactions pending",
+            self.relayer_pending.clone(),
+        );
+        r.register(
+            "sigil_relayer_failed",
+            "Relayer transactions failed",
+            self.relayer_failed.clone(),
+        );
+        r.register(
+            "sigil_relayer_gas",
+            "Relayer gas spent",
+            self.relayer_gas.clone(),
+        );
+        r.register(
+            "sigil_relayer_delivered",
+            "Messages delivered",
+            self.relayer_delivered.clone(),
+        );
     }
 
     /// Counts a dropped peer message.
     pub fn reject(&self, reason: &str) {
         self.rejected
-            .get_or_create(&ReasonLabel { reason: reason.to_owned() })
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
             .inc();
     }
 

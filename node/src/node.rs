@@ -23,7 +23,8 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{PeerId, Swarm, gossipsub, request_response};
 use prost::Message as _;
 use sigil_consensus::{
-    Consensus, Height, Input, Output, Params, Proposal, Round, Timeout, TimeoutKind, Value, ValidatorSet, Vote, VoteKind,
+    Consensus, Height, Input, Output, Params, Proposal, Round, Timeout, TimeoutKind, ValidatorSet,
+    Value, Vote, VoteKind,
 };
 use sigil_crypto::GroupKey;
 use sigil_proto as pb;
@@ -128,7 +129,10 @@ fn timeout_kind(c: u32) -> Option<TimeoutKind> {
 }
 
 /// Converts a wire proposal. Errors on malformed fields.
-pub fn proposal_from_wire(from: u16, p: &pb::Proposal) -> Result<Proposal<u16, Block>, &'static str> {
+pub fn proposal_from_wire(
+    from: u16,
+    p: &pb::Proposal,
+) -> Result<Proposal<u16, Block>, &'static str> {
     let block = p.block.clone().ok_or("proposal without block")?;
     let valid_round = if p.valid_round < 0 {
         None
@@ -234,8 +238,17 @@ pub struct NodeSetup {
 impl Node {
     /// Builds the node: committee, swarm, WAL replay. Errors: config/key mismatch, p2p or
     /// storage failures.
-    pub fn new(setup: NodeSetup, metrics: Arc<Metrics>, status: Arc<RwLock<Status>>) -> anyhow::Result<Self> {
-        let NodeSetup { cfg, key, share, store } = setup;
+    pub fn new(
+        setup: NodeSetup,
+        metrics: Arc<Metrics>,
+        status: Arc<RwLock<Status>>,
+    ) -> anyhow::Result<Self> {
+        let NodeSetup {
+            cfg,
+            key,
+            share,
+            store,
+        } = setup;
         let keys = cfg
             .committee
             .members
@@ -290,7 +303,12 @@ impl Node {
             nonce_pool: cfg.signing.nonce_pool,
             share_timeout_ms: cfg.signing.share_timeout.as_millis() as u64,
         };
-        let mut app = App::new(app_params, Some(signer), Some(group_key), next_nonce.clone());
+        let mut app = App::new(
+            app_params,
+            Some(signer),
+            Some(group_key),
+            next_nonce.clone(),
+        );
         // Restore observations not yet decided, and our cursors.
         for c in &cfg.chains {
             let from = next_nonce.get(&c.chain_id).copied().unwrap_or(0);
@@ -346,7 +364,13 @@ impl Node {
         };
         node.attested_height = (1..=last)
             .rev()
-            .find(|h| node.store.block(*h).ok().flatten().is_some_and(|b| b.attestation.is_some()))
+            .find(|h| {
+                node.store
+                    .block(*h)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|b| b.attestation.is_some())
+            })
             .unwrap_or(0);
         node.replay_wal(height)?;
         Ok(node)
@@ -381,14 +405,18 @@ impl Node {
             Kind::StartHeight(h) => Some(Input::StartHeight(*h)),
             Kind::Proposal(env) => {
                 let (from, body) = self.committee.open(env).ok()?;
-                let Some(pb::body::Kind::Proposal(p)) = body.kind else { return None };
+                let Some(pb::body::Kind::Proposal(p)) = body.kind else {
+                    return None;
+                };
                 let prop = proposal_from_wire(from, &p).ok()?;
                 self.remember_proposal(&prop, env.clone());
                 Some(Input::Proposal(prop))
             }
             Kind::Vote(env) => {
                 let (from, body) = self.committee.open(env).ok()?;
-                let Some(pb::body::Kind::Vote(v)) = body.kind else { return None };
+                let Some(pb::body::Kind::Vote(v)) = body.kind else {
+                    return None;
+                };
                 let vote = vote_from_wire(from, &v).ok()?;
                 self.votes
                     .entry((vote.height, vote.round, step_of(vote.kind), from))
@@ -403,7 +431,10 @@ impl Node {
             Kind::Validity(v) => {
                 let id = B256::try_from(v.value_id.as_slice()).ok()?;
                 self.pending_validations.retain(|(b, _)| b.id() != id);
-                Some(Input::Validity { value: id, valid: v.valid })
+                Some(Input::Validity {
+                    value: id,
+                    valid: v.valid,
+                })
             }
             Kind::ProposeValue(p) => {
                 self.pending_request = None;
@@ -415,21 +446,31 @@ impl Node {
             }
             Kind::Certificate(cb) => {
                 let (proposal, precommits) = self.certificate_inputs(cb)?;
-                Some(Input::Certificate { proposal, precommits })
+                Some(Input::Certificate {
+                    proposal,
+                    precommits,
+                })
             }
         }
     }
 
-    fn certificate_inputs(&mut self, cb: &pb::CommittedBlock) -> Option<(Proposal<u16, Block>, Vec<Vote<u16, B256>>)> {
+    fn certificate_inputs(
+        &mut self,
+        cb: &pb::CommittedBlock,
+    ) -> Option<(Proposal<u16, Block>, Vec<Vote<u16, B256>>)> {
         let env = cb.proposal.as_ref()?;
         let (from, body) = self.committee.open(env).ok()?;
-        let Some(pb::body::Kind::Proposal(p)) = body.kind else { return None };
+        let Some(pb::body::Kind::Proposal(p)) = body.kind else {
+            return None;
+        };
         let proposal = proposal_from_wire(from, &p).ok()?;
         self.remember_proposal(&proposal, env.clone());
         let mut precommits = Vec::new();
         for e in &cb.precommits {
             let (m, body) = self.committee.open(e).ok()?;
-            let Some(pb::body::Kind::Vote(v)) = body.kind else { return None };
+            let Some(pb::body::Kind::Vote(v)) = body.kind else {
+                return None;
+            };
             let vote = vote_from_wire(m, &v).ok()?;
             self.votes
                 .entry((vote.height, vote.round, step_of(vote.kind), m))
@@ -475,7 +516,10 @@ impl Node {
     }
 
     fn handle_outputs(&mut self, outs: Vec<Output<u16, Block>>) {
-        if outs.iter().any(|o| matches!(o, Output::Proposal(_) | Output::Vote(_))) {
+        if outs
+            .iter()
+            .any(|o| matches!(o, Output::Proposal(_) | Output::Vote(_)))
+        {
             if let Err(e) = self.store.sync_wal() {
                 tracing::error!(error = %e, "WAL sync failed; not sending");
                 return;
@@ -485,10 +529,19 @@ impl Node {
             match o {
                 Output::Proposal(p) => {
                     let id = p.value.id();
-                    match self.store.record_own_vote(p.height, p.round, STEP_PROPOSAL, id.as_slice()) {
+                    match self.store.record_own_vote(
+                        p.height,
+                        p.round,
+                        STEP_PROPOSAL,
+                        id.as_slice(),
+                    ) {
                         Ok(None) => {}
                         Ok(Some(_)) | Err(_) => {
-                            tracing::error!(height = p.height, round = p.round, "refusing to send a second, different proposal");
+                            tracing::error!(
+                                height = p.height,
+                                round = p.round,
+                                "refusing to send a second, different proposal"
+                            );
                             continue;
                         }
                     }
@@ -504,22 +557,35 @@ impl Node {
                 }
                 Output::Vote(v) => {
                     let value = v.value.map(|b| b.to_vec()).unwrap_or_default();
-                    match self.store.record_own_vote(v.height, v.round, step_of(v.kind), &value) {
+                    match self
+                        .store
+                        .record_own_vote(v.height, v.round, step_of(v.kind), &value)
+                    {
                         Ok(None) => {}
                         Ok(Some(_)) | Err(_) => {
-                            tracing::error!(height = v.height, round = v.round, "refusing to send a second, different vote");
+                            tracing::error!(
+                                height = v.height,
+                                round = v.round,
+                                "refusing to send a second, different vote"
+                            );
                             continue;
                         }
                     }
                     let env = self.seal(pb::body::Kind::Vote(vote_to_wire(&v)));
-                    self.votes.insert((v.height, v.round, step_of(v.kind), self.me), env.clone());
+                    self.votes
+                        .insert((v.height, v.round, step_of(v.kind), self.me), env.clone());
                     self.publish(topics::CONSENSUS, &env);
                     self.own_msgs.push((topics::CONSENSUS, env));
                 }
                 Output::ScheduleTimeout { timeout, after_ms } => {
                     self.timer_seq += 1;
-                    self.timers
-                        .insert((Instant::now() + Duration::from_millis(after_ms), self.timer_seq), timeout);
+                    self.timers.insert(
+                        (
+                            Instant::now() + Duration::from_millis(after_ms),
+                            self.timer_seq,
+                        ),
+                        timeout,
+                    );
                 }
                 Output::RequestValue { height, round } => {
                     self.pending_request = Some((height, round));
@@ -537,12 +603,25 @@ impl Node {
                 Output::Decide(d) => self.on_decide(d, None),
                 Output::Equivocation { first, second } => {
                     self.metrics.equivocations.inc();
-                    tracing::warn!(voter = first.voter, height = first.height, round = first.round, "equivocation evidence");
-                    let a = self.votes.get(&(first.height, first.round, step_of(first.kind), first.voter)).cloned();
+                    tracing::warn!(
+                        voter = first.voter,
+                        height = first.height,
+                        round = first.round,
+                        "equivocation evidence"
+                    );
+                    let a = self
+                        .votes
+                        .get(&(first.height, first.round, step_of(first.kind), first.voter))
+                        .cloned();
                     if let (Some(a), Some(b)) = (a, self.current_env.clone()) {
-                        let _ = self
-                            .store
-                            .put_evidence(second.height, second.round, step_of(second.kind), second.voter, &a, &b);
+                        let _ = self.store.put_evidence(
+                            second.height,
+                            second.round,
+                            step_of(second.kind),
+                            second.voter,
+                            &a,
+                            &b,
+                        );
                     }
                 }
             }
@@ -552,7 +631,9 @@ impl Node {
     }
 
     fn try_propose(&mut self) {
-        let Some((h, r)) = self.pending_request else { return };
+        let Some((h, r)) = self.pending_request else {
+            return;
+        };
         if h != self.cs.height() || r != self.cs.round() {
             self.pending_request = None;
             return;
@@ -567,7 +648,15 @@ impl Node {
                     valid_round: -1,
                 })),
             };
-            self.input(Input::ProposeValue { height: h, round: r, value: block }, entry, h);
+            self.input(
+                Input::ProposeValue {
+                    height: h,
+                    round: r,
+                    value: block,
+                },
+                entry,
+                h,
+            );
         }
     }
 
@@ -583,7 +672,10 @@ impl Node {
                     Some(false)
                 }
                 Validity::Pending if now >= deadline => {
-                    tracing::warn!(height = h, "proposal names messages not observed in time; prevoting nil");
+                    tracing::warn!(
+                        height = h,
+                        "proposal names messages not observed in time; prevoting nil"
+                    );
                     Some(false)
                 }
                 Validity::Pending => None,
@@ -604,7 +696,11 @@ impl Node {
         }
     }
 
-    fn on_decide(&mut self, d: sigil_consensus::Decision<u16, Block>, attestation: Option<pb::Attestation>) {
+    fn on_decide(
+        &mut self,
+        d: sigil_consensus::Decision<u16, Block>,
+        attestation: Option<pb::Attestation>,
+    ) {
         let h = d.height;
         let attestation = attestation.or_else(|| {
             self.fetched_attestation
@@ -621,10 +717,21 @@ impl Node {
         let precommits: Vec<pb::Envelope> = d
             .certificate
             .iter()
-            .filter_map(|v| self.votes.get(&(v.height, v.round, STEP_PRECOMMIT, v.voter)).cloned())
+            .filter_map(|v| {
+                self.votes
+                    .get(&(v.height, v.round, STEP_PRECOMMIT, v.voter))
+                    .cloned()
+            })
             .collect();
-        let effects = self.app.on_decided(h, &d.value, attestation.as_ref(), now_ms());
-        let nexts: Vec<(u64, u64)> = self.app.next_nonces().iter().map(|(c, n)| (*c, *n)).collect();
+        let effects = self
+            .app
+            .on_decided(h, &d.value, attestation.as_ref(), now_ms());
+        let nexts: Vec<(u64, u64)> = self
+            .app
+            .next_nonces()
+            .iter()
+            .map(|(c, n)| (*c, *n))
+            .collect();
         let cb = pb::CommittedBlock {
             proposal,
             precommits,
@@ -637,9 +744,16 @@ impl Node {
             self.attested_height = self.attested_height.max(h);
         }
         self.metrics.decided.inc();
-        self.metrics.decided_messages.inc_by(u64::from(d.value.0.count));
+        self.metrics
+            .decided_messages
+            .inc_by(u64::from(d.value.0.count));
         self.decided_at.insert(h, Instant::now());
-        tracing::info!(height = h, round = d.round, messages = d.value.0.count, "decided");
+        tracing::info!(
+            height = h,
+            round = d.round,
+            messages = d.value.0.count,
+            "decided"
+        );
         self.proposals.retain(|(ph, _), _| *ph > h);
         self.votes.retain(|(vh, ..), _| *vh > h);
         self.own_msgs.clear();
@@ -665,13 +779,26 @@ impl Node {
                     self.publish(topic, &env);
                 }
                 Effect::Attested(a) => self.store_attestation(a),
-                Effect::Culprit { height, attempt, member } => {
+                Effect::Culprit {
+                    height,
+                    attempt,
+                    member,
+                } => {
                     self.metrics.culprits.inc();
                     tracing::warn!(height, attempt, member, "invalid signature share (culprit)");
                 }
-                Effect::Retry { height, attempt, excluded } => {
+                Effect::Retry {
+                    height,
+                    attempt,
+                    excluded,
+                } => {
                     self.metrics.signing_retries.inc();
-                    tracing::warn!(height, attempt, ?excluded, "signing attempt timed out; retrying with fresh commitments");
+                    tracing::warn!(
+                        height,
+                        attempt,
+                        ?excluded,
+                        "signing attempt timed out; retrying with fresh commitments"
+                    );
                 }
                 Effect::SignRefused { height, reason } => {
                     tracing::info!(height, reason, "not signing");
@@ -690,14 +817,21 @@ impl Node {
             return;
         }
         cb.attestation = Some(a);
-        let nexts: Vec<(u64, u64)> = self.app.next_nonces().iter().map(|(c, n)| (*c, *n)).collect();
+        let nexts: Vec<(u64, u64)> = self
+            .app
+            .next_nonces()
+            .iter()
+            .map(|(c, n)| (*c, *n))
+            .collect();
         if let Err(e) = self.store.put_block(h, &cb, &nexts) {
             tracing::error!(height = h, error = %e, "storing attestation failed");
             return;
         }
         self.metrics.attestations.inc();
         if let Some(t) = self.decided_at.remove(&h) {
-            self.metrics.signing_latency.observe(t.elapsed().as_secs_f64());
+            self.metrics
+                .signing_latency
+                .observe(t.elapsed().as_secs_f64());
         }
         self.attested_height = self.attested_height.max(h);
         tracing::info!(height = h, "attested");
@@ -708,7 +842,11 @@ impl Node {
             return;
         }
         let h = self.cs.height();
-        let next = if self.store.last_height().unwrap_or(0) >= h { h + 1 } else { h };
+        let next = if self.store.last_height().unwrap_or(0) >= h {
+            h + 1
+        } else {
+            h
+        };
         let peer_ahead = self.peer_heights.values().any(|ph| *ph >= next);
         if self.app.has_work() || peer_ahead {
             self.started = true;
@@ -753,7 +891,9 @@ impl Node {
         if from == self.me {
             return Ok(false);
         }
-        let Some(kind) = body.kind else { return Err("empty body") };
+        let Some(kind) = body.kind else {
+            return Err("empty body");
+        };
         let h = self.cs.height();
         let window = |mh: u64| -> Result<(), &'static str> {
             if mh + 1 < h {
@@ -827,14 +967,19 @@ impl Node {
         if peer_height <= decided + 1 {
             return;
         }
-        if self.sync_inflight.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
+        if self
+            .sync_inflight
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(5))
+        {
             return;
         }
         // Only when we are not making progress ourselves.
         if self.last_progress.elapsed() < Duration::from_secs(2) && peer_height <= decided + 2 {
             return;
         }
-        let Some(peer) = self.committee.peer(from) else { return };
+        let Some(peer) = self.committee.peer(from) else {
+            return;
+        };
         let req = pb::Request {
             kind: Some(pb::request::Kind::Sync(pb::SyncRequest {
                 from_height: decided + 1,
@@ -843,7 +988,10 @@ impl Node {
         };
         tracing::info!(from_height = decided + 1, member = from, "catching up");
         self.sync_inflight = Some(Instant::now());
-        self.swarm.behaviour_mut().rr.send_request(&peer, Wire(req.encode_to_vec()));
+        self.swarm
+            .behaviour_mut()
+            .rr
+            .send_request(&peer, Wire(req.encode_to_vec()));
     }
 
     fn serve_request(&mut self, peer: PeerId, data: &[u8]) -> pb::Response {
@@ -865,7 +1013,10 @@ impl Node {
             Some(pb::request::Kind::Sync(s)) => {
                 let mut blocks = Vec::new();
                 let mut size = 0usize;
-                for h in s.from_height..s.from_height.saturating_add(u64::from(s.max_blocks.min(64))) {
+                for h in s.from_height
+                    ..s.from_height
+                        .saturating_add(u64::from(s.max_blocks.min(64)))
+                {
                     match self.store.block(h) {
                         Ok(Some(b)) => {
                             size += b.encoded_len();
@@ -891,7 +1042,9 @@ impl Node {
             self.metrics.reject("decode");
             return;
         };
-        let Some(pb::response::Kind::Sync(s)) = resp.kind else { return };
+        let Some(pb::response::Kind::Sync(s)) = resp.kind else {
+            return;
+        };
         for cb in s.blocks {
             if let Err(reason) = self.apply_committed(cb) {
                 self.metrics.reject(reason);
@@ -904,7 +1057,10 @@ impl Node {
     /// Applies one fetched committed block at the next height. Errors name the reason.
     fn apply_committed(&mut self, cb: pb::CommittedBlock) -> Result<(), &'static str> {
         let env = cb.proposal.as_ref().ok_or("sync block without proposal")?;
-        let (_, body) = self.committee.open(env).map_err(|_| "sync proposal signature")?;
+        let (_, body) = self
+            .committee
+            .open(env)
+            .map_err(|_| "sync proposal signature")?;
         let Some(pb::body::Kind::Proposal(p)) = body.kind else {
             return Err("sync proposal kind");
         };
@@ -926,9 +1082,14 @@ impl Node {
         if self.store.last_height().unwrap_or(0) >= p.height {
             return Ok(());
         }
-        let (proposal, precommits) = self.certificate_inputs(&cb).ok_or("sync certificate malformed")?;
+        let (proposal, precommits) = self
+            .certificate_inputs(&cb)
+            .ok_or("sync certificate malformed")?;
         // Verify the attestation before we keep it.
-        let attestation = cb.attestation.clone().filter(|a| self.attestation_verifies(a, &proposal.value));
+        let attestation = cb
+            .attestation
+            .clone()
+            .filter(|a| self.attestation_verifies(a, &proposal.value));
         let entry = pb::WalEntry {
             kind: Some(pb::wal_entry::Kind::Certificate(pb::CommittedBlock {
                 proposal: cb.proposal.clone(),
@@ -940,7 +1101,10 @@ impl Node {
         let _ = self.store.wal_append(p.height, self.wal_seq, &entry);
         let id = proposal.value.id();
         self.fetched_attestation = attestation.map(|a| (p.height, a));
-        let outs = self.cs.process(Input::Certificate { proposal, precommits });
+        let outs = self.cs.process(Input::Certificate {
+            proposal,
+            precommits,
+        });
         // A verified commit certificate means 2f+1 members (f+1 honest) validated the block:
         // accept it without our own observations.
         // (Also when we judged it invalid earlier, e.g. without the observations.)
@@ -957,11 +1121,22 @@ impl Node {
                     valid: true,
                 })),
             };
-            self.input(Input::Validity { value: id, valid: true }, entry, p.height);
+            self.input(
+                Input::Validity {
+                    value: id,
+                    valid: true,
+                },
+                entry,
+                p.height,
+            );
         }
         self.fetched_attestation = None;
         if self.store.last_height().unwrap_or(0) < p.height {
-            tracing::warn!(height = p.height, machine_height = self.cs.height(), "certificate did not decide");
+            tracing::warn!(
+                height = p.height,
+                machine_height = self.cs.height(),
+                "certificate did not decide"
+            );
             return Err("sync certificate not accepted");
         }
         tracing::info!(height = p.height, "caught up");
@@ -969,11 +1144,15 @@ impl Node {
     }
 
     fn attestation_verifies(&self, a: &pb::Attestation, block: &Block) -> bool {
-        let Some(gk) = self.app.group_key() else { return false };
+        let Some(gk) = self.app.group_key() else {
+            return false;
+        };
         if a.root != block.0.root || a.height != block.0.height || a.epoch != block.0.epoch {
             return false;
         }
-        let Ok(sig) = sigil_crypto::OnchainSignature::from_bytes(&a.signature).and_then(|s| s.to_frost()) else {
+        let Ok(sig) =
+            sigil_crypto::OnchainSignature::from_bytes(&a.signature).and_then(|s| s.to_frost())
+        else {
             return false;
         };
         let digest = sigil_crypto::batch_digest(a.epoch, a.height, B256::from_slice(&a.root));
@@ -982,7 +1161,10 @@ impl Node {
 
     fn on_chain_event(&mut self, ev: ChainEvent) {
         let cursor = ev.cursor;
-        if let Err(e) = self.store.put_observations(ev.chain_id, &ev.observations, &cursor) {
+        if let Err(e) = self
+            .store
+            .put_observations(ev.chain_id, &ev.observations, &cursor)
+        {
             tracing::error!(chain = ev.chain_id, error = %e, "storing observations failed");
             return;
         }
@@ -1015,7 +1197,9 @@ impl Node {
             if at > now {
                 break;
             }
-            let Some(t) = self.timers.remove(&(at, seq)) else { break };
+            let Some(t) = self.timers.remove(&(at, seq)) else {
+                break;
+            };
             self.metrics.timeouts.inc();
             let entry = pb::WalEntry {
                 kind: Some(pb::wal_entry::Kind::Timeout(pb::WalTimeout {
@@ -1039,7 +1223,9 @@ impl Node {
             let c = self.app.own_cursors();
             let mut effects = vec![Effect::Broadcast(pb::body::Kind::Cursors(c))];
             match self.app.refresh_commitments() {
-                Ok(Some(list)) => effects.push(Effect::Broadcast(pb::body::Kind::Commitments(list))),
+                Ok(Some(list)) => {
+                    effects.push(Effect::Broadcast(pb::body::Kind::Commitments(list)))
+                }
                 Ok(None) => {}
                 Err(e) => tracing::error!(error = %e, "nonce pool refill failed"),
             }
@@ -1085,14 +1271,18 @@ impl Node {
             if idx == self.me || self.connected.contains(&idx) {
                 continue;
             }
-            let Some(peer) = self.committee.peer(idx) else { continue };
+            let Some(peer) = self.committee.peer(idx) else {
+                continue;
+            };
             let r = self.redial.entry(peer).or_default();
             if r.next > now {
                 continue;
             }
             r.dialed();
             if let Ok(addr) = m.address.parse::<libp2p::Multiaddr>() {
-                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer).addresses(vec![addr]).build();
+                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                    .addresses(vec![addr])
+                    .build();
                 if let Err(e) = self.swarm.dial(opts) {
                     tracing::debug!(member = idx, error = %e, "dial failed");
                 }
@@ -1132,14 +1322,28 @@ impl Node {
                 message_id,
                 message,
             })) => self.on_gossip(propagation_source, message_id, &message.data),
-            SwarmEvent::Behaviour(BehaviourEvent::Rr(request_response::Event::Message { peer, message, .. })) => match message {
-                request_response::Message::Request { request, channel, .. } => {
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(request_response::Event::Message {
+                peer,
+                message,
+                ..
+            })) => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
                     let resp = self.serve_request(peer, &request.0);
-                    let _ = self.swarm.behaviour_mut().rr.send_response(channel, Wire(resp.encode_to_vec()));
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .rr
+                        .send_response(channel, Wire(resp.encode_to_vec()));
                 }
-                request_response::Message::Response { response, .. } => self.on_sync_response(&response.0),
+                request_response::Message::Response { response, .. } => {
+                    self.on_sync_response(&response.0)
+                }
             },
-            SwarmEvent::Behaviour(BehaviourEvent::Rr(request_response::Event::OutboundFailure { error, .. })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(
+                request_response::Event::OutboundFailure { error, .. },
+            )) => {
                 self.sync_inflight = None;
                 tracing::debug!(error = %error, "request failed");
             }
@@ -1155,7 +1359,11 @@ impl Node {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
                 if num_established == 0 {
                     if let Some(i) = self.committee.index_of_peer(&peer_id) {
                         self.connected.remove(&i);
@@ -1174,7 +1382,11 @@ impl Node {
     }
 
     /// Runs until `shutdown` flips to true.
-    pub async fn run(mut self, mut chain_rx: mpsc::Receiver<ChainEvent>, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    pub async fn run(
+        mut self,
+        mut chain_rx: mpsc::Receiver<ChainEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
         let listen: libp2p::Multiaddr = self.cfg.node.listen.parse()?;
         self.swarm.listen_on(listen)?;
         // Re-send what the WAL replay produced (same content: the machine is deterministic).

@@ -4,7 +4,10 @@
 
 use crate::identity::{Committee, NodeKey};
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{StreamProtocol, Swarm, allow_block_list, gossipsub, identify, noise, ping, request_response, tcp, yamux};
+use libp2p::{
+    StreamProtocol, Swarm, allow_block_list, gossipsub, identify, noise, ping, request_response,
+    tcp, yamux,
+};
 use sigil_proto::{MAX_ENVELOPE_BYTES, PROTOCOL_VERSION};
 use std::time::Duration;
 
@@ -55,7 +58,11 @@ pub fn build(key: &NodeKey, committee: &Committee) -> anyhow::Result<Swarm<Behav
     let keypair = key.libp2p_keypair()?;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )?
         .with_behaviour(|k| {
             let gcfg = gossipsub::ConfigBuilder::default()
                 .heartbeat_interval(Duration::from_millis(500))
@@ -69,8 +76,9 @@ pub fn build(key: &NodeKey, committee: &Committee) -> anyhow::Result<Swarm<Behav
                 .flood_publish(true)
                 .build()
                 .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
-            let gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(k.clone()), gcfg)
-                .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+            let gossipsub =
+                gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(k.clone()), gcfg)
+                    .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
             let proto = StreamProtocol::try_from_owned(format!("/sigil/{PROTOCOL_VERSION}/rr"))?;
             let rr = request_response::cbor::Behaviour::new(
                 [(proto, request_response::ProtocolSupport::Full)],

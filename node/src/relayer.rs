@@ -60,12 +60,16 @@ impl RelayerConfig {
     /// The in-node relayer of `cfg` (reads the node's own API). Errors: no relayer key.
     pub fn from_node(cfg: &Config, home: &Path) -> Result<Self> {
         let key_hex = if cfg.relayer.key.is_empty() {
-            std::fs::read_to_string(home.join("relayer.key"))
-                .context("config field `relayer.key` is empty and <home>/relayer.key is missing; set one")?
+            std::fs::read_to_string(home.join("relayer.key")).context(
+                "config field `relayer.key` is empty and <home>/relayer.key is missing; set one",
+            )?
         } else {
             cfg.relayer.key.clone()
         };
-        let key: PrivateKeySigner = key_hex.trim().parse().map_err(|_| anyhow!("config field `relayer.key`: not a hex secp256k1 secret"))?;
+        let key: PrivateKeySigner = key_hex
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("config field `relayer.key`: not a hex secp256k1 secret"))?;
         Ok(Self {
             apis: vec![format!("http://{}", cfg.node.api)],
             chains: cfg
@@ -113,7 +117,11 @@ pub struct TxRecord {
 
 /// Fetches `/v1/batches/{height}` from the first API that has it attested.
 /// `Ok(None)`: not decided or not attested yet anywhere.
-pub async fn fetch_batch(http: &reqwest::Client, apis: &[String], height: u64) -> Result<Option<BatchView>> {
+pub async fn fetch_batch(
+    http: &reqwest::Client,
+    apis: &[String],
+    height: u64,
+) -> Result<Option<BatchView>> {
     let mut last_err = None;
     for api in apis {
         let url = format!("{}/v1/batches/{height}", api.trim_end_matches('/'));
@@ -141,10 +149,22 @@ struct Dest {
     from: Address,
 }
 
-async fn send(dest: &Dest, req: TransactionRequest, stuck_after: Duration, metrics: &Metrics) -> Result<TransactionReceipt> {
-    let nonce = dest.provider.get_transaction_count(dest.from).pending().await?;
+async fn send(
+    dest: &Dest,
+    req: TransactionRequest,
+    stuck_after: Duration,
+    metrics: &Metrics,
+) -> Result<TransactionReceipt> {
+    let nonce = dest
+        .provider
+        .get_transaction_count(dest.from)
+        .pending()
+        .await?;
     let fees = dest.provider.estimate_eip1559_fees().await?;
-    let gas = dest.provider.estimate_gas(req.clone().from(dest.from)).await?;
+    let gas = dest
+        .provider
+        .estimate_gas(req.clone().from(dest.from))
+        .await?;
     let (mut max_fee, mut tip) = (fees.max_fee_per_gas, fees.max_priority_fee_per_gas);
     for _ in 0..6 {
         let tx = req
@@ -175,23 +195,42 @@ async fn send(dest: &Dest, req: TransactionRequest, stuck_after: Duration, metri
             }
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => {
-                tracing::warn!(chain = dest.chain.chain_id, nonce, "transaction not mined in time; replacing with higher fees");
+                tracing::warn!(
+                    chain = dest.chain.chain_id,
+                    nonce,
+                    "transaction not mined in time; replacing with higher fees"
+                );
                 max_fee += max_fee / 4 + 1;
                 tip += tip / 4 + 1;
             }
         }
     }
-    Err(anyhow!("transaction with nonce {nonce} still not mined after 6 fee bumps"))
+    Err(anyhow!(
+        "transaction with nonce {nonce} still not mined after 6 fee bumps"
+    ))
 }
 
 /// Relays one attested batch to one destination chain. Returns the transactions sent.
 /// Errors: RPC or revert (the caller retries; everything already done is skipped).
-async fn relay_to(dest: &Dest, b: &BatchView, chunk: usize, stuck_after: Duration, metrics: &Metrics) -> Result<Vec<TxRecord>> {
-    let mine: Vec<_> = b.messages.iter().filter(|m| m.message.dest_chain_id == dest.chain.chain_id).collect();
+async fn relay_to(
+    dest: &Dest,
+    b: &BatchView,
+    chunk: usize,
+    stuck_after: Duration,
+    metrics: &Metrics,
+) -> Result<Vec<TxRecord>> {
+    let mine: Vec<_> = b
+        .messages
+        .iter()
+        .filter(|m| m.message.dest_chain_id == dest.chain.chain_id)
+        .collect();
     if mine.is_empty() {
         return Ok(Vec::new());
     }
-    let sig = b.signature.clone().ok_or_else(|| anyhow!("batch {} not attested", b.height))?;
+    let sig = b
+        .signature
+        .clone()
+        .ok_or_else(|| anyhow!("batch {} not attested", b.height))?;
     let inbox = SigilInbox::new(dest.chain.inbox, dest.provider.clone());
     let mut out = Vec::new();
     let rec = |kind: &str, r: &TransactionReceipt, messages: usize| TxRecord {
@@ -206,7 +245,16 @@ async fn relay_to(dest: &Dest, b: &BatchView, chunk: usize, stuck_after: Duratio
     let record = inbox.batchOf(b.root).call().await?;
     if record.height == 0 {
         let req = inbox
-            .submitBatch(b.epoch, b.height, b.root, SigilInbox::Signature { rx: sig.rx, ry: sig.ry, z: sig.z })
+            .submitBatch(
+                b.epoch,
+                b.height,
+                b.root,
+                SigilInbox::Signature {
+                    rx: sig.rx,
+                    ry: sig.ry,
+                    z: sig.z,
+                },
+            )
             .into_transaction_request();
         let r = send(dest, req, stuck_after, metrics).await?;
         out.push(rec("submitBatch", &r, 0));
@@ -226,7 +274,9 @@ async fn relay_to(dest: &Dest, b: &BatchView, chunk: usize, stuck_after: Duratio
         let r = if todo.len() == 1 {
             let m = todo[0];
             let proof = tree.proof(&m.leaf)?;
-            let req = inbox.deliver((&m.message).into(), proof).into_transaction_request();
+            let req = inbox
+                .deliver((&m.message).into(), proof)
+                .into_transaction_request();
             let r = send(dest, req, stuck_after, metrics).await?;
             out.push(rec("deliver", &r, 1));
             r
@@ -254,11 +304,17 @@ async fn relay_to(dest: &Dest, b: &BatchView, chunk: usize, stuck_after: Duratio
 
 /// Runs the relayer until `shutdown` flips to true.
 /// Errors: only start-up errors (bad RPC URL, unreadable state); everything later is retried.
-pub async fn run(cfg: RelayerConfig, metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+pub async fn run(
+    cfg: RelayerConfig,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     let state_path = cfg.state_dir.join("relayer_state.json");
     let txs_path = cfg.state_dir.join("relayer_txs.jsonl");
     let mut state: RelayState = match std::fs::read_to_string(&state_path) {
-        Ok(s) => serde_json::from_str(&s).with_context(|| format!("parsing {}", state_path.display()))?,
+        Ok(s) => {
+            serde_json::from_str(&s).with_context(|| format!("parsing {}", state_path.display()))?
+        }
         Err(_) => RelayState { next_height: 1 },
     };
     let from = cfg.key.address();
@@ -269,7 +325,10 @@ pub async fn run(cfg: RelayerConfig, metrics: Arc<Metrics>, mut shutdown: watch:
         .map(|c| {
             Ok(Dest {
                 chain: c.clone(),
-                provider: ProviderBuilder::new().wallet(wallet.clone()).connect_http(c.rpc.parse()?).erased(),
+                provider: ProviderBuilder::new()
+                    .wallet(wallet.clone())
+                    .connect_http(c.rpc.parse()?)
+                    .erased(),
                 from,
             })
         })
@@ -303,7 +362,10 @@ pub async fn run(cfg: RelayerConfig, metrics: Arc<Metrics>, mut shutdown: watch:
                 Ok(recs) => {
                     if !recs.is_empty() {
                         use std::io::Write;
-                        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&txs_path)?;
+                        let mut f = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&txs_path)?;
                         for r in recs {
                             writeln!(f, "{}", serde_json::to_string(&r)?)?;
                         }

@@ -45,7 +45,9 @@ pub enum StoreError {
     #[error("rocksdb: {0}")]
     Db(#[from] rocksdb::Error),
     /// The database was written by another schema version.
-    #[error("database schema version {found}, this binary needs {expected}; use a fresh home or a matching binary")]
+    #[error(
+        "database schema version {found}, this binary needs {expected}; use a fresh home or a matching binary"
+    )]
     Schema {
         /// Stored version.
         found: u32,
@@ -115,7 +117,9 @@ fn corrupt(cf: &'static str, e: impl std::fmt::Display) -> StoreError {
 }
 
 fn u64_of(cf: &'static str, v: &[u8]) -> Result<u64, StoreError> {
-    Ok(u64::from_be_bytes(v.try_into().map_err(|_| corrupt(cf, "not 8 bytes"))?))
+    Ok(u64::from_be_bytes(
+        v.try_into().map_err(|_| corrupt(cf, "not 8 bytes"))?,
+    ))
 }
 
 impl Store {
@@ -125,13 +129,19 @@ impl Store {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let cfs = CFS
+            .iter()
+            .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let s = Self { db: Arc::new(db) };
         match s.get("meta", b"schema")? {
             None => s.put_sync("meta", b"schema", &SCHEMA_VERSION.to_be_bytes())?,
             Some(v) => {
-                let found = u32::from_be_bytes(v.as_slice().try_into().map_err(|_| corrupt("meta", "schema"))?);
+                let found = u32::from_be_bytes(
+                    v.as_slice()
+                        .try_into()
+                        .map_err(|_| corrupt("meta", "schema"))?,
+                );
                 if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema {
                         found,
@@ -144,7 +154,9 @@ impl Store {
     }
 
     fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StoreError> {
-        self.db.cf_handle(name).ok_or_else(|| corrupt(name, "missing column family"))
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| corrupt(name, "missing column family"))
     }
 
     fn get(&self, cf: &'static str, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -158,7 +170,12 @@ impl Store {
     // ---- observations and cursors ----
 
     /// Stores observations and the new cursor of `chain_id` atomically (durable).
-    pub fn put_observations(&self, chain_id: u64, obs: &[Observation], cursor: &Cursor) -> Result<(), StoreError> {
+    pub fn put_observations(
+        &self,
+        chain_id: u64,
+        obs: &[Observation],
+        cursor: &Cursor,
+    ) -> Result<(), StoreError> {
         let mut b = WriteBatch::default();
         let ocf = self.cf("observations")?;
         for o in obs {
@@ -171,18 +188,29 @@ impl Store {
     }
 
     /// One observation.
-    pub fn observation(&self, chain_id: u64, nonce: u64) -> Result<Option<Observation>, StoreError> {
+    pub fn observation(
+        &self,
+        chain_id: u64,
+        nonce: u64,
+    ) -> Result<Option<Observation>, StoreError> {
         self.get("observations", &obs_key(chain_id, nonce))?
             .map(|v| serde_json::from_slice(&v).map_err(|e| corrupt("observations", e)))
             .transpose()
     }
 
     /// Observations of `chain_id` with nonce in `range`, in nonce order.
-    pub fn observations(&self, chain_id: u64, range: Range<u64>) -> Result<Vec<Observation>, StoreError> {
+    pub fn observations(
+        &self,
+        chain_id: u64,
+        range: Range<u64>,
+    ) -> Result<Vec<Observation>, StoreError> {
         let cf = self.cf("observations")?;
         let start = obs_key(chain_id, range.start);
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward)) {
+        for item in self.db.iterator_cf(
+            cf,
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        ) {
             let (k, v) = item?;
             if k.len() != 16 || k[..8] != chain_id.to_be_bytes() {
                 break;
@@ -206,9 +234,18 @@ impl Store {
     // ---- decided blocks and attestations ----
 
     /// Stores a decided block with its certificate (durable) and indexes its message ids.
-    pub fn put_block(&self, height: u64, block: &pb::CommittedBlock, next_nonces: &[(u64, u64)]) -> Result<(), StoreError> {
+    pub fn put_block(
+        &self,
+        height: u64,
+        block: &pb::CommittedBlock,
+        next_nonces: &[(u64, u64)],
+    ) -> Result<(), StoreError> {
         let mut b = WriteBatch::default();
-        b.put_cf(self.cf("blocks")?, height.to_be_bytes(), block.encode_to_vec());
+        b.put_cf(
+            self.cf("blocks")?,
+            height.to_be_bytes(),
+            block.encode_to_vec(),
+        );
         if let Some(a) = &block.attestation {
             let idx = self.cf("msgindex")?;
             for id in &a.message_ids {
@@ -260,8 +297,15 @@ impl Store {
 
     /// Appends a WAL record for `height` (not yet synced: call [`Store::sync_wal`] before any
     /// own message leaves the process).
-    pub fn wal_append(&self, height: u64, seq: u64, entry: &pb::WalEntry) -> Result<(), StoreError> {
-        Ok(self.db.put_cf(self.cf("wal")?, wal_key(height, seq), entry.encode_to_vec())?)
+    pub fn wal_append(
+        &self,
+        height: u64,
+        seq: u64,
+        entry: &pb::WalEntry,
+    ) -> Result<(), StoreError> {
+        Ok(self
+            .db
+            .put_cf(self.cf("wal")?, wal_key(height, seq), entry.encode_to_vec())?)
     }
 
     /// Makes every WAL append durable.
@@ -274,7 +318,10 @@ impl Store {
         let cf = self.cf("wal")?;
         let start = wal_key(height, 0);
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward)) {
+        for item in self.db.iterator_cf(
+            cf,
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        ) {
             let (k, v) = item?;
             if k.len() != 16 || u64_of("wal", &k[..8])? != height {
                 break;
@@ -286,7 +333,13 @@ impl Store {
 
     /// Records an own vote before it is sent (durable). Returns the value id already recorded
     /// for this height/round/step if it differs (the caller must then not send).
-    pub fn record_own_vote(&self, height: u64, round: u32, step: u8, value: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    pub fn record_own_vote(
+        &self,
+        height: u64,
+        round: u32,
+        step: u8,
+        value: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let k = vote_key(height, round, step);
         if let Some(prev) = self.get("votes", &k)? {
             if prev != value {
@@ -318,7 +371,15 @@ impl Store {
     }
 
     /// Stores equivocation evidence.
-    pub fn put_evidence(&self, height: u64, round: u32, step: u8, member: u16, first: &pb::Envelope, second: &pb::Envelope) -> Result<(), StoreError> {
+    pub fn put_evidence(
+        &self,
+        height: u64,
+        round: u32,
+        step: u8,
+        member: u16,
+        first: &pb::Envelope,
+        second: &pb::Envelope,
+    ) -> Result<(), StoreError> {
         let mut k = vote_key(height, round, step);
         k.extend_from_slice(&member.to_be_bytes());
         let v = pb::SyncResponse {
@@ -334,7 +395,10 @@ impl Store {
     /// Number of evidence records.
     pub fn evidence_count(&self) -> Result<usize, StoreError> {
         let cf = self.cf("evidence")?;
-        Ok(self.db.iterator_cf(cf, rocksdb::IteratorMode::Start).count())
+        Ok(self
+            .db
+            .iterator_cf(cf, rocksdb::IteratorMode::Start)
+            .count())
     }
 }
 
@@ -375,7 +439,11 @@ pub struct RocksLedger {
 impl RocksLedger {
     /// Opens the ledger; every id issued by an earlier process becomes unusable.
     pub fn open(store: Store) -> Result<Self, StoreError> {
-        let next = store.get("nonces", b"next")?.map(|v| u64_of("nonces", &v)).transpose()?.unwrap_or(0);
+        let next = store
+            .get("nonces", b"next")?
+            .map(|v| u64_of("nonces", &v))
+            .transpose()?
+            .unwrap_or(0);
         store.put_sync("nonces", b"floor", &next.to_be_bytes())?;
         Ok(Self {
             store,
@@ -406,7 +474,9 @@ impl RocksLedger {
 }
 
 fn storage(e: StoreError) -> NonceError {
-    NonceError::Storage { source: Box::new(e) }
+    NonceError::Storage {
+        source: Box::new(e),
+    }
 }
 
 impl NonceLedger for RocksLedger {
@@ -458,12 +528,19 @@ mod tests {
         let ids = l.issue(4).unwrap();
         assert_eq!(ids, 0..4);
         l.consume(NonceId(1)).unwrap();
-        assert!(matches!(l.consume(NonceId(1)), Err(NonceError::AlreadyConsumed { .. })));
+        assert!(matches!(
+            l.consume(NonceId(1)),
+            Err(NonceError::AlreadyConsumed { .. })
+        ));
         drop(l);
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         let mut l = RocksLedger::open(store).unwrap();
-        assert_eq!(l.status(NonceId(2)), NonceStatus::Consumed, "issued before restart");
+        assert_eq!(
+            l.status(NonceId(2)),
+            NonceStatus::Consumed,
+            "issued before restart"
+        );
         assert_eq!(l.issue(2).unwrap(), 4..6, "ids never repeat");
         assert_eq!(l.status(NonceId(5)), NonceStatus::Issued);
         assert_eq!(l.consumed_ids().unwrap(), vec![1]);
@@ -475,7 +552,10 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.record_own_vote(5, 1, 2, b"a").unwrap(), None);
         assert_eq!(store.record_own_vote(5, 1, 2, b"a").unwrap(), None);
-        assert_eq!(store.record_own_vote(5, 1, 2, b"b").unwrap(), Some(b"a".to_vec()));
+        assert_eq!(
+            store.record_own_vote(5, 1, 2, b"b").unwrap(),
+            Some(b"a".to_vec())
+        );
         assert_eq!(store.own_votes().unwrap().len(), 1);
     }
 
@@ -483,8 +563,13 @@ mod tests {
     fn schema_version_is_checked() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.put_sync("meta", b"schema", &99u32.to_be_bytes()).unwrap();
+        store
+            .put_sync("meta", b"schema", &99u32.to_be_bytes())
+            .unwrap();
         drop(store);
-        assert!(matches!(Store::open(dir.path()), Err(StoreError::Schema { found: 99, .. })));
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::Schema { found: 99, .. })
+        ));
     }
 }

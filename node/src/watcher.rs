@@ -71,7 +71,12 @@ struct RawLog {
 impl Watcher {
     /// A watcher for `cfg`, resuming after `cursor` (or from `cfg.start_block`).
     /// Errors: a malformed RPC URL.
-    pub fn new(cfg: ChainSection, finality: Finality, metrics: Arc<Metrics>, cursor: Option<Cursor>) -> anyhow::Result<Self> {
+    pub fn new(
+        cfg: ChainSection,
+        finality: Finality,
+        metrics: Arc<Metrics>,
+        cursor: Option<Cursor>,
+    ) -> anyhow::Result<Self> {
         let providers = cfg
             .rpc
             .iter()
@@ -106,7 +111,10 @@ impl Watcher {
                 let t0 = Instant::now();
                 match tokio::time::timeout(self.cfg.rpc_timeout, f(p.clone())).await {
                     Ok(Ok(v)) => {
-                        self.metrics.rpc_latency.get_or_create(&self.label()).observe(t0.elapsed().as_secs_f64());
+                        self.metrics
+                            .rpc_latency
+                            .get_or_create(&self.label())
+                            .observe(t0.elapsed().as_secs_f64());
                         answers.push(v)
                     }
                     Ok(Err(e)) => {
@@ -115,7 +123,11 @@ impl Watcher {
                     }
                     Err(_) => {
                         self.metrics.rpc_errors.get_or_create(&self.label()).inc();
-                        tracing::warn!(chain = self.cfg.chain_id, call = what, "rpc deadline exceeded; retrying");
+                        tracing::warn!(
+                            chain = self.cfg.chain_id,
+                            call = what,
+                            "rpc deadline exceeded; retrying"
+                        );
                     }
                 }
             }
@@ -125,7 +137,11 @@ impl Watcher {
                 }
             }
             if answers.len() >= self.cfg.rpc_quorum as usize {
-                tracing::warn!(chain = self.cfg.chain_id, call = what, "rpc answers disagree; retrying");
+                tracing::warn!(
+                    chain = self.cfg.chain_id,
+                    call = what,
+                    "rpc answers disagree; retrying"
+                );
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -146,12 +162,20 @@ impl Watcher {
 
     async fn final_number(&self) -> (u64, u64) {
         let head = self
-            .quorum("eth_blockNumber", |p| async move { Ok(p.get_block_number().await?) })
+            .quorum("eth_blockNumber", |p| async move {
+                Ok(p.get_block_number().await?)
+            })
             .await;
         let fin = match self.finality {
             Finality::Confirmations(n) => head.saturating_sub(n),
-            Finality::Finalized => self.header(BlockNumberOrTag::Finalized).await.map_or(0, |h| h.number),
-            Finality::Safe => self.header(BlockNumberOrTag::Safe).await.map_or(0, |h| h.number),
+            Finality::Finalized => self
+                .header(BlockNumberOrTag::Finalized)
+                .await
+                .map_or(0, |h| h.number),
+            Finality::Safe => self
+                .header(BlockNumberOrTag::Safe)
+                .await
+                .map_or(0, |h| h.number),
         };
         (head, fin)
     }
@@ -169,7 +193,9 @@ impl Watcher {
                 let logs = p.get_logs(&filter).await?;
                 let mut out = Vec::with_capacity(logs.len());
                 for l in logs {
-                    let (Some(bn), Some(bh), Some(li)) = (l.block_number, l.block_hash, l.log_index) else {
+                    let (Some(bn), Some(bh), Some(li)) =
+                        (l.block_number, l.block_hash, l.log_index)
+                    else {
                         anyhow::bail!("log without block position (pending?)");
                     };
                     let ev = l.log_decode::<SigilGateway::MessageSent>()?.inner.data;
@@ -199,7 +225,10 @@ impl Watcher {
     /// Checks the chain id against the RPC. Errors name the field.
     pub async fn check_chain_id(&self) -> anyhow::Result<()> {
         let id = self
-            .quorum("eth_chainId", |p| async move { Ok(p.get_chain_id().await?) })
+            .quorum(
+                "eth_chainId",
+                |p| async move { Ok(p.get_chain_id().await?) },
+            )
             .await;
         if id != self.cfg.chain_id {
             anyhow::bail!(
@@ -218,8 +247,14 @@ impl Watcher {
         }
         let (head, fin) = self.final_number().await;
         let label = self.label();
-        self.metrics.chain_head.get_or_create(&label).set(head as i64);
-        self.metrics.chain_finalized.get_or_create(&label).set(fin as i64);
+        self.metrics
+            .chain_head
+            .get_or_create(&label)
+            .set(head as i64);
+        self.metrics
+            .chain_finalized
+            .get_or_create(&label)
+            .set(fin as i64);
         // A block we treated as final must keep its hash.
         if let Some(c) = self.cursor {
             if c.block_hash != B256::ZERO {
@@ -238,7 +273,9 @@ impl Watcher {
                 }
             }
         }
-        let from = self.cursor.map_or(self.cfg.start_block, |c| c.block_number + 1);
+        let from = self
+            .cursor
+            .map_or(self.cfg.start_block, |c| c.block_number + 1);
         let mut next_nonce = self.cursor.map_or(0, |c| c.next_nonce);
         self.metrics
             .chain_lag
@@ -265,14 +302,24 @@ impl Watcher {
             let canonical = headers.get(&l.block_number).and_then(|h| h.clone());
             let Some(h) = canonical.filter(|h| h.hash == l.block_hash) else {
                 self.metrics.dropped_logs.get_or_create(&label).inc();
-                tracing::warn!(chain = self.cfg.chain_id, block = l.block_number, nonce = l.nonce, "dropped a log whose block is no longer canonical");
+                tracing::warn!(
+                    chain = self.cfg.chain_id,
+                    block = l.block_number,
+                    nonce = l.nonce,
+                    "dropped a log whose block is no longer canonical"
+                );
                 continue;
             };
             if l.nonce < next_nonce {
                 continue;
             }
             if l.nonce > next_nonce {
-                tracing::error!(chain = self.cfg.chain_id, expected = next_nonce, got = l.nonce, "gateway nonce gap; rescanning");
+                tracing::error!(
+                    chain = self.cfg.chain_id,
+                    expected = next_nonce,
+                    got = l.nonce,
+                    "gateway nonce gap; rescanning"
+                );
                 return None;
             }
             next_nonce += 1;

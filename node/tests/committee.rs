@@ -50,7 +50,11 @@ struct Running {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn message(nonce: u64) -> Observation {
@@ -80,7 +84,8 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let keys: Vec<NodeKey> = (0..n).map(|_| NodeKey::generate()).collect();
         let (_, t) = sigil_crypto::keys::thresholds(n);
-        let dealt = sigil_crypto::keys::trusted_dealer(t, n, &mut ChaCha20Rng::seed_from_u64(11)).unwrap();
+        let dealt =
+            sigil_crypto::keys::trusted_dealer(t, n, &mut ChaCha20Rng::seed_from_u64(11)).unwrap();
         let shares = (1..=n)
             .map(|m| {
                 Some(KeyShare {
@@ -144,7 +149,12 @@ inbox = "{}"
     }
 
     fn cfg(&self, i: usize) -> Config {
-        let base: Config = Config::parse(&self.config.replace("LISTEN", "/ip4/127.0.0.1/tcp/1"), "test".as_ref(), []).unwrap();
+        let base: Config = Config::parse(
+            &self.config.replace("LISTEN", "/ip4/127.0.0.1/tcp/1"),
+            "test".as_ref(),
+            [],
+        )
+        .unwrap();
         let listen = base.committee.members[i].address.clone();
         Config::parse(&self.config.replace("LISTEN", &listen), "test".as_ref(), []).unwrap()
     }
@@ -249,7 +259,10 @@ fn inspect(home: &std::path::Path, gk: &sigil_crypto::GroupKey) -> (u64, u64, us
     for h in 1..=last {
         let cb = store.block(h).unwrap().unwrap();
         if let Some(a) = &cb.attestation {
-            let sig = sigil_crypto::OnchainSignature::from_bytes(&a.signature).unwrap().to_frost().unwrap();
+            let sig = sigil_crypto::OnchainSignature::from_bytes(&a.signature)
+                .unwrap()
+                .to_frost()
+                .unwrap();
             let digest = sigil_crypto::batch_digest(a.epoch, a.height, B256::from_slice(&a.root));
             sigil_crypto::signing::verify(gk, digest, &sig).expect("every attestation verifies");
             let block = sigil_node::api::proposal_block(&cb).unwrap();
@@ -296,24 +309,34 @@ async fn four_nodes_attest_survive_a_stop_and_catch_up() {
         c.start(i);
     }
     c.feed(20).await;
-    wait_until("20 messages decided on all nodes", Duration::from_secs(60), || {
-        c.running.iter().flatten().all(|r| attested_metric(r) >= 20)
-    })
+    wait_until(
+        "20 messages decided on all nodes",
+        Duration::from_secs(60),
+        || c.running.iter().flatten().all(|r| attested_metric(r) >= 20),
+    )
     .await;
     // Stop node 4; the other three keep attesting.
     c.stop(3).await;
     c.feed(30).await;
-    wait_until("50 messages decided on nodes 1-3", Duration::from_secs(60), || {
-        c.running.iter().flatten().all(|r| attested_metric(r) >= 50)
-    })
+    wait_until(
+        "50 messages decided on nodes 1-3",
+        Duration::from_secs(60),
+        || c.running.iter().flatten().all(|r| attested_metric(r) >= 50),
+    )
     .await;
     // Restart node 4: it catches up from peers (its watcher is behind: no refeed).
     c.start(3);
     c.feed(10).await;
     // It decided 20 before the stop; the 40 after come from catch-up and new heights.
-    wait_until("node 4 catches up to 60 messages", Duration::from_secs(60), || {
-        c.running[3].as_ref().is_some_and(|r| attested_metric(r) >= 40)
-    })
+    wait_until(
+        "node 4 catches up to 60 messages",
+        Duration::from_secs(60),
+        || {
+            c.running[3]
+                .as_ref()
+                .is_some_and(|r| attested_metric(r) >= 40)
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     for i in 0..4 {
@@ -329,7 +352,10 @@ async fn four_nodes_attest_survive_a_stop_and_catch_up() {
         }
     }
     // Node 4 decided the same heights (caught up).
-    assert!(heights[3] >= heights[0] - 1, "node 4 caught up: {heights:?}");
+    assert!(
+        heights[3] >= heights[0] - 1,
+        "node 4 caught up: {heights:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,12 +375,25 @@ async fn killed_and_restarted_node_never_equivocates_or_reuses_a_nonce() {
         c.refeed(0).await;
         let _ = round;
     }
-    wait_until("30 messages decided on nodes 2-4", Duration::from_secs(90), || {
-        c.running.iter().skip(1).flatten().all(|r| attested_metric(r) >= 30)
-    })
+    wait_until(
+        "30 messages decided on nodes 2-4",
+        Duration::from_secs(90),
+        || {
+            c.running
+                .iter()
+                .skip(1)
+                .flatten()
+                .all(|r| attested_metric(r) >= 30)
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let equivocations: f64 = c.running.iter().flatten().map(|r| metric(r, "sigil_consensus_equivocations_total")).sum();
+    let equivocations: f64 = c
+        .running
+        .iter()
+        .flatten()
+        .map(|r| metric(r, "sigil_consensus_equivocations_total"))
+        .sum();
     assert_eq!(equivocations, 0.0, "no peer saw two different votes");
     for i in 0..4 {
         c.stop(i).await;
@@ -385,15 +424,24 @@ async fn malformed_peer_input_is_dropped_and_counted() {
         c.start(i);
     }
     // Member 4's key drives a raw libp2p swarm that sends garbage.
-    let committee = sigil_node::identity::Committee::new(c.keys.iter().map(|k| k.public()).collect()).unwrap();
+    let committee =
+        sigil_node::identity::Committee::new(c.keys.iter().map(|k| k.public()).collect()).unwrap();
     let mut evil = sigil_node::p2p::build(&c.keys[3], &committee).unwrap();
     let target: libp2p::Multiaddr = c.cfg(0).committee.members[0].address.parse().unwrap();
     evil.dial(target).unwrap();
     // A non-member is refused.
     let outsider = NodeKey::generate();
-    let outsider_committee = sigil_node::identity::Committee::new(vec![outsider.public(), c.keys[0].public()]).unwrap();
+    let outsider_committee =
+        sigil_node::identity::Committee::new(vec![outsider.public(), c.keys[0].public()]).unwrap();
     let mut stranger = sigil_node::p2p::build(&outsider, &outsider_committee).unwrap();
-    stranger.dial(c.cfg(0).committee.members[0].address.parse::<libp2p::Multiaddr>().unwrap()).unwrap();
+    stranger
+        .dial(
+            c.cfg(0).committee.members[0]
+                .address
+                .parse::<libp2p::Multiaddr>()
+                .unwrap(),
+        )
+        .unwrap();
     let t0 = Instant::now();
     let topic = gossipsub::IdentTopic::new(sigil_node::p2p::topics::CONSENSUS);
     let mut sent = 0;
@@ -415,9 +463,11 @@ async fn malformed_peer_input_is_dropped_and_counted() {
             }
         }
     }
-    wait_until("10 messages decided despite the garbage", Duration::from_secs(60), || {
-        c.running.iter().flatten().all(|r| attested_metric(r) >= 10)
-    })
+    wait_until(
+        "10 messages decided despite the garbage",
+        Duration::from_secs(60),
+        || c.running.iter().flatten().all(|r| attested_metric(r) >= 10),
+    )
     .await;
     let r0 = c.running[0].as_ref().unwrap();
     let rejected = metric(r0, "sigil_p2p_rejected_total");

@@ -3,7 +3,10 @@
 //! messages sent both ways, ending in a report (latency percentiles, throughput, gas per
 //! message, per-node figures). Everything lives in one run directory.
 
-use crate::chain::{RecordingReceiver, SigilGateway, SigilInbox, artifact_bytecode, deploy, repo_root, spawn_anvil_with};
+use crate::chain::{
+    RecordingReceiver, SigilGateway, SigilInbox, artifact_bytecode, deploy, repo_root,
+    spawn_anvil_with,
+};
 use alloy::network::EthereumWallet;
 use alloy::node_bindings::AnvilInstance;
 use alloy::primitives::{Address, B256, Bytes, U256};
@@ -21,7 +24,10 @@ use tokio::process::{Child, Command};
 
 /// Devnet options (`sigil devnet --help`).
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "sigil-devnet", about = "Local devnet: two anvil chains, N sigil nodes, messages across, a report")]
+#[command(
+    name = "sigil-devnet",
+    about = "Local devnet: two anvil chains, N sigil nodes, messages across, a report"
+)]
 pub struct DevnetArgs {
     /// Committee size.
     #[arg(long, default_value_t = 4)]
@@ -137,7 +143,9 @@ struct Chain {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn sigil_bin(args: &DevnetArgs) -> Result<PathBuf> {
@@ -150,7 +158,10 @@ fn sigil_bin(args: &DevnetArgs) -> Result<PathBuf> {
     };
     let p = dir.join("sigil");
     if !p.exists() {
-        bail!("{} not found; build with `cargo build --release -p sigil-node`", p.display());
+        bail!(
+            "{} not found; build with `cargo build --release -p sigil-node`",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -181,14 +192,24 @@ async fn deploy_chain(id: u64, block_time: u64) -> Result<Chain> {
         .wallet(EthereumWallet::from(PrivateKeySigner::from(key)))
         .connect_http(anvil.endpoint_url());
     let admin = anvil.addresses()[0];
-    let gateway = deploy(&p, artifact_bytecode("SigilGateway.sol", "SigilGateway")?, &[]).await?;
+    let gateway = deploy(
+        &p,
+        artifact_bytecode("SigilGateway.sol", "SigilGateway")?,
+        &[],
+    )
+    .await?;
     let inbox = deploy(
         &p,
         artifact_bytecode("SigilInbox.sol", "SigilInbox")?,
         &(admin, U256::from(3600u64)).abi_encode_params(),
     )
     .await?;
-    let receiver = deploy(&p, artifact_bytecode("RecordingReceiver.sol", "RecordingReceiver")?, &inbox.abi_encode()).await?;
+    let receiver = deploy(
+        &p,
+        artifact_bytecode("RecordingReceiver.sol", "RecordingReceiver")?,
+        &inbox.abi_encode(),
+    )
+    .await?;
     Ok(Chain {
         id,
         anvil,
@@ -209,7 +230,9 @@ fn node_config(
         "[node]\nmoniker = \"node-{p2p}\"\nlisten = \"/ip4/127.0.0.1/tcp/{p2p}\"\napi = \"127.0.0.1:{api}\"\nheartbeat = \"1s\"\n\n[committee]\nepoch = 1\nmembers = [\n"
     );
     for (k, p, _) in members {
-        s.push_str(&format!("  {{ key = \"{k}\", address = \"/ip4/127.0.0.1/tcp/{p}\" }},\n"));
+        s.push_str(&format!(
+            "  {{ key = \"{k}\", address = \"/ip4/127.0.0.1/tcp/{p}\" }},\n"
+        ));
     }
     s.push_str(&format!(
         "]\n\n[consensus]\npropose_timeout = \"1s\"\nprevote_timeout = \"500ms\"\nprecommit_timeout = \"500ms\"\ntimeout_delta = \"500ms\"\nobservation_wait = \"2s\"\n\n[batch]\nmax_messages = {}\nmax_bytes = 8388608\n\n[signing]\nnonce_pool = 16\nshare_timeout = \"2s\"\n",
@@ -236,16 +259,28 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     let bin = sigil_bin(&args)?;
     let run_dir = match &args.run_dir {
         Some(d) => d.clone(),
-        None => repo_root().join("devnet-runs").join(sigil_node::now_ms().to_string()),
+        None => repo_root()
+            .join("devnet-runs")
+            .join(sigil_node::now_ms().to_string()),
     };
     std::fs::create_dir_all(&run_dir)?;
     let run_dir = run_dir.canonicalize()?;
     println!("run directory: {}", run_dir.display());
 
     // 1. Chains and contracts.
-    let a = deploy_chain(1001, args.block_time).await.context("chain A")?;
-    let b = deploy_chain(1002, args.block_time).await.context("chain B")?;
-    println!("chain A: id {} at {}   chain B: id {} at {}", a.id, a.anvil.endpoint(), b.id, b.anvil.endpoint());
+    let a = deploy_chain(1001, args.block_time)
+        .await
+        .context("chain A")?;
+    let b = deploy_chain(1002, args.block_time)
+        .await
+        .context("chain B")?;
+    println!(
+        "chain A: id {} at {}   chain B: id {} at {}",
+        a.id,
+        a.anvil.endpoint(),
+        b.id,
+        b.anvil.endpoint()
+    );
 
     // 2. Node homes.
     let mut members = Vec::new();
@@ -259,7 +294,10 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
             .output()
             .await?;
         if !out.status.success() {
-            bail!("sigil init node{i}: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "sigil init node{i}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let text = String::from_utf8_lossy(&out.stdout);
         let key = text
@@ -272,7 +310,10 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     let mut nodes = Vec::new();
     for (i, m) in members.iter().enumerate() {
         let home = run_dir.join(format!("node{}", i + 1));
-        std::fs::write(home.join("config.toml"), node_config(m, &members, &[&a, &b], &args))?;
+        std::fs::write(
+            home.join("config.toml"),
+            node_config(m, &members, &[&a, &b], &args),
+        )?;
         nodes.push(NodeProc {
             member: i as u16 + 1,
             home,
@@ -297,25 +338,35 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     for (i, c) in dkgs.into_iter().enumerate() {
         let out = c.wait_with_output().await?;
         if !out.status.success() {
-            bail!("sigil dkg on node{} failed; see {}", i + 1, nodes[i].home.join("dkg.log").display());
+            bail!(
+                "sigil dkg on node{} failed; see {}",
+                i + 1,
+                nodes[i].home.join("dkg.log").display()
+            );
         }
     }
     let mut group_keys = BTreeSet::new();
     for n in &nodes {
-        let g: sigil_node::keyfiles::GroupKeyFile =
-            serde_json::from_str(&std::fs::read_to_string(n.home.join(sigil_node::keyfiles::GROUP_KEY))?)?;
+        let g: sigil_node::keyfiles::GroupKeyFile = serde_json::from_str(
+            &std::fs::read_to_string(n.home.join(sigil_node::keyfiles::GROUP_KEY))?,
+        )?;
         group_keys.insert((g.compressed.clone(), g.x.clone(), g.y.clone()));
     }
     if group_keys.len() != 1 {
         bail!("members derived different group keys: {group_keys:?}");
     }
-    let (gk, gx, gy) = group_keys.into_iter().next().ok_or_else(|| anyhow!("no group key"))?;
+    let (gk, gx, gy) = group_keys
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("no group key"))?;
     println!("group key: {gk}");
 
     // 4. Register the key on both inboxes.
     for c in [&a, &b] {
         let p = ProviderBuilder::new()
-            .wallet(EthereumWallet::from(PrivateKeySigner::from(c.anvil.keys()[0].clone())))
+            .wallet(EthereumWallet::from(PrivateKeySigner::from(
+                c.anvil.keys()[0].clone(),
+            )))
             .connect_http(c.anvil.endpoint_url());
         let inbox = SigilInbox::new(c.inbox, &p);
         let r = inbox
@@ -342,7 +393,10 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         relay.args(["--api", &n.api]);
     }
     for c in [&a, &b] {
-        relay.args(["--chain", &format!("{}={}@{}", c.id, c.anvil.endpoint(), c.inbox)]);
+        relay.args([
+            "--chain",
+            &format!("{}={}@{}", c.id, c.anvil.endpoint(), c.inbox),
+        ]);
     }
     let relay_log = std::fs::File::create(relayer_home.join("relayer.log"))?;
     let _relayer = relay
@@ -389,10 +443,15 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
             } else {
                 (&pb, b.gateway, a.id, a.receiver)
             };
-            let payload = Bytes::from(format!("devnet {} #{i}", if *forward { "A->B" } else { "B->A" }).into_bytes());
+            let payload = Bytes::from(
+                format!("devnet {} #{i}", if *forward { "A->B" } else { "B->A" }).into_bytes(),
+            );
             let nonce = nonces.get_mut(forward).ok_or_else(|| anyhow!("nonce"))?;
             let gateway = SigilGateway::new(gw, p.clone());
-            let call = gateway.sendMessage(dest, recv, payload.clone()).nonce(*nonce).gas(200_000);
+            let call = gateway
+                .sendMessage(dest, recv, payload.clone())
+                .nonce(*nonce)
+                .gas(200_000);
             *nonce += 1;
             let pend = call.send().await.context("sendMessage")?;
             sent_at.insert(payload, sigil_node::now_ms());
@@ -435,7 +494,11 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         }
     }
     if sent_ids.len() != total {
-        bail!("{} sendMessage receipts carry {} MessageSent events", total, sent_ids.len());
+        bail!(
+            "{} sendMessage receipts carry {} MessageSent events",
+            total,
+            sent_ids.len()
+        );
     }
     let mut restarted = false;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
@@ -469,7 +532,11 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     let mut deliver_lat = Vec::new();
     let mut last_delivery = 0u64;
     for (id, (sent, _)) in &sent_ids {
-        let fin = tracker.source_final_ms.get(id).copied().unwrap_or(*sent + confirm_ms);
+        let fin = tracker
+            .source_final_ms
+            .get(id)
+            .copied()
+            .unwrap_or(*sent + confirm_ms);
         match tracker.delivered.get(id) {
             Some((at, _)) => {
                 deliver_lat.push(at.saturating_sub(fin));
@@ -504,28 +571,46 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         figures.push(NodeFigures {
             member: n.member,
             state: n.state.to_owned(),
-            decided: s.as_ref().map_or(0, |s| s["decidedHeight"].as_u64().unwrap_or(0)),
-            attested: s.as_ref().map_or(0, |s| s["attestedHeight"].as_u64().unwrap_or(0)),
-            peers: s.as_ref().map_or(0, |s| s["peers"].as_array().map_or(0, |p| p.len())),
+            decided: s
+                .as_ref()
+                .map_or(0, |s| s["decidedHeight"].as_u64().unwrap_or(0)),
+            attested: s
+                .as_ref()
+                .map_or(0, |s| s["attestedHeight"].as_u64().unwrap_or(0)),
+            peers: s
+                .as_ref()
+                .map_or(0, |s| s["peers"].as_array().map_or(0, |p| p.len())),
             culprits: tracker.metric(&n.api, "sigil_signing_culprits_total").await,
-            timeouts: tracker.metric(&n.api, "sigil_consensus_timeouts_total").await,
+            timeouts: tracker
+                .metric(&n.api, "sigil_consensus_timeouts_total")
+                .await,
         });
     }
     let report = Report {
         sent: total,
-        attested: sent_ids.keys().filter(|id| tracker.attested.contains_key(*id)).count(),
+        attested: sent_ids
+            .keys()
+            .filter(|id| tracker.attested.contains_key(*id))
+            .count(),
         delivered,
         missing,
         duplicates,
         attest_ms: percentiles(attest_lat),
         deliver_ms: percentiles(deliver_lat),
         throughput: delivered as f64 / span,
-        gas_per_message: if delivered > 0 { gas as f64 / delivered as f64 } else { 0.0 },
+        gas_per_message: if delivered > 0 {
+            gas as f64 / delivered as f64
+        } else {
+            0.0
+        },
         heights: figures.iter().map(|f| f.decided).max().unwrap_or(0),
         seconds: t0.elapsed().as_secs_f64(),
         nodes: figures,
     };
-    std::fs::write(run_dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(
+        run_dir.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
     print_report(&report);
 
     // 8. Keep running?
@@ -541,9 +626,15 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         "nodes": nodes.iter().map(|n| serde_json::json!({"member": n.member, "api": n.api, "home": n.home})).collect::<Vec<_>>(),
         "stop": format!("Ctrl-C in this terminal, or kill -INT {}", std::process::id()),
     });
-    std::fs::write(run_dir.join("devnet.json"), serde_json::to_string_pretty(&info)?)?;
+    std::fs::write(
+        run_dir.join("devnet.json"),
+        serde_json::to_string_pretty(&info)?,
+    )?;
     if args.keep_running {
-        println!("\ndevnet is up (also in {}):", run_dir.join("devnet.json").display());
+        println!(
+            "\ndevnet is up (also in {}):",
+            run_dir.join("devnet.json").display()
+        );
         println!("{}", serde_json::to_string_pretty(&info)?);
         println!("press Ctrl-C to stop");
         let _ = tokio::signal::ctrl_c().await;
@@ -552,8 +643,15 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
 }
 
 fn start_node(bin: &Path, home: &Path) -> Result<Child> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(home.join("node.log"))?;
-    Ok(sigil(bin, home).arg("start").stdout(Stdio::null()).stderr(log).spawn()?)
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.join("node.log"))?;
+    Ok(sigil(bin, home)
+        .arg("start")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?)
 }
 
 fn relayer_gas(path: &Path) -> u64 {
@@ -585,8 +683,14 @@ pub fn print_report(r: &Report) {
         r.deliver_ms[0], r.deliver_ms[1], r.deliver_ms[2]
     );
     println!();
-    println!("throughput           {:>10.1} msgs/s (first send to last delivery)", r.throughput);
-    println!("gas per message      {:>10.0} (relayer submitBatch + deliver, all chains)", r.gas_per_message);
+    println!(
+        "throughput           {:>10.1} msgs/s (first send to last delivery)",
+        r.throughput
+    );
+    println!(
+        "gas per message      {:>10.0} (relayer submitBatch + deliver, all chains)",
+        r.gas_per_message
+    );
     println!("wall time            {:>10.1} s", r.seconds);
     println!();
     println!("node  state       decided  attested  peers  culprits  timeouts");
@@ -618,7 +722,15 @@ impl Tracker {
     fn new(a: &Chain, b: &Chain, _nodes: &[NodeProc]) -> Self {
         let inboxes = [a, b]
             .iter()
-            .map(|c| (ProviderBuilder::new().connect_http(c.anvil.endpoint_url()).erased(), c.inbox, 0u64))
+            .map(|c| {
+                (
+                    ProviderBuilder::new()
+                        .connect_http(c.anvil.endpoint_url())
+                        .erased(),
+                    c.inbox,
+                    0u64,
+                )
+            })
             .collect();
         Self {
             http: reqwest::Client::new(),
@@ -631,7 +743,11 @@ impl Tracker {
     }
 
     async fn poll(&mut self, nodes: &[NodeProc]) {
-        let apis: Vec<String> = nodes.iter().filter(|n| n.child.is_some()).map(|n| n.api.clone()).collect();
+        let apis: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.api.clone())
+            .collect();
         for _ in 0..64 {
             match sigil_node::relayer::fetch_batch(&self.http, &apis, self.next_height).await {
                 Ok(Some(bv)) => self.on_batch(&bv),
@@ -640,7 +756,9 @@ impl Tracker {
         }
         let now = sigil_node::now_ms();
         for (p, inbox, from) in self.inboxes.iter_mut() {
-            let Ok(head) = p.get_block_number().await else { continue };
+            let Ok(head) = p.get_block_number().await else {
+                continue;
+            };
             if head < *from {
                 continue;
             }
@@ -652,7 +770,10 @@ impl Tracker {
             if let Ok(logs) = p.get_logs(&f).await {
                 for l in logs {
                     if let Ok(ev) = l.log_decode::<SigilInbox::MessageDelivered>() {
-                        let e = self.delivered.entry(ev.inner.data.messageId).or_insert((now, 0));
+                        let e = self
+                            .delivered
+                            .entry(ev.inner.data.messageId)
+                            .or_insert((now, 0));
                         e.1 += 1;
                     }
                 }
@@ -699,12 +820,21 @@ impl Tracker {
     }
 
     async fn metric(&self, api: &str, name: &str) -> u64 {
-        let Ok(r) = self.http.get(format!("{api}/metrics")).timeout(Duration::from_secs(2)).send().await else {
+        let Ok(r) = self
+            .http
+            .get(format!("{api}/metrics"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        else {
             return 0;
         };
         let text = r.text().await.unwrap_or_default();
         text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
             .map_or(0, |v| v as u64)
     }
 }
