@@ -669,31 +669,31 @@ impl App {
         s.started_ms = now_ms;
         s.signers = by_member.keys().copied().collect();
         s.shares.clear();
-        if let (Some(me), Some((nonce, _))) = (self.p.me, self.p.me.and_then(|me| map.get(&me))) {
-            if let Some(signer) = self.signer.as_mut() {
-                match sigil_crypto::signing::sign(
-                    &signer.key,
-                    &package,
-                    NonceId(*nonce),
-                    &mut signer.pool,
-                    signer.ledger.as_mut(),
-                ) {
-                    Ok(share) => {
-                        self.stats.shares_sent += 1;
-                        s.shares.insert(me, share);
-                        out.push(Effect::Broadcast(pb::body::Kind::Share(
-                            pb::SignatureShare {
-                                height,
-                                attempt,
-                                share: share.serialize(),
-                            },
-                        )));
-                    }
-                    Err(e) => out.push(Effect::SignRefused {
-                        height,
-                        reason: e.to_string(),
-                    }),
+        if let (Some(me), Some((nonce, _))) = (self.p.me, self.p.me.and_then(|me| map.get(&me)))
+            && let Some(signer) = self.signer.as_mut()
+        {
+            match sigil_crypto::signing::sign(
+                &signer.key,
+                &package,
+                NonceId(*nonce),
+                &mut signer.pool,
+                signer.ledger.as_mut(),
+            ) {
+                Ok(share) => {
+                    self.stats.shares_sent += 1;
+                    s.shares.insert(me, share);
+                    out.push(Effect::Broadcast(pb::body::Kind::Share(
+                        pb::SignatureShare {
+                            height,
+                            attempt,
+                            share: share.serialize(),
+                        },
+                    )));
                 }
+                Err(e) => out.push(Effect::SignRefused {
+                    height,
+                    reason: e.to_string(),
+                }),
             }
         }
         s.package = Some(package);
@@ -1020,12 +1020,7 @@ mod tests {
                     pool: NoncePool::new(),
                     ledger: Box::new(MemoryLedger::new()),
                 };
-                App::new(
-                    p,
-                    Some(signer),
-                    Some(dealt.group_key.clone()),
-                    BTreeMap::new(),
-                )
+                App::new(p, Some(signer), Some(dealt.group_key), BTreeMap::new())
             })
             .collect();
         // Everyone observes nonces 0..10 and hears every cursor and commitment list.
@@ -1202,7 +1197,7 @@ mod tests {
             })
             .collect();
         assert_eq!(atts.len(), 3, "every honest member attests after the retry");
-        let gk = apps[0].group_key().unwrap().clone();
+        let gk = *apps[0].group_key().unwrap();
         for a in atts {
             assert_eq!(a.root, block.0.root, "covers the decided block");
             assert_eq!(a.message_ids.len(), 10);

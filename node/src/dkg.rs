@@ -127,7 +127,7 @@ pub async fn run(cfg: &Config, key: &NodeKey, timeout: Duration) -> Result<DkgRe
                 }
                 return Ok(DkgResult {
                     share,
-                    group_key: out.group_key.clone(),
+                    group_key: out.group_key,
                 });
             }
         }
@@ -199,8 +199,8 @@ pub async fn run(cfg: &Config, key: &NodeKey, timeout: Duration) -> Result<DkgRe
                                         outbox.push(Outbox { to, env, acked: false, inflight: None, next: Instant::now() });
                                     }
                                 }
-                                if let Some(out) = h.done {
-                                    if output.is_none() {
+                                if let Some(out) = h.done
+                                    && output.is_none() {
                                         let env = seal(pb::body::Kind::DkgConfirm(pb::DkgConfirm { epoch, group_key: out.group_key.compressed().to_vec() }));
                                         for to in (1..=n).filter(|i| *i != me) {
                                             outbox.push(Outbox { to, env: env.clone(), acked: false, inflight: None, next: Instant::now() });
@@ -208,7 +208,6 @@ pub async fn run(cfg: &Config, key: &NodeKey, timeout: Duration) -> Result<DkgRe
                                         tracing::info!(group_key = %hex::encode(out.group_key.compressed()), "DKG complete; confirming");
                                         output = Some(*out);
                                     }
-                                }
                                 if let Some((from, k)) = h.confirm {
                                     confirms.insert(from, k);
                                 }

@@ -103,10 +103,10 @@ enum AttestationCmd {
 }
 
 fn expand(home: &str) -> PathBuf {
-    if let Some(rest) = home.strip_prefix("~/") {
-        if let Ok(h) = std::env::var("HOME") {
-            return Path::new(&h).join(rest);
-        }
+    if let Some(rest) = home.strip_prefix("~/")
+        && let Ok(h) = std::env::var("HOME")
+    {
+        return Path::new(&h).join(rest);
     }
     PathBuf::from(home)
 }

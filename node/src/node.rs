@@ -100,6 +100,9 @@ pub struct Shared {
     pub group_key: Option<GroupKey>,
 }
 
+/// A decided round's proposal with its precommits (catch-up input).
+type Certificate = (Proposal<u16, Block>, Vec<Vote<u16, B256>>);
+
 const STEP_PROPOSAL: u8 = 0;
 const STEP_PREVOTE: u8 = 1;
 const STEP_PRECOMMIT: u8 = 2;
@@ -454,10 +457,7 @@ impl Node {
         }
     }
 
-    fn certificate_inputs(
-        &mut self,
-        cb: &pb::CommittedBlock,
-    ) -> Option<(Proposal<u16, Block>, Vec<Vote<u16, B256>>)> {
+    fn certificate_inputs(&mut self, cb: &pb::CommittedBlock) -> Option<Certificate> {
         let env = cb.proposal.as_ref()?;
         let (from, body) = self.committee.open(env).ok()?;
         let Some(pb::body::Kind::Proposal(p)) = body.kind else {
@@ -519,11 +519,10 @@ impl Node {
         if outs
             .iter()
             .any(|o| matches!(o, Output::Proposal(_) | Output::Vote(_)))
+            && let Err(e) = self.store.sync_wal()
         {
-            if let Err(e) = self.store.sync_wal() {
-                tracing::error!(error = %e, "WAL sync failed; not sending");
-                return;
-            }
+            tracing::error!(error = %e, "WAL sync failed; not sending");
+            return;
         }
         for o in outs {
             match o {
@@ -1364,11 +1363,11 @@ impl Node {
                 num_established,
                 ..
             } => {
-                if num_established == 0 {
-                    if let Some(i) = self.committee.index_of_peer(&peer_id) {
-                        self.connected.remove(&i);
-                        tracing::info!(member = i, "peer disconnected");
-                    }
+                if num_established == 0
+                    && let Some(i) = self.committee.index_of_peer(&peer_id)
+                {
+                    self.connected.remove(&i);
+                    tracing::info!(member = i, "peer disconnected");
                 }
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {

@@ -23,6 +23,9 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
+/// An own vote as recorded: (height, round, step 0 proposal / 1 prevote / 2 precommit, value id).
+pub type OwnVote = (u64, u32, u8, Vec<u8>);
+
 /// Current on-disk schema version.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -352,7 +355,7 @@ impl Store {
     }
 
     /// Every own vote recorded: (height, round, step, value id).
-    pub fn own_votes(&self) -> Result<Vec<(u64, u32, u8, Vec<u8>)>, StoreError> {
+    pub fn own_votes(&self) -> Result<Vec<OwnVote>, StoreError> {
         let cf = self.cf("votes")?;
         let mut out = Vec::new();
         for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {

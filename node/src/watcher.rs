@@ -256,21 +256,21 @@ impl Watcher {
             .get_or_create(&label)
             .set(fin as i64);
         // A block we treated as final must keep its hash.
-        if let Some(c) = self.cursor {
-            if c.block_hash != B256::ZERO {
-                let now = self.header(BlockNumberOrTag::Number(c.block_number)).await;
-                if now.as_ref().map(|h| h.hash) != Some(c.block_hash) {
-                    self.metrics.finality_violations.get_or_create(&label).inc();
-                    tracing::error!(
-                        chain = self.cfg.chain_id,
-                        block = c.block_number,
-                        was = %c.block_hash,
-                        now = ?now.map(|h| h.hash),
-                        "FINALITY VIOLATION: a block observed as final changed hash; halting this chain until an operator acts"
-                    );
-                    self.halted = true;
-                    return None;
-                }
+        if let Some(c) = self.cursor
+            && c.block_hash != B256::ZERO
+        {
+            let now = self.header(BlockNumberOrTag::Number(c.block_number)).await;
+            if now.as_ref().map(|h| h.hash) != Some(c.block_hash) {
+                self.metrics.finality_violations.get_or_create(&label).inc();
+                tracing::error!(
+                    chain = self.cfg.chain_id,
+                    block = c.block_number,
+                    was = %c.block_hash,
+                    now = ?now.map(|h| h.hash),
+                    "FINALITY VIOLATION: a block observed as final changed hash; halting this chain until an operator acts"
+                );
+                self.halted = true;
+                return None;
             }
         }
         let from = self
@@ -293,9 +293,7 @@ impl Watcher {
                 e.insert(self.header(BlockNumberOrTag::Number(l.block_number)).await);
             }
         }
-        let Some(end) = self.header(BlockNumberOrTag::Number(to)).await else {
-            return None;
-        };
+        let end = self.header(BlockNumberOrTag::Number(to)).await?;
         let now_ms = crate::now_ms();
         let mut observations = Vec::new();
         for l in logs {

@@ -457,18 +457,16 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
             sent_at.insert(payload, sigil_node::now_ms());
             pending.push((*forward, *pend.tx_hash()));
         }
-        if let (Some(victim), None) = (args.kill_node, killed_at) {
-            if (k + 1) * burst >= total / 2 {
-                if let Some(n) = nodes.iter_mut().find(|n| n.member == victim) {
-                    if let Some(mut c) = n.child.take() {
-                        let _ = c.start_kill();
-                        let _ = c.wait().await;
-                        n.state = "killed";
-                        killed_at = Some(Instant::now());
-                        println!("killed node {victim} after {} messages", (k + 1) * burst);
-                    }
-                }
-            }
+        if let (Some(victim), None) = (args.kill_node, killed_at)
+            && (k + 1) * burst >= total / 2
+            && let Some(n) = nodes.iter_mut().find(|n| n.member == victim)
+            && let Some(mut c) = n.child.take()
+        {
+            let _ = c.start_kill();
+            let _ = c.wait().await;
+            n.state = "killed";
+            killed_at = Some(Instant::now());
+            println!("killed node {victim} after {} messages", (k + 1) * burst);
         }
         tracker.poll(&nodes).await;
         if !args.quiet {
@@ -503,15 +501,14 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     let mut restarted = false;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     while Instant::now() < deadline {
-        if let (Some(after), Some(at), false) = (args.restart_after, killed_at, restarted) {
-            if at.elapsed() >= Duration::from_secs(after) {
-                if let Some(n) = nodes.iter_mut().find(|n| Some(n.member) == args.kill_node) {
-                    n.child = Some(start_node(&bin, &n.home)?);
-                    n.state = "restarted";
-                    restarted = true;
-                    println!("restarted node {}", n.member);
-                }
-            }
+        if let (Some(after), Some(at), false) = (args.restart_after, killed_at, restarted)
+            && at.elapsed() >= Duration::from_secs(after)
+            && let Some(n) = nodes.iter_mut().find(|n| Some(n.member) == args.kill_node)
+        {
+            n.child = Some(start_node(&bin, &n.home)?);
+            n.state = "restarted";
+            restarted = true;
+            println!("restarted node {}", n.member);
         }
         tracker.poll(&nodes).await;
         if !args.quiet {
