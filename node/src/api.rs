@@ -207,6 +207,43 @@ pub fn proposal_block(cb: &pb::CommittedBlock) -> Option<pb::Block> {
     }
 }
 
+/// Offline check of an attestation (what `sigil verify` runs): id and leaf recomputed from
+/// the message, the Merkle proof leads to the root, and the group signature verifies over
+/// the EIP-712 batch digest `Batch(epoch, height, root)` under `group_key` (compressed hex;
+/// default: the key in the attestation). Errors name the first check that fails.
+pub fn verify_attestation(a: &AttestationView, group_key: Option<&str>) -> anyhow::Result<()> {
+    use anyhow::{anyhow, bail};
+    if a.message.id() != a.message_id {
+        bail!("messageId does not match the message fields");
+    }
+    if a.message.leaf() != a.leaf {
+        bail!("leaf does not match the message fields");
+    }
+    if sigil_crypto::merkle::process_proof(&a.leaf, &a.proof) != a.root {
+        bail!("Merkle proof does not lead to the root");
+    }
+    let key_hex = match group_key {
+        Some(k) => k.to_owned(),
+        None => a
+            .group_key
+            .as_ref()
+            .map(|g| g.compressed.clone())
+            .ok_or_else(|| anyhow!("no group key: pass --group-key"))?,
+    };
+    let gk =
+        sigil_crypto::GroupKey::from_compressed(&hex::decode(key_hex.trim_start_matches("0x"))?)?;
+    let sig = sigil_crypto::OnchainSignature {
+        rx: a.signature.rx,
+        ry: a.signature.ry,
+        z: a.signature.z,
+    }
+    .to_frost()?;
+    let digest = sigil_crypto::batch_digest(a.epoch, a.height, a.root);
+    sigil_crypto::signing::verify(&gk, digest, &sig)
+        .map_err(|_| anyhow!("group signature does not verify for this root and key"))?;
+    Ok(())
+}
+
 async fn status(State(s): State<Shared>) -> Json<crate::node::Status> {
     Json(s.status.read().map(|g| g.clone()).unwrap_or_default())
 }

@@ -136,7 +136,7 @@ pub struct MemberEntry {
 
 /// `[consensus]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ConsensusSection {
     /// Propose step timeout of round 0.
     #[serde(with = "humantime_serde")]
@@ -170,7 +170,7 @@ impl Default for ConsensusSection {
 
 /// `[batch]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct BatchSection {
     /// Most messages in one block.
     pub max_messages: u32,
@@ -189,7 +189,7 @@ impl Default for BatchSection {
 
 /// `[signing]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SigningSection {
     /// Pre-generated nonces kept ready (commitments published ahead of use).
     pub nonce_pool: u32,
@@ -615,4 +615,160 @@ enabled = false
 chunk = 64
 "#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY_A: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+    const KEY_B: &str = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5";
+
+    fn base() -> String {
+        format!(
+            r#"[node]
+listen = "/ip4/127.0.0.1/tcp/7001"
+[committee]
+members = [ {{ key = "{KEY_A}", address = "/ip4/127.0.0.1/tcp/7001" }},
+            {{ key = "{KEY_B}", address = "/ip4/127.0.0.1/tcp/7002" }} ]
+[[chains]]
+name = "a"
+chain_id = 1001
+rpc = ["http://127.0.0.1:8545"]
+gateway = "0x00000000000000000000000000000000000000aa"
+inbox = "0x00000000000000000000000000000000000000bb"
+finality = "confirmations:2"
+poll_interval = "250ms"
+"#
+        )
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("config.toml"), [])
+    }
+
+    fn field_of(e: ConfigError) -> String {
+        match e {
+            ConfigError::Invalid { field, .. } => field,
+            other => panic!("expected a field error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn defaults_fill_in_and_the_template_parses() {
+        let c = parse(&base()).unwrap();
+        assert_eq!(c.node.api, default_api());
+        assert_eq!(c.consensus.propose_timeout, Duration::from_millis(1500));
+        assert_eq!(c.finality(0), Finality::Confirmations(2));
+        assert_eq!(c.chains[0].poll_interval, Duration::from_millis(250));
+        let t = template("n", "/ip4/127.0.0.1/tcp/7001", default_api(), KEY_A);
+        let c = parse(&t).unwrap();
+        assert_eq!(c.committee.members.len(), 1);
+        assert!(c.chains.is_empty());
+    }
+
+    #[test]
+    fn each_invalid_field_is_named() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "listen = \"/ip4/127.0.0.1/tcp/7001\"",
+                "listen = \"localhost:7001\"",
+                "node.listen",
+            ),
+            (
+                "[node]\n",
+                "[node]\nlog_format = \"xml\"\n",
+                "node.log_format",
+            ),
+            (
+                "{ key = \"02c6",
+                "{ key = \"04c6",
+                "committee.members[1].key",
+            ),
+            (
+                "address = \"/ip4/127.0.0.1/tcp/7002\"",
+                "address = \"nowhere\"",
+                "committee.members[1].address",
+            ),
+            ("chain_id = 1001", "chain_id = 0", "chains[0].chain_id"),
+            (
+                "rpc = [\"http://127.0.0.1:8545\"]",
+                "rpc = []",
+                "chains[0].rpc",
+            ),
+            (
+                "rpc = [\"http://127.0.0.1:8545\"]",
+                "rpc = [\"ws://x\"]",
+                "chains[0].rpc[0]",
+            ),
+            (
+                "finality = \"confirmations:2\"",
+                "finality = \"soon\"",
+                "chains[0].finality",
+            ),
+            (
+                "gateway = \"0x00000000000000000000000000000000000000aa\"",
+                "gateway = \"0x0000000000000000000000000000000000000000\"",
+                "chains[0].gateway",
+            ),
+            (
+                "poll_interval = \"250ms\"",
+                "poll_interval = \"1ms\"",
+                "chains[0].poll_interval",
+            ),
+            (
+                "[[chains]]",
+                "[batch]\nmax_messages = 0\nmax_bytes = 100000\n[[chains]]",
+                "batch.max_messages",
+            ),
+            (
+                "[[chains]]",
+                "[signing]\nnonce_pool = 1\nshare_timeout = \"1s\"\n[[chains]]",
+                "signing.nonce_pool",
+            ),
+            ("[[chains]]", "[committee]\n", "committee"),
+        ];
+        for (from, to, field) in cases {
+            let text = base().replacen(from, to, 1);
+            assert_ne!(text, base(), "case {field} did not change the text");
+            match parse(&text) {
+                Ok(_) => panic!("{field}: accepted"),
+                Err(ConfigError::Parse { message, .. }) if *field == "committee" => {
+                    assert!(message.contains("committee"), "{message}");
+                }
+                Err(e) => assert_eq!(field_of(e), *field),
+            }
+        }
+        // A duplicate key.
+        let dup = base().replace(KEY_B, KEY_A);
+        assert_eq!(
+            field_of(parse(&dup).unwrap_err()),
+            "committee.members[1].key"
+        );
+        // An unknown key is a parse error naming it.
+        let unknown = base().replace("[node]\n", "[node]\nlisten_addr = 1\n");
+        let msg = parse(&unknown).unwrap_err().to_string();
+        assert!(msg.contains("listen_addr"), "{msg}");
+    }
+
+    #[test]
+    fn environment_overrides_fields_by_section() {
+        let env = [
+            ("SIGIL_NODE__API".to_string(), "127.0.0.1:9100".to_string()),
+            (
+                "SIGIL_CONSENSUS__PROPOSE_TIMEOUT".to_string(),
+                "3s".to_string(),
+            ),
+            ("SIGIL_PASSPHRASE".to_string(), "not a field".to_string()),
+            ("SIGIL_INSECURE_FAST_KDF".to_string(), "1".to_string()),
+        ];
+        let c = Config::parse(&base(), Path::new("config.toml"), env).unwrap();
+        assert_eq!(c.node.api, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(c.consensus.propose_timeout, Duration::from_secs(3));
+        let bad = [("SIGIL_NODE__LISTEN".to_string(), "nope".to_string())];
+        assert_eq!(
+            field_of(Config::parse(&base(), Path::new("c"), bad).unwrap_err()),
+            "node.listen"
+        );
+    }
 }

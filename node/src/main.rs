@@ -303,7 +303,7 @@ async fn run() -> Result<()> {
         Cmd::Verify { file, group_key } => {
             let a: AttestationView = serde_json::from_str(&std::fs::read_to_string(&file)?)
                 .with_context(|| format!("parsing {}", file.display()))?;
-            match verify_attestation(&a, group_key.as_deref()) {
+            match sigil_node::api::verify_attestation(&a, group_key.as_deref()) {
                 Ok(()) => println!(
                     "OK: message {} is attested at height {} (root {})",
                     a.message_id, a.height, a.root
@@ -327,39 +327,5 @@ async fn run() -> Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
     }
-    Ok(())
-}
-
-/// Offline check: id and leaf from the message, Merkle proof to the root, group signature
-/// over the EIP-712 batch digest.
-fn verify_attestation(a: &AttestationView, group_key: Option<&str>) -> Result<()> {
-    if a.message.id() != a.message_id {
-        bail!("messageId does not match the message fields");
-    }
-    if a.message.leaf() != a.leaf {
-        bail!("leaf does not match the message fields");
-    }
-    if sigil_crypto::merkle::process_proof(&a.leaf, &a.proof) != a.root {
-        bail!("Merkle proof does not lead to the root");
-    }
-    let key_hex = match group_key {
-        Some(k) => k.to_owned(),
-        None => a
-            .group_key
-            .as_ref()
-            .map(|g| g.compressed.clone())
-            .ok_or_else(|| anyhow!("no group key: pass --group-key"))?,
-    };
-    let gk =
-        sigil_crypto::GroupKey::from_compressed(&hex::decode(key_hex.trim_start_matches("0x"))?)?;
-    let sig = sigil_crypto::OnchainSignature {
-        rx: a.signature.rx,
-        ry: a.signature.ry,
-        z: a.signature.z,
-    }
-    .to_frost()?;
-    let digest = sigil_crypto::batch_digest(a.epoch, a.height, a.root);
-    sigil_crypto::signing::verify(&gk, digest, &sig)
-        .map_err(|_| anyhow!("group signature does not verify for this root and key"))?;
     Ok(())
 }

@@ -1,0 +1,216 @@
+//! HTTP API over a real RocksDB store holding one decided, attested batch: every endpoint,
+//! 404s and malformed ids, and `sigil verify`'s check accepting a real attestation and
+//! rejecting tampered ones.
+
+use alloy_primitives::{Address, B256, Bytes, U256};
+use prost::Message as _;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use sigil_crypto::{BatchTree, Message};
+use sigil_node::api::{AttestationView, BatchView, verify_attestation};
+use sigil_node::identity::NodeKey;
+use sigil_node::metrics::Metrics;
+use sigil_node::node::{Shared, Status};
+use sigil_node::store::{Cursor, Observation, Store};
+use sigil_proto as pb;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+const CHAIN: u64 = 77;
+
+fn msg(nonce: u64) -> Message {
+    Message {
+        source_chain_id: CHAIN,
+        source_gateway: Address::repeat_byte(0xaa),
+        nonce,
+        sender: Address::repeat_byte(1),
+        dest_chain_id: 88,
+        recipient: Address::repeat_byte(2),
+        payload: Bytes::from(format!("payload {nonce}").into_bytes()),
+    }
+}
+
+async fn serve() -> (String, Arc<RwLock<Status>>, tempfile::TempDir, Vec<Message>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let messages: Vec<Message> = (0..5).map(msg).collect();
+    let obs: Vec<Observation> = messages
+        .iter()
+        .map(|m| Observation {
+            message: m.clone(),
+            block_number: 10,
+            block_hash: B256::repeat_byte(9),
+            observed_at_ms: 0,
+            block_time: 0,
+        })
+        .collect();
+    store
+        .put_observations(
+            CHAIN,
+            &obs,
+            &Cursor {
+                block_number: 10,
+                block_hash: B256::repeat_byte(9),
+                next_nonce: 5,
+            },
+        )
+        .unwrap();
+    let leaves: Vec<B256> = messages.iter().map(|m| m.leaf()).collect();
+    let root = BatchTree::new(&leaves).unwrap().root();
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let dealt = sigil_crypto::keys::trusted_dealer(3, 4, &mut rng).unwrap();
+    let signers: BTreeMap<u16, _> = dealt
+        .key_packages
+        .iter()
+        .take(3)
+        .map(|(i, k)| (*i, k.clone()))
+        .collect();
+    let sig = sigil_crypto::signing::sign_local(
+        &signers,
+        &dealt.public_key_package,
+        sigil_crypto::batch_digest(1, 1, root),
+        &mut rng,
+    )
+    .unwrap();
+    let block = pb::Block {
+        height: 1,
+        epoch: 1,
+        ranges: vec![pb::Range {
+            chain_id: CHAIN,
+            gateway: vec![0xaa; 20],
+            from_nonce: 0,
+            to_nonce: 5,
+        }],
+        root: root.to_vec(),
+        count: 5,
+        signers: vec![],
+        time_ms: 0,
+    };
+    let proposer = NodeKey::generate();
+    let env = proposer.seal(
+        1,
+        &pb::Body {
+            kind: Some(pb::body::Kind::Proposal(pb::Proposal {
+                height: 1,
+                round: 0,
+                block: Some(block),
+                valid_round: -1,
+            })),
+        },
+    );
+    let cb = pb::CommittedBlock {
+        proposal: Some(env),
+        precommits: vec![],
+        attestation: Some(pb::Attestation {
+            epoch: 1,
+            height: 1,
+            root: root.to_vec(),
+            signature: sig.serialize().unwrap(),
+            message_ids: messages.iter().map(|m| m.id().to_vec()).collect(),
+        }),
+    };
+    assert!(cb.encoded_len() > 0);
+    store.put_block(1, &cb, &[(CHAIN, 5)]).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let status = Arc::new(RwLock::new(Status::default()));
+    let shared = Shared {
+        store,
+        status: status.clone(),
+        metrics,
+        registry: Arc::new(registry),
+        group_key: Some(dealt.group_key),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, sigil_node::api::router(shared)).await });
+    (url, status, dir, messages)
+}
+
+async fn get(url: &str) -> (u16, serde_json::Value, String) {
+    let r = reqwest::get(url).await.unwrap();
+    let code = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    (code, json, text)
+}
+
+#[tokio::test]
+async fn every_endpoint_and_its_errors() {
+    let (url, status, _dir, messages) = serve().await;
+
+    let (code, s, _) = get(&format!("{url}/v1/status")).await;
+    assert_eq!(code, 200);
+    assert!(s.get("height").is_some() && s.get("groupKey").is_some());
+
+    let (code, b, _) = get(&format!("{url}/v1/batches/1")).await;
+    assert_eq!(code, 200);
+    let batch: BatchView = serde_json::from_value(b).unwrap();
+    assert_eq!(batch.messages.len(), 5);
+    assert!(batch.signature.is_some());
+    assert_eq!(batch.messages[2].id, messages[2].id());
+
+    for (path, want, code_str) in [
+        ("/v1/batches/2", 404, "unknown_height"),
+        ("/v1/batches/two", 400, "bad_height"),
+        ("/v1/attestations/0x1234", 400, "bad_message_id"),
+        ("/v1/attestations/not-hex", 400, "bad_message_id"),
+        ("/nope", 404, "not_found"),
+    ] {
+        let (code, e, _) = get(&format!("{url}{path}")).await;
+        assert_eq!(code, want, "{path}");
+        assert_eq!(e["code"], code_str, "{path}");
+    }
+    let unknown = B256::repeat_byte(0x42);
+    let (code, e, _) = get(&format!("{url}/v1/attestations/{unknown}")).await;
+    assert_eq!((code, e["code"].as_str()), (404, Some("unknown_message")));
+
+    let (code, _, body) = get(&format!("{url}/healthz")).await;
+    assert_eq!((code, body.as_str()), (200, "ok"));
+    let (code, e, _) = get(&format!("{url}/readyz")).await;
+    assert_eq!((code, e["code"].as_str()), (503, Some("not_ready")));
+    status.write().unwrap().ready = true;
+    assert_eq!(get(&format!("{url}/readyz")).await.0, 200);
+    let (code, _, text) = get(&format!("{url}/metrics")).await;
+    assert_eq!(code, 200);
+    assert!(text.contains("sigil_consensus_height"), "{text}");
+}
+
+#[tokio::test]
+async fn an_attestation_verifies_offline_and_tampering_is_rejected() {
+    let (url, _status, _dir, messages) = serve().await;
+    let id = messages[3].id();
+    let (code, a, _) = get(&format!("{url}/v1/attestations/{id}")).await;
+    assert_eq!(code, 200, "{a}");
+    let att: AttestationView = serde_json::from_value(a).unwrap();
+    assert_eq!(att.message, messages[3]);
+    assert_eq!(att.height, 1);
+    verify_attestation(&att, None).expect("a real attestation verifies");
+
+    let mut payload = att.clone();
+    payload.message.payload = Bytes::from_static(b"forged");
+    assert!(
+        verify_attestation(&payload, None).is_err(),
+        "tampered payload"
+    );
+    let mut z = att.clone();
+    z.signature.z += U256::from(1);
+    assert!(verify_attestation(&z, None).is_err(), "tampered signature");
+    let mut proof = att.clone();
+    proof.proof[0] = B256::repeat_byte(7);
+    assert!(verify_attestation(&proof, None).is_err(), "tampered proof");
+    let mut height = att.clone();
+    height.height = 2;
+    assert!(
+        verify_attestation(&height, None).is_err(),
+        "signature is for height 1"
+    );
+    let other =
+        sigil_crypto::keys::trusted_dealer(3, 4, &mut ChaCha20Rng::seed_from_u64(99)).unwrap();
+    let wrong_key = hex::encode(other.group_key.compressed());
+    assert!(
+        verify_attestation(&att, Some(&wrong_key)).is_err(),
+        "another committee's key"
+    );
+}
