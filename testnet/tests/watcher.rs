@@ -319,10 +319,10 @@ async fn faulty_rpc_never_makes_it_observe_non_canonical_data_and_it_recovers() 
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let task = tokio::spawn(async move {
         loop {
-            if let Some(ev) = w.step().await {
-                if tx.send(ev).await.is_err() {
-                    return;
-                }
+            if let Some(ev) = w.step().await
+                && tx.send(ev).await.is_err()
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
