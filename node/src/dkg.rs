@@ -133,9 +133,13 @@ pub async fn run(cfg: &Config, key: &NodeKey, timeout: Duration) -> Result<DkgRe
         }
         if Instant::now() > deadline {
             let missing: Vec<u16> = if output.is_none() {
-                let mut m: BTreeSet<u16> = dkg.missing_round1().into_iter().collect();
-                m.extend(dkg.missing_round2());
-                m.into_iter().collect()
+                // Round 2 cannot start before round 1 is complete: name round-1 laggards first.
+                let r1 = dkg.missing_round1();
+                if r1.is_empty() {
+                    dkg.missing_round2()
+                } else {
+                    r1
+                }
             } else {
                 let mut m: BTreeSet<u16> = (1..=n)
                     .filter(|i| *i != me && !confirms.contains_key(i))

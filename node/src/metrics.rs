@@ -71,6 +71,8 @@ pub struct Metrics {
     pub relayer_pending: Gauge,
     /// Relayer: failed transactions.
     pub relayer_failed: Counter,
+    /// Relayer: transactions replaced with higher fees (stuck or dropped).
+    pub relayer_replaced: Counter,
     /// Relayer: gas spent.
     pub relayer_gas: Counter,
     /// Relayer: messages delivered.
@@ -114,6 +116,7 @@ impl Metrics {
             denied_connections: Default::default(),
             relayer_pending: Default::default(),
             relayer_failed: Default::default(),
+            relayer_replaced: Default::default(),
             relayer_gas: Default::default(),
             relayer_delivered: Default::default(),
         }
@@ -235,6 +238,11 @@ impl Metrics {
             "sigil_relayer_failed",
             "Relayer transactions failed",
             self.relayer_failed.clone(),
+        );
+        r.register(
+            "sigil_relayer_replaced",
+            "Relayer transactions replaced with higher fees",
+            self.relayer_replaced.clone(),
         );
         r.register(
             "sigil_relayer_gas",

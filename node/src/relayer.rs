@@ -149,6 +149,103 @@ struct Dest {
     from: Address,
 }
 
+/// A sent transaction awaiting its receipt.
+struct InFlight {
+    req: TransactionRequest,
+    nonce: u64,
+    gas: u64,
+    max_fee: u128,
+    tip: u128,
+    hash: B256,
+}
+
+/// Sends `req` with `nonce` (gas estimated, EIP-1559 fees from the node).
+async fn start(
+    dest: &Dest,
+    req: TransactionRequest,
+    nonce: u64,
+    metrics: &Metrics,
+) -> Result<InFlight> {
+    let fees = dest.provider.estimate_eip1559_fees().await?;
+    let gas = dest
+        .provider
+        .estimate_gas(req.clone().from(dest.from))
+        .await?;
+    let mut f = InFlight {
+        req,
+        nonce,
+        gas: gas + gas / 5,
+        max_fee: fees.max_fee_per_gas,
+        tip: fees.max_priority_fee_per_gas,
+        hash: B256::ZERO,
+    };
+    resend(dest, &mut f, metrics).await?;
+    Ok(f)
+}
+
+async fn resend(dest: &Dest, f: &mut InFlight, metrics: &Metrics) -> Result<()> {
+    let tx = f
+        .req
+        .clone()
+        .from(dest.from)
+        .with_nonce(f.nonce)
+        .with_gas_limit(f.gas)
+        .with_max_fee_per_gas(f.max_fee)
+        .with_max_priority_fee_per_gas(f.tip);
+    let pending = dest.provider.send_transaction(tx).await?;
+    f.hash = *pending.tx_hash();
+    metrics.relayer_pending.inc();
+    Ok(())
+}
+
+/// Waits for `f`'s receipt; a transaction not mined within `stuck_after` is replaced with
+/// the same nonce and fees raised by 25% (up to 6 times); a receipt of any of its versions
+/// ends the wait. Errors: reverted, or still not mined after the bumps.
+async fn finish(
+    dest: &Dest,
+    mut f: InFlight,
+    stuck_after: Duration,
+    metrics: &Metrics,
+) -> Result<TransactionReceipt> {
+    let mut hashes = vec![f.hash];
+    for bump in 0..=6 {
+        let deadline = tokio::time::Instant::now() + stuck_after;
+        while tokio::time::Instant::now() < deadline {
+            for h in &hashes {
+                if let Some(r) = dest.provider.get_transaction_receipt(*h).await? {
+                    metrics.relayer_pending.dec();
+                    metrics.relayer_gas.inc_by(r.gas_used);
+                    if !r.status() {
+                        metrics.relayer_failed.inc();
+                        return Err(anyhow!("transaction {} reverted", r.transaction_hash));
+                    }
+                    return Ok(r);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if bump == 6 {
+            break;
+        }
+        tracing::warn!(
+            chain = dest.chain.chain_id,
+            nonce = f.nonce,
+            "transaction not mined in time; replacing with higher fees"
+        );
+        f.max_fee += f.max_fee / 4 + 1;
+        f.tip += f.tip / 4 + 1;
+        metrics.relayer_pending.dec();
+        metrics.relayer_replaced.inc();
+        resend(dest, &mut f, metrics).await?;
+        hashes.push(f.hash);
+    }
+    Err(anyhow!(
+        "transaction with nonce {} still not mined after 6 fee bumps",
+        f.nonce
+    ))
+}
+
+/// Sends one transaction and waits for it (see [`finish`]).
 async fn send(
     dest: &Dest,
     req: TransactionRequest,
@@ -160,54 +257,8 @@ async fn send(
         .get_transaction_count(dest.from)
         .pending()
         .await?;
-    let fees = dest.provider.estimate_eip1559_fees().await?;
-    let gas = dest
-        .provider
-        .estimate_gas(req.clone().from(dest.from))
-        .await?;
-    let (mut max_fee, mut tip) = (fees.max_fee_per_gas, fees.max_priority_fee_per_gas);
-    for _ in 0..6 {
-        let tx = req
-            .clone()
-            .from(dest.from)
-            .with_nonce(nonce)
-            .with_gas_limit(gas + gas / 5)
-            .with_max_fee_per_gas(max_fee)
-            .with_max_priority_fee_per_gas(tip);
-        metrics.relayer_pending.inc();
-        let pending = dest.provider.send_transaction(tx).await;
-        let result = match pending {
-            Ok(p) => tokio::time::timeout(stuck_after, p.get_receipt()).await,
-            Err(e) => {
-                metrics.relayer_pending.dec();
-                return Err(e.into());
-            }
-        };
-        metrics.relayer_pending.dec();
-        match result {
-            Ok(Ok(r)) => {
-                metrics.relayer_gas.inc_by(r.gas_used);
-                if !r.status() {
-                    metrics.relayer_failed.inc();
-                    return Err(anyhow!("transaction {} reverted", r.transaction_hash));
-                }
-                return Ok(r);
-            }
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => {
-                tracing::warn!(
-                    chain = dest.chain.chain_id,
-                    nonce,
-                    "transaction not mined in time; replacing with higher fees"
-                );
-                max_fee += max_fee / 4 + 1;
-                tip += tip / 4 + 1;
-            }
-        }
-    }
-    Err(anyhow!(
-        "transaction with nonce {nonce} still not mined after 6 fee bumps"
-    ))
+    let f = start(dest, req, nonce, metrics).await?;
+    finish(dest, f, stuck_after, metrics).await
 }
 
 /// Relays one attested batch to one destination chain. Returns the transactions sent.
@@ -261,6 +312,14 @@ async fn relay_to(
     }
     let leaves: Vec<B256> = b.messages.iter().map(|m| m.leaf).collect();
     let tree = BatchTree::new(&leaves)?;
+    // Every chunk goes out back to back (consecutive nonces), then the receipts are awaited:
+    // one block for all of them instead of one block each.
+    let mut nonce = dest
+        .provider
+        .get_transaction_count(dest.from)
+        .pending()
+        .await?;
+    let mut inflight = Vec::new();
     for group in mine.chunks(chunk.max(1)) {
         let mut todo = Vec::new();
         for m in group {
@@ -271,15 +330,15 @@ async fn relay_to(
         if todo.is_empty() {
             continue;
         }
-        let r = if todo.len() == 1 {
+        let (kind, req) = if todo.len() == 1 {
             let m = todo[0];
             let proof = tree.proof(&m.leaf)?;
-            let req = inbox
-                .deliver((&m.message).into(), proof)
-                .into_transaction_request();
-            let r = send(dest, req, stuck_after, metrics).await?;
-            out.push(rec("deliver", &r, 1));
-            r
+            (
+                "deliver",
+                inbox
+                    .deliver((&m.message).into(), proof)
+                    .into_transaction_request(),
+            )
         } else {
             let want: Vec<B256> = todo.iter().map(|m| m.leaf).collect();
             let mp = tree.multiproof(&want)?;
@@ -289,14 +348,20 @@ async fn relay_to(
                 .filter_map(|l| todo.iter().find(|m| m.leaf == *l))
                 .map(|m| (&m.message).into())
                 .collect();
-            let req = inbox
-                .deliverBatch(ordered, mp.proof.clone(), mp.proof_flags.clone())
-                .into_transaction_request();
-            let r = send(dest, req, stuck_after, metrics).await?;
-            out.push(rec("deliverBatch", &r, todo.len()));
-            r
+            (
+                "deliverBatch",
+                inbox
+                    .deliverBatch(ordered, mp.proof.clone(), mp.proof_flags.clone())
+                    .into_transaction_request(),
+            )
         };
-        metrics.relayer_delivered.inc_by(todo.len() as u64);
+        inflight.push((kind, todo.len(), start(dest, req, nonce, metrics).await?));
+        nonce += 1;
+    }
+    for (kind, count, f) in inflight {
+        let r = finish(dest, f, stuck_after, metrics).await?;
+        out.push(rec(kind, &r, count));
+        metrics.relayer_delivered.inc_by(count as u64);
         tracing::debug!(height = b.height, chain = dest.chain.chain_id, tx = %r.transaction_hash, "delivered");
     }
     Ok(out)
