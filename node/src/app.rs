@@ -141,6 +141,7 @@ struct Session {
     culprits: BTreeSet<Member>,
     silent: BTreeSet<Member>,
     done: bool,
+    attestation: Option<pb::Attestation>,
 }
 
 /// Counters for metrics and tests.
@@ -172,6 +173,7 @@ pub struct App {
     early_shares: BTreeMap<(Height, u32), BTreeMap<Member, Vec<u8>>>,
     suspects: BTreeMap<Member, Height>,
     online: Option<BTreeSet<Member>>,
+    rng: Box<dyn rand_core::CryptoRngCore + Send>,
     height: Height,
     /// Counters.
     pub stats: AppStats,
@@ -212,6 +214,7 @@ impl App {
             early_shares: BTreeMap::new(),
             suspects: BTreeMap::new(),
             online: None,
+            rng: Box::new(rand_core::OsRng),
             height: 1,
             stats: AppStats::default(),
         }
@@ -220,6 +223,12 @@ impl App {
     /// Parameters.
     pub fn params(&self) -> &AppParams {
         &self.p
+    }
+
+    /// Replaces the randomness used for nonces (default: the OS). The simulator passes a
+    /// seeded generator so a seed gives the same run.
+    pub fn set_rng(&mut self, rng: Box<dyn rand_core::CryptoRngCore + Send>) {
+        self.rng = rng;
     }
 
     /// Members currently reachable (the host's connected peers and itself). Signing sets
@@ -350,7 +359,7 @@ impl App {
                 &signer.key,
                 self.p.nonce_pool - have,
                 signer.ledger.as_mut(),
-                &mut rand_core::OsRng,
+                &mut self.rng,
             )?;
         }
         let mine: BTreeMap<u64, SigningCommitments> = signer
@@ -628,6 +637,7 @@ impl App {
             culprits: BTreeSet::new(),
             silent: BTreeSet::new(),
             done: false,
+            attestation: None,
         };
         let mut out = Vec::new();
         if let Ok(map) = self.commitments_of(&b.signers) {
@@ -812,13 +822,21 @@ impl App {
                 let Ok(bytes) = sig.serialize() else { return };
                 s.done = true;
                 self.stats.attestations += 1;
-                out.push(Effect::Attested(pb::Attestation {
+                let a = pb::Attestation {
                     epoch: self.p.epoch,
                     height,
                     root: s.root.to_vec(),
                     signature: bytes,
                     message_ids: s.message_ids.iter().map(|i| i.to_vec()).collect(),
-                }));
+                };
+                // Members that missed shares finish from this one.
+                out.push(Effect::Broadcast(pb::body::Kind::Attestation(
+                    pb::Attestation {
+                        message_ids: Vec::new(),
+                        ..a.clone()
+                    },
+                )));
+                out.push(Effect::Attested(a));
             }
             Err(sigil_crypto::SigningError::InvalidShares { culprits }) => {
                 for c in culprits {
@@ -834,6 +852,37 @@ impl App {
             }
             Err(_) => {}
         }
+    }
+
+    /// A group signature another member formed for a block we decided: adopted when it
+    /// verifies under the group key over our own batch digest for that height.
+    pub fn on_attestation(&mut self, a: &pb::Attestation) -> Vec<Effect> {
+        let Some(s) = self.sessions.get_mut(&a.height) else {
+            return Vec::new();
+        };
+        if s.done || a.epoch != self.p.epoch || a.root != s.root.as_slice() {
+            return Vec::new();
+        }
+        let Some(gk) = &self.group_key else {
+            return Vec::new();
+        };
+        let ok = frost::Signature::deserialize(&a.signature)
+            .ok()
+            .is_some_and(|sig| sigil_crypto::signing::verify(gk, s.digest, &sig).is_ok());
+        if !ok {
+            self.stats.dropped += 1;
+            return Vec::new();
+        }
+        s.done = true;
+        s.attestation = Some(pb::Attestation {
+            message_ids: Vec::new(),
+            ..a.clone()
+        });
+        self.stats.attestations += 1;
+        vec![Effect::Attested(pb::Attestation {
+            message_ids: s.message_ids.iter().map(|i| i.to_vec()).collect(),
+            ..a.clone()
+        })]
     }
 
     /// The member coordinating retry `attempt` of `height`.
@@ -857,6 +906,14 @@ impl App {
             self.stats.dropped += 1;
             return out;
         };
+        if s.done {
+            // The requester has not got the signature: send it again instead of signing again.
+            if let Some(a) = s.attestation.clone() {
+                out.push(Effect::Broadcast(pb::body::Kind::Attestation(a)));
+            }
+            self.sessions.insert(req.height, s);
+            return out;
+        }
         let fresh = req
             .signers
             .iter()

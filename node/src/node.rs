@@ -951,6 +951,10 @@ impl Node {
                 let effects = self.app.on_sign_request(from, &r, now_ms());
                 self.handle_effects(effects);
             }
+            pb::body::Kind::Attestation(a) => {
+                let effects = self.app.on_attestation(&a);
+                self.handle_effects(effects);
+            }
             pb::body::Kind::Heartbeat(hb) => {
                 self.peer_heights.insert(from, hb.height);
                 self.maybe_sync(from, hb.height);

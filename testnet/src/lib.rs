@@ -12,6 +12,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod appsim;
 pub mod chain;
 pub mod devnet;
 pub mod sim;
