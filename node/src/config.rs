@@ -312,14 +312,6 @@ impl Default for RelayerSection {
     }
 }
 
-/// Environment variables that are not field overrides.
-const RESERVED_ENV: &[&str] = &[
-    "SIGIL_HOME",
-    "SIGIL_PASSPHRASE",
-    "SIGIL_PASSPHRASE_FILE",
-    "SIGIL_LOG",
-];
-
 impl Config {
     /// Reads `path`, applies `SIGIL_<SECTION>__<FIELD>` overrides from `env`, and validates.
     /// Errors: [`ConfigError`] naming the file or field.
@@ -350,7 +342,7 @@ impl Config {
                 continue;
             };
             // Only SECTION__FIELD names are overrides; SIGIL_HOME, SIGIL_PASSPHRASE, ... are not.
-            if RESERVED_ENV.contains(&k.as_str()) || !rest.contains("__") {
+            if !rest.contains("__") {
                 continue;
             }
             let segs: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();

@@ -42,13 +42,7 @@ struct Outbox {
 /// Runs the DKG for this node. Errors: timeout naming the missing members, a conflicting or
 /// invalid package naming its sender, a group key mismatch naming the member.
 pub async fn run(cfg: &Config, key: &NodeKey, timeout: Duration) -> Result<DkgResult> {
-    let keys = cfg
-        .committee
-        .members
-        .iter()
-        .map(|m| crate::identity::public_key_from_hex(&m.key))
-        .collect::<Result<Vec<_>, _>>()?;
-    let committee = Committee::new(keys)?;
+    let committee = Committee::from_config(&cfg.committee)?;
     let me = committee
         .index_of(&key.public())
         .ok_or_else(|| anyhow!("this node's key is not in config field `committee.members`"))?;

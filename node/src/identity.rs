@@ -132,6 +132,17 @@ impl Committee {
         Ok(Self { keys, peers })
     }
 
+    /// The committee listed in config (`committee.members[*].key`, in order).
+    /// Errors: [`IdentityError::Key`] for a key that is not a compressed secp256k1 point.
+    pub fn from_config(section: &crate::config::CommitteeSection) -> Result<Self, IdentityError> {
+        let keys = section
+            .members
+            .iter()
+            .map(|m| public_key_from_hex(&m.key))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(keys)
+    }
+
     /// Number of members n.
     pub fn len(&self) -> u16 {
         self.keys.len() as u16

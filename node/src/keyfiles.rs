@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use frost_secp256k1::keys::{KeyPackage, PublicKeyPackage};
 use sigil_crypto::GroupKey;
 use sigil_crypto::keystore::{self, ScryptParams};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use zeroize::Zeroizing;
 
 /// Node key file name.
@@ -102,14 +102,9 @@ pub fn kdf() -> ScryptParams {
     }
 }
 
-/// Path of a file in `home`.
-pub fn path(home: &Path, name: &str) -> PathBuf {
-    home.join(name)
-}
-
 /// Writes a new node key. Errors if one exists (never overwritten).
 pub fn write_node_key(home: &Path, key: &NodeKey, pass: &[u8]) -> Result<()> {
-    let p = path(home, NODE_KEY);
+    let p = home.join(NODE_KEY);
     if p.exists() {
         bail!("{} exists; refusing to overwrite a key", p.display());
     }
@@ -126,7 +121,7 @@ pub fn write_node_key(home: &Path, key: &NodeKey, pass: &[u8]) -> Result<()> {
 
 /// Reads the node key.
 pub fn read_node_key(home: &Path, pass: &[u8]) -> Result<NodeKey> {
-    let p = path(home, NODE_KEY);
+    let p = home.join(NODE_KEY);
     let bytes =
         keystore::read_file(&p, pass).with_context(|| format!("opening {}", p.display()))?;
     Ok(NodeKey::from_bytes(&bytes)?)
@@ -140,7 +135,7 @@ pub fn write_key_share(
     pass: &[u8],
 ) -> Result<()> {
     let json = Zeroizing::new(serde_json::to_vec(share)?);
-    let p = path(home, KEY_SHARE);
+    let p = home.join(KEY_SHARE);
     if p.exists() {
         std::fs::remove_file(&p)?;
     }
@@ -153,13 +148,13 @@ pub fn write_key_share(
         &mut rand_core::OsRng,
     )?;
     let g = GroupKeyFile::new(share.epoch, group_key);
-    std::fs::write(path(home, GROUP_KEY), serde_json::to_string_pretty(&g)?)?;
+    std::fs::write(home.join(GROUP_KEY), serde_json::to_string_pretty(&g)?)?;
     Ok(())
 }
 
 /// Reads the key share, if present.
 pub fn read_key_share(home: &Path, pass: &[u8]) -> Result<Option<KeyShare>> {
-    let p = path(home, KEY_SHARE);
+    let p = home.join(KEY_SHARE);
     if !p.exists() {
         return Ok(None);
     }

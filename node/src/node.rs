@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::identity::{Committee, NodeKey};
 use crate::keyfiles::KeyShare;
 use crate::metrics::Metrics;
+use crate::now_ms;
 use crate::p2p::{Behaviour, BehaviourEvent, Redial, Wire, topics};
 use crate::store::{RocksLedger, Store};
 use crate::watcher::ChainEvent;
@@ -184,11 +185,6 @@ fn vote_to_wire(v: &Vote<u16, B256>) -> pb::Vote {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    crate::now_ms()
-}
-
 /// The running node.
 pub struct Node {
     cfg: Config,
@@ -224,6 +220,8 @@ pub struct Node {
     current_env: Option<pb::Envelope>,
     attested_height: u64,
     fetched_attestation: Option<(Height, pb::Attestation)>,
+    /// Highest decided (stored) height.
+    decided: Height,
 }
 
 /// Everything needed to start a node.
@@ -252,13 +250,7 @@ impl Node {
             share,
             store,
         } = setup;
-        let keys = cfg
-            .committee
-            .members
-            .iter()
-            .map(|m| crate::identity::public_key_from_hex(&m.key))
-            .collect::<Result<Vec<_>, _>>()?;
-        let committee = Committee::new(keys)?;
+        let committee = Committee::from_config(&cfg.committee)?;
         let me = committee.index_of(&key.public()).ok_or_else(|| {
             anyhow::anyhow!(
                 "this node's key {} is not in config field `committee.members`; add it",
@@ -364,6 +356,7 @@ impl Node {
             current_env: None,
             attested_height: 0,
             fetched_attestation: None,
+            decided: last,
         };
         node.attested_height = (1..=last)
             .rev()
@@ -406,26 +399,7 @@ impl Node {
         use pb::wal_entry::Kind;
         match e.kind.as_ref()? {
             Kind::StartHeight(h) => Some(Input::StartHeight(*h)),
-            Kind::Proposal(env) => {
-                let (from, body) = self.committee.open(env).ok()?;
-                let Some(pb::body::Kind::Proposal(p)) = body.kind else {
-                    return None;
-                };
-                let prop = proposal_from_wire(from, &p).ok()?;
-                self.remember_proposal(&prop, env.clone());
-                Some(Input::Proposal(prop))
-            }
-            Kind::Vote(env) => {
-                let (from, body) = self.committee.open(env).ok()?;
-                let Some(pb::body::Kind::Vote(v)) = body.kind else {
-                    return None;
-                };
-                let vote = vote_from_wire(from, &v).ok()?;
-                self.votes
-                    .entry((vote.height, vote.round, step_of(vote.kind), from))
-                    .or_insert_with(|| env.clone());
-                Some(Input::Vote(vote))
-            }
+            Kind::Proposal(env) | Kind::Vote(env) => self.open_consensus(env),
             Kind::Timeout(t) => Some(Input::Timeout(Timeout {
                 kind: timeout_kind(t.kind)?,
                 height: t.height,
@@ -457,27 +431,43 @@ impl Node {
         }
     }
 
-    fn certificate_inputs(&mut self, cb: &pb::CommittedBlock) -> Option<Certificate> {
-        let env = cb.proposal.as_ref()?;
+    /// Opens a signed proposal or vote envelope (from the WAL or a catch-up certificate),
+    /// remembers it for certificates and evidence, and returns the consensus input.
+    fn open_consensus(&mut self, env: &pb::Envelope) -> Option<Input<u16, Block>> {
         let (from, body) = self.committee.open(env).ok()?;
-        let Some(pb::body::Kind::Proposal(p)) = body.kind else {
+        match body.kind? {
+            pb::body::Kind::Proposal(p) => {
+                let prop = proposal_from_wire(from, &p).ok()?;
+                self.remember_proposal(&prop, env.clone());
+                Some(Input::Proposal(prop))
+            }
+            pb::body::Kind::Vote(v) => {
+                let vote = vote_from_wire(from, &v).ok()?;
+                self.remember_vote(&vote, env);
+                Some(Input::Vote(vote))
+            }
+            _ => None,
+        }
+    }
+
+    fn certificate_inputs(&mut self, cb: &pb::CommittedBlock) -> Option<Certificate> {
+        let Input::Proposal(proposal) = self.open_consensus(cb.proposal.as_ref()?)? else {
             return None;
         };
-        let proposal = proposal_from_wire(from, &p).ok()?;
-        self.remember_proposal(&proposal, env.clone());
         let mut precommits = Vec::new();
         for e in &cb.precommits {
-            let (m, body) = self.committee.open(e).ok()?;
-            let Some(pb::body::Kind::Vote(v)) = body.kind else {
+            let Input::Vote(vote) = self.open_consensus(e)? else {
                 return None;
             };
-            let vote = vote_from_wire(m, &v).ok()?;
-            self.votes
-                .entry((vote.height, vote.round, step_of(vote.kind), m))
-                .or_insert_with(|| e.clone());
             precommits.push(vote);
         }
         Some((proposal, precommits))
+    }
+
+    fn remember_vote(&mut self, v: &Vote<u16, B256>, env: &pb::Envelope) {
+        self.votes
+            .entry((v.height, v.round, step_of(v.kind), v.voter))
+            .or_insert_with(|| env.clone());
     }
 
     fn remember_proposal(&mut self, p: &Proposal<u16, Block>, env: pb::Envelope) {
@@ -739,6 +729,7 @@ impl Node {
         if let Err(e) = self.store.put_block(h, &cb, &nexts) {
             tracing::error!(height = h, error = %e, "storing decided block failed");
         }
+        self.decided = self.decided.max(h);
         if attestation.is_some() {
             self.attested_height = self.attested_height.max(h);
         }
@@ -841,11 +832,7 @@ impl Node {
             return;
         }
         let h = self.cs.height();
-        let next = if self.store.last_height().unwrap_or(0) >= h {
-            h + 1
-        } else {
-            h
-        };
+        let next = if self.decided >= h { h + 1 } else { h };
         let peer_ahead = self.peer_heights.values().any(|ph| *ph >= next);
         if self.app.has_work() || peer_ahead {
             self.started = true;
@@ -928,9 +915,7 @@ impl Node {
                 }
                 window(v.height)?;
                 let vote = vote_from_wire(from, &v)?;
-                self.votes
-                    .entry((vote.height, vote.round, step_of(vote.kind), from))
-                    .or_insert_with(|| env.clone());
+                self.remember_vote(&vote, &env);
                 if v.height > h {
                     self.peer_heights.insert(from, v.height);
                 }
@@ -965,7 +950,7 @@ impl Node {
     }
 
     fn maybe_sync(&mut self, from: u16, peer_height: u64) {
-        let decided = self.store.last_height().unwrap_or(0);
+        let decided = self.decided;
         // The peer works on `peer_height`, so it decided everything below it.
         if peer_height <= decided + 1 {
             return;
@@ -1067,7 +1052,7 @@ impl Node {
         let Some(pb::body::Kind::Proposal(p)) = body.kind else {
             return Err("sync proposal kind");
         };
-        let decided = self.store.last_height().unwrap_or(0);
+        let decided = self.decided;
         if p.height <= decided {
             return Ok(());
         }
@@ -1082,7 +1067,7 @@ impl Node {
             };
             self.input(Input::StartHeight(p.height), entry, p.height);
         }
-        if self.store.last_height().unwrap_or(0) >= p.height {
+        if self.decided >= p.height {
             return Ok(());
         }
         let (proposal, precommits) = self
@@ -1117,7 +1102,7 @@ impl Node {
             .collect();
         self.handle_outputs(rest);
         self.pending_validations.retain(|(b, _)| b.id() != id);
-        if self.store.last_height().unwrap_or(0) < p.height {
+        if self.decided < p.height {
             let entry = pb::WalEntry {
                 kind: Some(pb::wal_entry::Kind::Validity(pb::WalValidity {
                     value_id: id.to_vec(),
@@ -1134,7 +1119,7 @@ impl Node {
             );
         }
         self.fetched_attestation = None;
-        if self.store.last_height().unwrap_or(0) < p.height {
+        if self.decided < p.height {
             tracing::warn!(
                 height = p.height,
                 machine_height = self.cs.height(),
@@ -1307,7 +1292,7 @@ impl Node {
             s.committee = self.committee.len();
             s.height = self.cs.height();
             s.round = self.cs.round();
-            s.decided_height = self.store.last_height().unwrap_or(0);
+            s.decided_height = self.decided;
             s.attested_height = self.attested_height;
             s.peers = self.connected.iter().copied().collect();
             s.epoch = self.cfg.committee.epoch;

@@ -10,7 +10,7 @@
 //! | wal           | height u64 · seq u64                  | `pb::WalEntry`             |
 //! | votes         | height u64 · round u32 · step u8      | value id (own, as sent)    |
 //! | nonces        | `next` / `floor` / `c`·id u64         | u64 / marker               |
-//! | evidence      | height u64 · round u32 · step u8 · member u16 | two envelopes      |
+//! | evidence      | height u64 · round u32 · step u8 · member u16 | `pb::Evidence`     |
 //! | meta          | `schema`, `next_nonce`·chain u64      | u32 / u64                  |
 
 use alloy_primitives::B256;
@@ -385,12 +385,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut k = vote_key(height, round, step);
         k.extend_from_slice(&member.to_be_bytes());
-        let v = pb::SyncResponse {
-            blocks: vec![pb::CommittedBlock {
-                proposal: None,
-                precommits: vec![first.clone(), second.clone()],
-                attestation: None,
-            }],
+        let v = pb::Evidence {
+            first: Some(first.clone()),
+            second: Some(second.clone()),
         };
         self.put_sync("evidence", &k, &v.encode_to_vec())
     }

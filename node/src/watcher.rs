@@ -48,10 +48,6 @@ pub struct Watcher {
     halted: bool,
 }
 
-/// The answer of one RPC call, comparable across URLs.
-trait Agree: PartialEq + Clone {}
-impl<T: PartialEq + Clone> Agree for T {}
-
 #[derive(Debug, Clone, PartialEq)]
 struct Header {
     number: u64,
@@ -100,7 +96,7 @@ impl Watcher {
     /// backoff. Never gives up; each failure is counted and logged.
     async fn quorum<T, F, Fut>(&self, what: &str, f: F) -> T
     where
-        T: Agree,
+        T: PartialEq + Clone,
         F: Fn(DynProvider) -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<T>>,
     {

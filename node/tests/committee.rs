@@ -212,22 +212,26 @@ inbox = "{}"
     }
 
     /// Feeds `count` new observations (and the cursor) to every running node.
+    /// The watcher's report of nonces `from..fed` with the cursor at `fed`.
+    fn event(&self, from: u64) -> ChainEvent {
+        ChainEvent {
+            chain_id: CHAIN,
+            observations: (from..self.fed).map(message).collect(),
+            cursor: Cursor {
+                block_number: 100 + self.fed,
+                block_hash: B256::repeat_byte(3),
+                next_nonce: self.fed,
+            },
+            head: 100 + self.fed,
+            finalized: 100 + self.fed,
+        }
+    }
+
     async fn feed(&mut self, count: u64) {
         let from = self.fed;
         self.fed += count;
         for r in self.running.iter().flatten() {
-            let ev = ChainEvent {
-                chain_id: CHAIN,
-                observations: (from..self.fed).map(message).collect(),
-                cursor: Cursor {
-                    block_number: 100 + self.fed,
-                    block_hash: B256::repeat_byte(3),
-                    next_nonce: self.fed,
-                },
-                head: 100 + self.fed,
-                finalized: 100 + self.fed,
-            };
-            r.tx.send(ev).await.unwrap();
+            r.tx.send(self.event(from)).await.unwrap();
         }
     }
 
@@ -235,23 +239,12 @@ inbox = "{}"
     /// only the tail matters, but a full feed is idempotent).
     async fn refeed(&self, i: usize) {
         if let Some(r) = &self.running[i] {
-            let ev = ChainEvent {
-                chain_id: CHAIN,
-                observations: (0..self.fed).map(message).collect(),
-                cursor: Cursor {
-                    block_number: 100 + self.fed,
-                    block_hash: B256::repeat_byte(3),
-                    next_nonce: self.fed,
-                },
-                head: 100 + self.fed,
-                finalized: 100 + self.fed,
-            };
-            r.tx.send(ev).await.unwrap();
+            r.tx.send(self.event(0)).await.unwrap();
         }
     }
 }
 
-/// Opens a stopped node's DB and returns (attested message count, decided height).
+/// Opens a stopped node's DB and returns (attested message count, decided height, evidence records).
 fn inspect(home: &std::path::Path, gk: &sigil_crypto::GroupKey) -> (u64, u64, usize) {
     let store = Store::open(&home.join("db")).unwrap();
     let last = store.last_height().unwrap();

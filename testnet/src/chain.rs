@@ -90,8 +90,38 @@ pub async fn deploy<P: Provider>(
         .ok_or_else(|| anyhow!("receipt without contract address"))
 }
 
+/// Deploys a `SigilGateway`. Errors: missing artifact, RPC failure, revert.
+pub async fn deploy_gateway<P: Provider>(provider: &P) -> Result<Address> {
+    deploy(
+        provider,
+        artifact_bytecode("SigilGateway.sol", "SigilGateway")?,
+        &[],
+    )
+    .await
+}
+
+/// Deploys a `SigilInbox` administered by `admin` (1-hour key grace period) and a
+/// `RecordingReceiver` that accepts only that inbox; returns `(inbox, receiver)`.
+/// Errors: missing artifact, RPC failure, revert.
+pub async fn deploy_inbox<P: Provider>(provider: &P, admin: Address) -> Result<(Address, Address)> {
+    use alloy::sol_types::SolValue;
+    let inbox = deploy(
+        provider,
+        artifact_bytecode("SigilInbox.sol", "SigilInbox")?,
+        &(admin, alloy::primitives::U256::from(3600u64)).abi_encode_params(),
+    )
+    .await?;
+    let receiver = deploy(
+        provider,
+        artifact_bytecode("RecordingReceiver.sol", "RecordingReceiver")?,
+        &inbox.abi_encode(),
+    )
+    .await?;
+    Ok((inbox, receiver))
+}
+
 /// A provider for `anvil` that signs with its `index`-th funded dev account.
-pub fn provider_for(anvil: &AnvilInstance, index: usize) -> Result<impl Provider + Clone> {
+pub fn provider_for(anvil: &AnvilInstance, index: usize) -> Result<impl Provider + Clone + use<>> {
     let key = anvil
         .nth_key(index)
         .ok_or_else(|| anyhow!("anvil has no key {index}"))?;

@@ -4,16 +4,15 @@
 //! message, per-node figures). Everything lives in one run directory.
 
 use crate::chain::{
-    RecordingReceiver, SigilGateway, SigilInbox, artifact_bytecode, deploy, repo_root,
-    spawn_anvil_with,
+    RecordingReceiver, SigilGateway, SigilInbox, deploy_gateway, deploy_inbox, provider_for,
+    repo_root, spawn_anvil_with,
 };
-use alloy::network::EthereumWallet;
 use alloy::node_bindings::AnvilInstance;
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::Filter;
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::{SolEvent, SolValue};
+use alloy::sol_types::SolEvent;
 use anyhow::{Context, Result, anyhow, bail};
 use sigil_node::api::BatchView;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -187,29 +186,9 @@ fn percentiles(mut v: Vec<u64>) -> [u64; 3] {
 
 async fn deploy_chain(id: u64, block_time: u64) -> Result<Chain> {
     let anvil = spawn_anvil_with(id, Some(block_time))?;
-    let key = anvil.keys()[0].clone();
-    let p = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(PrivateKeySigner::from(key)))
-        .connect_http(anvil.endpoint_url());
-    let admin = anvil.addresses()[0];
-    let gateway = deploy(
-        &p,
-        artifact_bytecode("SigilGateway.sol", "SigilGateway")?,
-        &[],
-    )
-    .await?;
-    let inbox = deploy(
-        &p,
-        artifact_bytecode("SigilInbox.sol", "SigilInbox")?,
-        &(admin, U256::from(3600u64)).abi_encode_params(),
-    )
-    .await?;
-    let receiver = deploy(
-        &p,
-        artifact_bytecode("RecordingReceiver.sol", "RecordingReceiver")?,
-        &inbox.abi_encode(),
-    )
-    .await?;
+    let p = provider_for(&anvil, 0)?;
+    let gateway = deploy_gateway(&p).await?;
+    let (inbox, receiver) = deploy_inbox(&p, anvil.addresses()[0]).await?;
     Ok(Chain {
         id,
         anvil,
@@ -363,11 +342,7 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
 
     // 4. Register the key on both inboxes.
     for c in [&a, &b] {
-        let p = ProviderBuilder::new()
-            .wallet(EthereumWallet::from(PrivateKeySigner::from(
-                c.anvil.keys()[0].clone(),
-            )))
-            .connect_http(c.anvil.endpoint_url());
+        let p = provider_for(&c.anvil, 0)?;
         let inbox = SigilInbox::new(c.inbox, &p);
         let r = inbox
             .initialize(1, gx.parse::<U256>()?, gy.parse::<U256>()?)
@@ -409,14 +384,8 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     let back = args.back.unwrap_or(args.messages / 10);
     let sender_key = a.anvil.keys()[2].clone();
     let sender = PrivateKeySigner::from(sender_key.clone());
-    let pa = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(sender.clone()))
-        .connect_http(a.anvil.endpoint_url())
-        .erased();
-    let pb = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(sender.clone()))
-        .connect_http(b.anvil.endpoint_url())
-        .erased();
+    let pa = provider_for(&a.anvil, 2)?.erased();
+    let pb = provider_for(&b.anvil, 2)?.erased();
     let mut plan: Vec<(bool, u32)> = (0..args.messages).map(|i| (true, i)).collect();
     // Interleave the way back.
     for j in 0..back {
@@ -430,7 +399,7 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     nonces.insert(true, pa.get_transaction_count(sender.address()).await?);
     nonces.insert(false, pb.get_transaction_count(sender.address()).await?);
     let mut sent_at: HashMap<Bytes, u64> = HashMap::new();
-    let mut tracker = Tracker::new(&a, &b, &nodes);
+    let mut tracker = Tracker::new(&a, &b);
     let mut killed_at: Option<Instant> = None;
     let burst = args.burst.max(1) as usize;
     let interval = Duration::from_secs_f64(burst as f64 / f64::from(args.rate.max(1)));
@@ -529,13 +498,10 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     let mut deliver_lat = Vec::new();
     let mut last_delivery = 0u64;
     for (id, (sent, _)) in &sent_ids {
-        let fin = tracker
-            .source_final_ms
-            .get(id)
-            .copied()
-            .unwrap_or(*sent + confirm_ms);
+        // Source finality estimated as send time + confirmations x block time.
+        let fin = *sent + confirm_ms;
         match tracker.delivered.get(id) {
-            Some((at, _)) => {
+            Some(at) => {
                 deliver_lat.push(at.saturating_sub(fin));
                 last_delivery = last_delivery.max(*at);
             }
@@ -710,13 +676,12 @@ struct Tracker {
     http: reqwest::Client,
     next_height: u64,
     attested: HashMap<B256, u64>,
-    delivered: HashMap<B256, (u64, u32)>,
-    source_final_ms: HashMap<B256, u64>,
+    delivered: HashMap<B256, u64>,
     inboxes: Vec<(DynProvider, Address, u64)>,
 }
 
 impl Tracker {
-    fn new(a: &Chain, b: &Chain, _nodes: &[NodeProc]) -> Self {
+    fn new(a: &Chain, b: &Chain) -> Self {
         let inboxes = [a, b]
             .iter()
             .map(|c| {
@@ -734,7 +699,6 @@ impl Tracker {
             next_height: 1,
             attested: HashMap::new(),
             delivered: HashMap::new(),
-            source_final_ms: HashMap::new(),
             inboxes,
         }
     }
@@ -767,11 +731,7 @@ impl Tracker {
             if let Ok(logs) = p.get_logs(&f).await {
                 for l in logs {
                     if let Ok(ev) = l.log_decode::<SigilInbox::MessageDelivered>() {
-                        let e = self
-                            .delivered
-                            .entry(ev.inner.data.messageId)
-                            .or_insert((now, 0));
-                        e.1 += 1;
+                        self.delivered.entry(ev.inner.data.messageId).or_insert(now);
                     }
                 }
                 *from = head + 1;

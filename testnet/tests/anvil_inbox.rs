@@ -5,14 +5,13 @@
 //! (anvil from npm, `forge build` artifacts).
 
 use alloy::primitives::{Address, Bytes, U256};
-use alloy::sol_types::SolValue;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sigil_crypto::keys::trusted_dealer;
 use sigil_crypto::signing::sign_local;
 use sigil_crypto::{BatchTree, Message, OnchainSignature, batch_digest};
 use sigil_testnet::chain::{
-    RecordingReceiver, SigilGateway, SigilInbox, artifact_bytecode, deploy, provider_for,
+    RecordingReceiver, SigilGateway, SigilInbox, deploy_gateway, deploy_inbox, provider_for,
     spawn_anvil,
 };
 use std::collections::BTreeMap;
@@ -28,27 +27,8 @@ async fn message_crosses_from_gateway_to_inbox_with_a_frost_attestation() {
     let pb = provider_for(&anvil_b, 0).unwrap();
     let admin = anvil_b.addresses()[0];
 
-    let gateway = deploy(
-        &pa,
-        artifact_bytecode("SigilGateway.sol", "SigilGateway").unwrap(),
-        &[],
-    )
-    .await
-    .unwrap();
-    let inbox = deploy(
-        &pb,
-        artifact_bytecode("SigilInbox.sol", "SigilInbox").unwrap(),
-        &(admin, U256::from(3600u64)).abi_encode_params(),
-    )
-    .await
-    .unwrap();
-    let receiver = deploy(
-        &pb,
-        artifact_bytecode("RecordingReceiver.sol", "RecordingReceiver").unwrap(),
-        &inbox.abi_encode(),
-    )
-    .await
-    .unwrap();
+    let gateway = deploy_gateway(&pa).await.unwrap();
+    let (inbox, receiver) = deploy_inbox(&pb, admin).await.unwrap();
 
     // Committee key (3-of-4) registered on the inbox.
     let mut rng = ChaCha20Rng::seed_from_u64(42);
@@ -134,15 +114,7 @@ async fn message_crosses_from_gateway_to_inbox_with_a_frost_attestation() {
     println!("submitBatch gas used on anvil: {}", submit.gas_used);
 
     // Deliver the first with a single proof, the second through deliverBatch.
-    let as_abi = |m: &Message| SigilInbox::Message {
-        sourceChainId: m.source_chain_id,
-        sourceGateway: m.source_gateway,
-        nonce: m.nonce,
-        sender: m.sender,
-        destChainId: m.dest_chain_id,
-        recipient: m.recipient,
-        payload: m.payload.clone(),
-    };
+    let as_abi = |m: &Message| SigilInbox::Message::from(m);
     let proof = tree.proof(&leaves[0]).unwrap();
     let d = inbox_c
         .deliver(as_abi(&messages[0]), proof)

@@ -3,18 +3,18 @@
 //! a second relayer starting from scratch sends nothing (idempotent); a transaction that
 //! disappears from the mempool is replaced with higher fees and the batch still lands.
 
-use alloy::network::EthereumWallet;
-use alloy::primitives::{Address, B256, Bytes, U256};
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::primitives::{Address, B256, Bytes};
+use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::SolValue;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sigil_crypto::{BatchTree, Message, OnchainSignature};
 use sigil_node::api::{BatchView, MessageView, SignatureView};
 use sigil_node::metrics::Metrics;
 use sigil_node::relayer::{RelayChain, RelayerConfig, TxRecord};
-use sigil_testnet::chain::{RecordingReceiver, SigilInbox, artifact_bytecode, deploy, spawn_anvil};
+use sigil_testnet::chain::{
+    RecordingReceiver, SigilInbox, deploy_inbox, provider_for, spawn_anvil,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,27 +31,8 @@ struct Setup {
 
 async fn setup(count: u64) -> Setup {
     let anvil = spawn_anvil(DEST).unwrap();
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(PrivateKeySigner::from(
-            anvil.keys()[0].clone(),
-        )))
-        .connect_http(anvil.endpoint_url())
-        .erased();
-    let admin = anvil.addresses()[0];
-    let inbox = deploy(
-        &provider,
-        artifact_bytecode("SigilInbox.sol", "SigilInbox").unwrap(),
-        &(admin, U256::from(3600u64)).abi_encode_params(),
-    )
-    .await
-    .unwrap();
-    let receiver = deploy(
-        &provider,
-        artifact_bytecode("RecordingReceiver.sol", "RecordingReceiver").unwrap(),
-        &inbox.abi_encode(),
-    )
-    .await
-    .unwrap();
+    let provider = provider_for(&anvil, 0).unwrap().erased();
+    let (inbox, receiver) = deploy_inbox(&provider, anvil.addresses()[0]).await.unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(8);
     let dealt = sigil_crypto::keys::trusted_dealer(3, 4, &mut rng).unwrap();
     SigilInbox::new(inbox, &provider)

@@ -3,14 +3,12 @@
 //! that changes hash halts the chain with a metric, and a fault-injecting RPC proxy (errors,
 //! hangs, wrong answers) never makes it observe what is not canonical; it recovers.
 
-use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, Bytes};
-use alloy::providers::{Provider, ProviderBuilder};
-use alloy::signers::local::PrivateKeySigner;
+use alloy::providers::Provider;
 use sigil_node::config::{ChainSection, Finality};
 use sigil_node::metrics::Metrics;
 use sigil_node::watcher::Watcher;
-use sigil_testnet::chain::{SigilGateway, artifact_bytecode, deploy, spawn_anvil};
+use sigil_testnet::chain::{SigilGateway, deploy_gateway, provider_for, spawn_anvil};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
@@ -26,19 +24,8 @@ struct Env {
 async fn env() -> Env {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let anvil = spawn_anvil(CHAIN).unwrap();
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(PrivateKeySigner::from(
-            anvil.keys()[0].clone(),
-        )))
-        .connect_http(anvil.endpoint_url())
-        .erased();
-    let gateway = deploy(
-        &provider,
-        artifact_bytecode("SigilGateway.sol", "SigilGateway").unwrap(),
-        &[],
-    )
-    .await
-    .unwrap();
+    let provider = provider_for(&anvil, 0).unwrap().erased();
+    let gateway = deploy_gateway(&provider).await.unwrap();
     Env {
         anvil,
         provider,
