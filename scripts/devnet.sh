@@ -8,6 +8,20 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$here/setup.sh"
 source "$here/env.sh"
 cd "$root"
-echo "[devnet] building sigil and sigil-devnet ..." >&2
-cargo build --quiet -p sigil-node -p sigil-testnet --bins
+# A cold build takes ~25 minutes on 2 cores (RocksDB's C++ is the largest part); cargo's own
+# progress (crate n/N, the one compiling now) shows it is alive. A warm build takes seconds.
+if [[ -x "$CARGO_TARGET_DIR/debug/sigil" ]]; then
+  echo "[devnet] building sigil and sigil-devnet (incremental) ..." >&2
+else
+  echo "[devnet] first build of sigil and sigil-devnet: about 25 minutes on 2 cores, most of it" >&2
+  echo "[devnet] RocksDB's C++; later runs reuse $CARGO_TARGET_DIR and take seconds" >&2
+fi
+start=$(date +%s)
+# --progress on a terminal; one line per finished crate otherwise (CI logs stay readable).
+if [[ -t 2 ]]; then
+  cargo build -p sigil-node -p sigil-testnet --bins
+else
+  cargo build -p sigil-node -p sigil-testnet --bins 2>&1 | grep --line-buffered -E '^( +Compiling|error|warning: unused)|Finished' >&2
+fi
+echo "[devnet] build done in $(( $(date +%s) - start )) s" >&2
 exec "$CARGO_TARGET_DIR/debug/sigil" devnet "$@"

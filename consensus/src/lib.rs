@@ -32,14 +32,3 @@ pub use types::{
     ValidatorSetError, Value, Vote, VoteKind,
 };
 pub use votes::{AddVote, VoteKeeper, VoteSet};
-
-/// Largest number of faulty members `f` a committee of `n` equal validators tolerates:
-/// floor((n - 1) / 3).
-pub fn max_faulty(n: usize) -> usize {
-    n.saturating_sub(1) / 3
-}
-
-/// Votes needed for a quorum among `n` equal validators: 2f + 1.
-pub fn quorum(n: usize) -> usize {
-    2 * max_faulty(n) + 1
-}

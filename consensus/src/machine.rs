@@ -469,7 +469,7 @@ impl<A: Address, V: Value> Consensus<A, V> {
         &mut self,
         p: Proposal<A, V>,
         precommits: Vec<Vote<A, V::Id>>,
-        out: &mut Vec<Output<A, V>>,
+        _out: &mut Vec<Output<A, V>>,
     ) {
         if !self.started
             || p.height != self.height
@@ -503,11 +503,9 @@ impl<A: Address, V: Value> Consensus<A, V> {
             self.dropped += 1;
             return;
         }
-        if !self.validity.contains_key(&id) && self.asked.insert(id) {
-            out.push(Output::Validate {
-                value: p.value.clone(),
-            });
-        }
+        // No validity check of our own: 2f+1 precommits mean at least f+1 correct members
+        // validated the value (L49 needs only the proposal and the precommit quorum). The
+        // certificate is the authority; the host MUST NOT answer validity on its behalf.
         self.certified = Some((p.round, p.value, precommits));
     }
 
@@ -691,9 +689,7 @@ impl<A: Address, V: Value> Consensus<A, V> {
 
     /// L49-L54: PROPOSAL(h, r, v, *) and 2f+1 PRECOMMIT(h, r, id(v)) for any round r.
     fn rule_decide(&mut self, out: &mut Vec<Output<A, V>>) -> bool {
-        if let Some((r, v, certificate)) = self.certified.clone()
-            && self.is_valid(&v) == Some(true)
-        {
+        if let Some((r, v, certificate)) = self.certified.clone() {
             self.decision = Some(v.clone()); // L51 from a verified certificate
             self.step = Step::Commit;
             out.push(Output::Decide(Decision {

@@ -2,14 +2,12 @@
 //! and is the libp2p identity (so a member's peer id follows from the committee list).
 //! Envelope signatures: `ECDSA-secp256k1(SHA-256(ENVELOPE_DOMAIN || body))`, 64 bytes r||s.
 
-use k256::ecdsa::signature::{Signer, Verifier};
-use k256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use k256::ecdsa::{SigningKey, VerifyingKey};
 use libp2p::PeerId;
 use sigil_proto as pb;
 use zeroize::Zeroizing;
 
-/// Domain tag prefixed to every signed envelope body.
-pub const ENVELOPE_DOMAIN: &[u8] = b"sigil/v1/envelope";
+pub use sigil_engine::envelope::ENVELOPE_DOMAIN;
 
 /// Errors from keys and envelopes.
 #[derive(Debug, thiserror::Error)]
@@ -98,24 +96,15 @@ impl NodeKey {
         Ok(libp2p::identity::secp256k1::Keypair::from(sk).into())
     }
 
-    /// Signs `body` as member `member`.
+    /// Signs `body` as member `member` ([`sigil_engine::envelope::seal`]).
     pub fn seal(&self, member: u16, body: &pb::Body) -> pb::Envelope {
-        use prost::Message as _;
-        let body = body.encode_to_vec();
-        let sig: Signature = self.key.sign(&signed_bytes(&body));
-        pb::Envelope {
-            member: u32::from(member),
-            body,
-            signature: sig.to_bytes().to_vec(),
-        }
+        sigil_engine::envelope::seal(&self.key, member, body)
     }
-}
 
-fn signed_bytes(body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(ENVELOPE_DOMAIN.len() + body.len());
-    m.extend_from_slice(ENVELOPE_DOMAIN);
-    m.extend_from_slice(body);
-    m
+    /// The secp256k1 signing key (the engine seals its own envelopes with it).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
 }
 
 /// The committee's public keys, member index i (1-based) at position i-1.
@@ -123,13 +112,19 @@ fn signed_bytes(body: &[u8]) -> Vec<u8> {
 pub struct Committee {
     keys: Vec<VerifyingKey>,
     peers: Vec<PeerId>,
+    engine: sigil_engine::Committee,
 }
 
 impl Committee {
     /// From the configured key list. Errors: [`IdentityError::Key`].
     pub fn new(keys: Vec<VerifyingKey>) -> Result<Self, IdentityError> {
         let peers = keys.iter().map(peer_id).collect::<Result<_, _>>()?;
-        Ok(Self { keys, peers })
+        let engine = sigil_engine::Committee::new(keys.clone());
+        Ok(Self {
+            keys,
+            peers,
+            engine,
+        })
     }
 
     /// The committee listed in config (`committee.members[*].key`, in order).
@@ -173,23 +168,21 @@ impl Committee {
         &self.peers
     }
 
-    /// Checks an envelope's member and signature and decodes its body.
+    /// The engine's view of the committee (keys only).
+    pub fn engine(&self) -> &sigil_engine::Committee {
+        &self.engine
+    }
+
+    /// Checks an envelope's member and signature and decodes its body
+    /// ([`sigil_engine::Committee::open`]).
     /// Errors: [`IdentityError::UnknownMember`], [`IdentityError::BadSignature`] (also for an
-    /// undecodable body).
+    /// undecodable or empty body).
     pub fn open(&self, env: &pb::Envelope) -> Result<(u16, pb::Body), IdentityError> {
-        use prost::Message as _;
-        let idx = usize::try_from(env.member).unwrap_or(usize::MAX);
-        let key = idx
-            .checked_sub(1)
-            .and_then(|i| self.keys.get(i))
-            .ok_or(IdentityError::UnknownMember(env.member))?;
-        let sig = Signature::from_slice(&env.signature)
-            .map_err(|_| IdentityError::BadSignature(env.member))?;
-        key.verify(&signed_bytes(&env.body), &sig)
-            .map_err(|_| IdentityError::BadSignature(env.member))?;
-        let body = pb::Body::decode(env.body.as_slice())
-            .map_err(|_| IdentityError::BadSignature(env.member))?;
-        Ok((env.member as u16, body))
+        use sigil_engine::EnvelopeError as E;
+        self.engine.open(env).map_err(|e| match e {
+            E::UnknownMember(m) => IdentityError::UnknownMember(m),
+            _ => IdentityError::BadSignature(env.member),
+        })
     }
 }
 

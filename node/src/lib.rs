@@ -1,7 +1,9 @@
 //! # sigil-node
 //!
 //! The host of a Sigil committee member: libp2p networking ([`p2p`]), RocksDB storage
-//! ([`store`]), the application core ([`app`]) and the consensus driver ([`node`]), EVM
+//! ([`store`]) and the host loop ([`node`]) around the pure member engine
+//! ([`sigil_engine`]: envelope admission, consensus driving, WAL, catch-up, validity and
+//! signing, which the simulator drives too), EVM
 //! chain watchers ([`watcher`]), the relayer ([`relayer`]), the HTTP API and metrics
 //! ([`api`], [`metrics`]), the networked DKG ([`dkg`]), configuration ([`config`]) and key
 //! files ([`keyfiles`]). The `sigil` binary (src/main.rs) is a thin clap layer over it.
@@ -13,7 +15,8 @@
 )]
 
 pub mod api;
-pub mod app;
+/// The application core lives in the engine crate; re-exported for the host's users.
+pub use sigil_engine::app;
 pub mod config;
 pub mod contracts;
 pub mod dkg;

@@ -17,7 +17,7 @@ use alloy_primitives::B256;
 use prost::Message as _;
 use rocksdb::{ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
 use sigil_crypto::nonce::NonceStatus;
-use sigil_crypto::{Message, NonceError, NonceId, NonceLedger};
+use sigil_crypto::{NonceError, NonceId, NonceLedger};
 use sigil_proto as pb;
 use std::ops::Range;
 use std::path::Path;
@@ -67,32 +67,7 @@ pub enum StoreError {
     },
 }
 
-/// A message observed at finality.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Observation {
-    /// The message as the gateway emitted it.
-    pub message: Message,
-    /// Source block number.
-    pub block_number: u64,
-    /// Source block hash (re-read at finality).
-    pub block_hash: B256,
-    /// When this node stored it (ms since the Unix epoch).
-    pub observed_at_ms: u64,
-    /// Source block timestamp (s).
-    #[serde(default)]
-    pub block_time: u64,
-}
-
-/// How far this node observed a gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct Cursor {
-    /// Last block scanned at finality.
-    pub block_number: u64,
-    /// Its hash.
-    pub block_hash: B256,
-    /// Next gateway nonce expected.
-    pub next_nonce: u64,
-}
+pub use sigil_engine::{Cursor, Observation};
 
 /// The node's database (cheap to clone).
 #[derive(Clone)]
@@ -334,6 +309,19 @@ impl Store {
         Ok(out)
     }
 
+    /// The highest WAL sequence number still held (0 if the WAL is empty).
+    pub fn last_wal_seq(&self) -> Result<u64, StoreError> {
+        let cf = self.cf("wal")?;
+        let mut max = 0;
+        for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+            let (k, _) = item?;
+            if k.len() == 16 {
+                max = max.max(u64_of("wal", &k[8..])?);
+            }
+        }
+        Ok(max)
+    }
+
     /// Records an own vote before it is sent (durable). Returns the value id already recorded
     /// for this height/round/step if it differs (the caller must then not send).
     pub fn record_own_vote(
@@ -571,5 +559,78 @@ mod tests {
             Store::open(dir.path()),
             Err(StoreError::Schema { found: 99, .. })
         ));
+    }
+}
+
+fn port_err(op: &'static str, e: StoreError) -> sigil_engine::StorageError {
+    sigil_engine::StorageError {
+        op,
+        detail: e.to_string(),
+    }
+}
+
+/// The engine's storage port over RocksDB. Blocks, own votes and evidence are written with
+/// `sync`; WAL appends are buffered until [`Store::sync_wal`].
+impl sigil_engine::Storage for Store {
+    fn wal_append(
+        &mut self,
+        height: u64,
+        seq: u64,
+        entry: &pb::WalEntry,
+    ) -> Result<(), sigil_engine::StorageError> {
+        Store::wal_append(self, height, seq, entry).map_err(|e| port_err("wal_append", e))
+    }
+
+    fn sync_wal(&mut self) -> Result<(), sigil_engine::StorageError> {
+        Store::sync_wal(self).map_err(|e| port_err("sync_wal", e))
+    }
+
+    fn wal(&self, height: u64) -> Result<Vec<pb::WalEntry>, sigil_engine::StorageError> {
+        Store::wal(self, height).map_err(|e| port_err("wal", e))
+    }
+
+    fn last_wal_seq(&self) -> Result<u64, sigil_engine::StorageError> {
+        Store::last_wal_seq(self).map_err(|e| port_err("last_wal_seq", e))
+    }
+
+    fn record_own_vote(
+        &mut self,
+        height: u64,
+        round: u32,
+        step: u8,
+        value: &[u8],
+    ) -> Result<Option<Vec<u8>>, sigil_engine::StorageError> {
+        Store::record_own_vote(self, height, round, step, value)
+            .map_err(|e| port_err("record_own_vote", e))
+    }
+
+    fn put_block(
+        &mut self,
+        height: u64,
+        block: &pb::CommittedBlock,
+        next_nonces: &[(u64, u64)],
+    ) -> Result<(), sigil_engine::StorageError> {
+        Store::put_block(self, height, block, next_nonces).map_err(|e| port_err("put_block", e))
+    }
+
+    fn block(&self, height: u64) -> Result<Option<pb::CommittedBlock>, sigil_engine::StorageError> {
+        Store::block(self, height).map_err(|e| port_err("block", e))
+    }
+
+    fn last_height(&self) -> Result<u64, sigil_engine::StorageError> {
+        Store::last_height(self).map_err(|e| port_err("last_height", e))
+    }
+
+    fn put_evidence(
+        &mut self,
+        height: u64,
+        round: u32,
+        step: u8,
+        member: u16,
+        first: &pb::Envelope,
+        second: &pb::Envelope,
+    ) -> Result<(), sigil_engine::StorageError> {
+        Store::put_evidence(self, height, round, step, member, first, second)
+            .map_err(|e| port_err("put_evidence", e))
     }
 }

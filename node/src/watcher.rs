@@ -23,20 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// What a watcher reports.
-#[derive(Debug, Clone)]
-pub struct ChainEvent {
-    /// Source chain id.
-    pub chain_id: u64,
-    /// New observations (gateway nonce order, gap-free from the previous cursor).
-    pub observations: Vec<Observation>,
-    /// The cursor after them.
-    pub cursor: Cursor,
-    /// Latest head seen (block number).
-    pub head: u64,
-    /// Latest final block (number).
-    pub finalized: u64,
-}
+pub use sigil_engine::ChainEvent;
 
 /// One chain's watcher.
 pub struct Watcher {

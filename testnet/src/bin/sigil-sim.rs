@@ -4,8 +4,12 @@
 //! - `sigil-sim sweep --seeds 10000` runs every fault model over many seeds and prints the
 //!   exact replay command of any failing seed.
 //! - `sigil-sim bench` prints the committee-size table of BENCHMARKS.md.
+//! - `sigil-sim member --seed 7 --adversary forged-catchup --byzantine 2` replays one
+//!   whole-member schedule (the engine the binary runs); `sigil-sim member-sweep --seeds
+//!   12000` sweeps every adversary in every seat (108,000 schedules at n = 4).
 
 use clap::{Parser, Subcommand};
+use sigil_testnet::membersim::{self as member, Adversary};
 use sigil_testnet::sim::{FaultModel, Scenario, replay_command, run};
 use std::time::Instant;
 
@@ -52,6 +56,41 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         start: u64,
     },
+    /// Run one whole-member schedule.
+    Member {
+        /// Committee size.
+        #[arg(long, default_value_t = 4)]
+        nodes: u16,
+        /// RNG seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Adversary: forged-catchup, attempt-bumper, far-future, double-voter,
+        /// equivocating-proposer, invalid-proposer, bad-shares, silent, replayer.
+        #[arg(long)]
+        adversary: Option<String>,
+        /// The Byzantine member (1-based).
+        #[arg(long, default_value_t = 1)]
+        byzantine: u16,
+        /// Crash this honest member right after its first decision, restart it later.
+        #[arg(long)]
+        crash_after_decide: Option<u16>,
+        /// Messages the source chain emits.
+        #[arg(long, default_value_t = 12)]
+        messages: u64,
+    },
+    /// Sweep whole-member schedules: every adversary in every seat, every third seed with a
+    /// crash-restart of an honest member.
+    MemberSweep {
+        /// Seeds (each runs every adversary once).
+        #[arg(long, default_value_t = 1000)]
+        seeds: u64,
+        /// Committee size.
+        #[arg(long, default_value_t = 4)]
+        nodes: u16,
+        /// First seed.
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+    },
     /// Committee-size scaling table.
     Bench {
         /// Heights per run.
@@ -62,6 +101,87 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
+        Cmd::Member {
+            nodes,
+            seed,
+            adversary,
+            byzantine,
+            crash_after_decide,
+            messages,
+        } => {
+            let adv = match adversary {
+                Some(name) => Some((
+                    byzantine,
+                    Adversary::from_name(&name)
+                        .ok_or_else(|| anyhow::anyhow!("unknown --adversary {name}"))?,
+                )),
+                None => None,
+            };
+            let mut sc = member::Scenario::new(nodes, seed, adv);
+            sc.crash_after_decide = crash_after_decide;
+            sc.messages = messages;
+            let t = Instant::now();
+            let r = member::run(sc);
+            println!(
+                "n {nodes} seed {seed}: {} events in {:.1?}, decided {}, {} attestations, done at {:?} ms, peak state {} / WAL {}, trace {:016x}",
+                r.events,
+                t.elapsed(),
+                r.decided,
+                r.attestations,
+                r.done_ms,
+                r.peak_state,
+                r.peak_wal,
+                r.trace_hash
+            );
+            if let Some(v) = r.violation {
+                anyhow::bail!("violation: {v}");
+            }
+        }
+        Cmd::MemberSweep {
+            seeds,
+            nodes,
+            start,
+        } => {
+            let t = Instant::now();
+            let mut count = 0u64;
+            let mut failures = 0u64;
+            let mut peak = (0usize, 0usize);
+            let mut slowest = 0u64;
+            for seed in start..start + seeds {
+                for a in Adversary::ALL {
+                    let byz = (seed % u64::from(nodes)) as u16 + 1;
+                    let mut sc = member::Scenario::new(nodes, seed, Some((byz, a)));
+                    if seed % 3 == 0 {
+                        sc.crash_after_decide = Some(byz % nodes + 1);
+                    }
+                    let r = member::run(sc.clone());
+                    count += 1;
+                    peak = (peak.0.max(r.peak_state), peak.1.max(r.peak_wal));
+                    slowest = slowest.max(r.done_ms.unwrap_or(0));
+                    if let Some(v) = r.violation {
+                        failures += 1;
+                        println!("FAIL {v}\n  replay: {}", member::replay_command(&sc));
+                    }
+                }
+                if (seed - start + 1) % 1000 == 0 {
+                    println!(
+                        "{count} schedules, {failures} violations, {:.1?}",
+                        t.elapsed()
+                    );
+                }
+            }
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "{count} whole-member schedules (n = {nodes}, {} adversaries), {failures} violations, {secs:.1} s, {:.1} schedules/s, slowest done at {slowest} virtual ms, peak driver state {} entries, peak WAL {} records",
+                Adversary::ALL.len(),
+                count as f64 / secs,
+                peak.0,
+                peak.1
+            );
+            if failures > 0 {
+                anyhow::bail!("{failures} failing schedules");
+            }
+        }
         Cmd::Run {
             model,
             nodes,

@@ -1,0 +1,504 @@
+//! The application core: a sans-I/O state machine (no clock, no network, no disk of its
+//! own) that the node host and the simulator both drive.
+//!
+//! It owns
+//! - the **observation pool**: messages this member observed at finality, by source chain
+//!   and gateway nonce, plus the signed per-chain observation cursors of every member
+//!   (gossip stays flat: one cursor per chain per member, not one message per observation);
+//! - **block building**: a block names its batch by per-gateway nonce ranges below the point
+//!   a quorum (t members) has observed, its Merkle root, and the signing set with one
+//!   pre-published nonce commitment per signer — a few hundred bytes at 10,000 messages;
+//! - **validity**: a member accepts a block only if it observed every message in it with the
+//!   identical leaf (root recomputed from its own observations), the commitments are fresh,
+//!   and the limits hold; an unknown-yet message makes the answer [`Validity::Pending`];
+//! - **signing after decision** (RFC 9591 §5.2–5.3): the decided block's signers consume
+//!   their nonce durably and release shares; every member verifies shares and aggregates.
+//!   Missing or invalid shares past `share_timeout_ms` start a new attempt whose coordinator
+//!   picks fresh commitments from members that are neither culprits nor non-responders
+//!   (ROAST-style), until t honest shares form.
+//! - the member's **nonce pool**: commitments published ahead of use and refilled.
+
+pub use crate::types::{Member, Observation};
+use alloy_primitives::{Address, B256};
+use frost::SigningPackage;
+use frost::keys::{KeyPackage, PublicKeyPackage};
+use frost::round1::SigningCommitments;
+use frost::round2::SignatureShare;
+use frost_secp256k1 as frost;
+use prost::Message as _;
+use sha2::Digest as _;
+use sigil_consensus::{Height, Value};
+use sigil_crypto::{BatchTree, GroupKey, NonceId, NonceLedger, NoncePool};
+use sigil_proto as pb;
+use std::collections::{BTreeMap, BTreeSet};
+
+mod signing;
+#[cfg(test)]
+mod tests;
+
+/// The value the committee decides: a protobuf [`pb::Block`]. Its id is SHA-256 of the
+/// protobuf encoding (prost encodes deterministically), 32 bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Block(pub pb::Block);
+
+impl Eq for Block {}
+
+impl Value for Block {
+    type Id = B256;
+    fn id(&self) -> B256 {
+        B256::from_slice(&sha2::Sha256::digest(self.0.encode_to_vec()))
+    }
+}
+
+/// Static parameters of one member's application.
+#[derive(Debug, Clone)]
+pub struct AppParams {
+    /// This member (1-based), or `None` for an observer.
+    pub me: Option<Member>,
+    /// Committee size n.
+    pub n: u16,
+    /// FROST threshold and quorum t = 2f + 1.
+    pub t: u16,
+    /// Key epoch signed into every batch digest.
+    pub epoch: u64,
+    /// Watched gateways: (source chain id, gateway address).
+    pub chains: Vec<(u64, Address)>,
+    /// Most messages per block.
+    pub max_messages: u32,
+    /// Most payload bytes per block.
+    pub max_bytes: u64,
+    /// Nonces kept ready.
+    pub nonce_pool: u32,
+    /// Share collection deadline per attempt (ms).
+    pub share_timeout_ms: u64,
+}
+
+/// This member's signing material. The ledger must be durable in production.
+pub struct Signer {
+    /// Secret key package (from DKG).
+    pub key: KeyPackage,
+    /// Public key package shared by the committee.
+    pub public: PublicKeyPackage,
+    /// Pre-generated nonces (memory only).
+    pub pool: NoncePool,
+    /// Durable nonce ledger.
+    pub ledger: Box<dyn NonceLedger + Send>,
+}
+
+/// Answer to "is this block valid?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Validity {
+    /// Prevote for it.
+    Valid,
+    /// Prevote nil, with the reason.
+    Invalid(String),
+    /// Messages not observed yet; ask again later (then nil after a deadline).
+    Pending,
+}
+
+/// Something the host must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Sign and gossip this body.
+    Broadcast(pb::body::Kind),
+    /// A decided block now has a verified group signature.
+    Attested(pb::Attestation),
+    /// A member sent an invalid share (culprit) in an attempt.
+    Culprit {
+        /// Height.
+        height: Height,
+        /// Attempt.
+        attempt: u32,
+        /// The member.
+        member: Member,
+    },
+    /// A signing attempt timed out and a new one began.
+    Retry {
+        /// Height.
+        height: Height,
+        /// The new attempt.
+        attempt: u32,
+        /// Members excluded (non-responders and culprits).
+        excluded: Vec<Member>,
+    },
+    /// Our own signing request could not be served (e.g. unknown nonce after a restart).
+    SignRefused {
+        /// Height.
+        height: Height,
+        /// Why.
+        reason: String,
+    },
+}
+
+struct Session {
+    root: B256,
+    digest: B256,
+    message_ids: Vec<B256>,
+    attempt: u32,
+    started_ms: u64,
+    package: Option<SigningPackage>,
+    signers: BTreeSet<Member>,
+    shares: BTreeMap<Member, SignatureShare>,
+    culprits: BTreeSet<Member>,
+    silent: BTreeSet<Member>,
+    done: bool,
+    attestation: Option<pb::Attestation>,
+    /// A signing request for attempt `attempt + 1` from its coordinator, received before our
+    /// own share timeout moved us there; applied (at most one) when it does.
+    next_request: Option<pb::SignRequest>,
+}
+
+/// Most (member, nonce id) pairs remembered as used per member; older ids fall out (the
+/// member's own durable ledger still refuses them, so this only bounds memory).
+const USED_PER_MEMBER: usize = 1024;
+
+/// Counters for metrics and tests.
+#[derive(Debug, Default, Clone)]
+pub struct AppStats {
+    /// Invalid shares seen.
+    pub culprits: u64,
+    /// Signing attempts after the first.
+    pub retries: u64,
+    /// Shares this member released.
+    pub shares_sent: u64,
+    /// Attestations formed.
+    pub attestations: u64,
+    /// Inputs dropped (stale, unknown, malformed).
+    pub dropped: u64,
+    /// Signing requests refused (wrong coordinator, not the next attempt, replayed or
+    /// stale commitments).
+    pub requests_refused: u64,
+}
+
+/// The application state machine (see module docs).
+pub struct App {
+    p: AppParams,
+    signer: Option<Signer>,
+    group_key: Option<GroupKey>,
+    observations: BTreeMap<(u64, u64), Observation>,
+    cursors: BTreeMap<Member, BTreeMap<u64, pb::Cursor>>,
+    next_nonce: BTreeMap<u64, u64>,
+    commitments: BTreeMap<Member, BTreeMap<u64, SigningCommitments>>,
+    used: BTreeSet<(Member, u64)>,
+    sessions: BTreeMap<Height, Session>,
+    early_shares: BTreeMap<(Height, u32), BTreeMap<Member, Vec<u8>>>,
+    suspects: BTreeMap<Member, Height>,
+    online: Option<BTreeSet<Member>>,
+    rng: Box<dyn rand_core::CryptoRngCore + Send>,
+    height: Height,
+    /// Counters.
+    pub stats: AppStats,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("me", &self.p.me)
+            .field("height", &self.height)
+            .finish()
+    }
+}
+
+fn ser_commitments(c: &SigningCommitments) -> Vec<u8> {
+    c.serialize().unwrap_or_default()
+}
+
+impl App {
+    /// A fresh application. `next_nonce` gives, per source chain, the first gateway nonce not
+    /// yet in a decided block (from storage after a restart).
+    pub fn new(
+        p: AppParams,
+        signer: Option<Signer>,
+        group_key: Option<GroupKey>,
+        next_nonce: BTreeMap<u64, u64>,
+        rng: Box<dyn rand_core::CryptoRngCore + Send>,
+    ) -> Self {
+        Self {
+            p,
+            signer,
+            group_key,
+            observations: BTreeMap::new(),
+            cursors: BTreeMap::new(),
+            next_nonce,
+            commitments: BTreeMap::new(),
+            used: BTreeSet::new(),
+            sessions: BTreeMap::new(),
+            early_shares: BTreeMap::new(),
+            suspects: BTreeMap::new(),
+            online: None,
+            rng,
+            height: 1,
+            stats: AppStats::default(),
+        }
+    }
+
+    /// Parameters.
+    pub fn params(&self) -> &AppParams {
+        &self.p
+    }
+
+    /// Replaces the randomness used for nonces (default: the OS). The simulator passes a
+    /// seeded generator so a seed gives the same run.
+    pub fn set_rng(&mut self, rng: Box<dyn rand_core::CryptoRngCore + Send>) {
+        self.rng = rng;
+    }
+
+    /// Members currently reachable (the host's connected peers and itself). Signing sets
+    /// prefer them; `None` (the default) treats everyone as reachable.
+    pub fn set_online(&mut self, members: &[Member]) {
+        self.online = Some(members.iter().copied().collect());
+    }
+
+    /// Tells the app which height consensus is at (bounds buffers).
+    pub fn set_height(&mut self, h: Height) {
+        self.height = h;
+    }
+
+    /// The group key, if this member has one.
+    pub fn group_key(&self) -> Option<&GroupKey> {
+        self.group_key.as_ref()
+    }
+
+    /// First nonce not yet decided, per chain.
+    pub fn next_nonces(&self) -> &BTreeMap<u64, u64> {
+        &self.next_nonce
+    }
+
+    /// Adds observations made at finality and this member's cursor for their chain.
+    pub fn observe(
+        &mut self,
+        obs: impl IntoIterator<Item = Observation>,
+        cursor: Option<pb::Cursor>,
+    ) {
+        for o in obs {
+            let m = &o.message;
+            let floor = self
+                .next_nonce
+                .get(&m.source_chain_id)
+                .copied()
+                .unwrap_or(0);
+            if m.nonce >= floor {
+                self.observations.insert((m.source_chain_id, m.nonce), o);
+            }
+        }
+        if let (Some(me), Some(c)) = (self.p.me, cursor) {
+            self.cursors.entry(me).or_default().insert(c.chain_id, c);
+        }
+    }
+
+    /// A member's gossiped cursors.
+    pub fn on_cursors(&mut self, from: Member, cursors: &pb::Cursors) {
+        let entry = self.cursors.entry(from).or_default();
+        for c in &cursors.cursors {
+            if self.p.chains.iter().any(|(id, _)| *id == c.chain_id) {
+                entry.insert(c.chain_id, c.clone());
+            }
+        }
+    }
+
+    /// This member's cursors to gossip.
+    pub fn own_cursors(&self) -> pb::Cursors {
+        let cursors = self
+            .p
+            .me
+            .and_then(|me| self.cursors.get(&me))
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        pb::Cursors { cursors }
+    }
+
+    /// The gateway nonce below which at least t members have observed `chain`.
+    pub fn quorum_nonce(&self, chain: u64) -> u64 {
+        let mut seen: Vec<u64> = (1..=self.p.n)
+            .map(|m| {
+                self.cursors
+                    .get(&m)
+                    .and_then(|c| c.get(&chain))
+                    .map_or(0, |c| c.next_nonce)
+            })
+            .collect();
+        seen.sort_unstable_by(|a, b| b.cmp(a));
+        seen.get(usize::from(self.p.t).saturating_sub(1))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn own_next(&self, chain: u64) -> u64 {
+        self.p
+            .me
+            .and_then(|me| self.cursors.get(&me))
+            .and_then(|c| c.get(&chain))
+            .map_or(0, |c| c.next_nonce)
+    }
+
+    /// Whether a quorum has observed messages not yet decided (worth starting a height).
+    pub fn has_work(&self) -> bool {
+        self.p.chains.iter().any(|(c, _)| {
+            let next = self.next_nonce.get(c).copied().unwrap_or(0);
+            self.quorum_nonce(*c).min(self.own_next(*c)) > next
+        })
+    }
+
+    /// Leaves and ids of the messages in `ranges`, from our own observations, with the
+    /// total payload bytes. `Err(())` if any message is missing.
+    fn leaves(&self, ranges: &[pb::Range]) -> Result<(Vec<B256>, Vec<B256>, u64), ()> {
+        let mut leaves = Vec::new();
+        let mut ids = Vec::new();
+        let mut bytes = 0u64;
+        for r in ranges {
+            for nonce in r.from_nonce..r.to_nonce {
+                let o = self.observations.get(&(r.chain_id, nonce)).ok_or(())?;
+                leaves.push(o.message.leaf());
+                ids.push(o.message.id());
+                bytes += o.message.payload.len() as u64;
+            }
+        }
+        Ok((leaves, ids, bytes))
+    }
+
+    /// Builds the block to propose at `height` (paper: `getValue()`), or `None` when there is
+    /// nothing a quorum observed or too few fresh nonce commitments are known.
+    pub fn build_block(&self, height: Height, time_ms: u64) -> Option<Block> {
+        let mut ranges = Vec::new();
+        let mut count: u64 = 0;
+        let mut bytes: u64 = 0;
+        for (chain, gateway) in &self.p.chains {
+            let from = self.next_nonce.get(chain).copied().unwrap_or(0);
+            let upto = self.quorum_nonce(*chain).min(self.own_next(*chain));
+            let mut to = from;
+            while to < upto && count < u64::from(self.p.max_messages) {
+                let Some(o) = self.observations.get(&(*chain, to)) else {
+                    break;
+                };
+                let len = o.message.payload.len() as u64;
+                if bytes + len > self.p.max_bytes {
+                    break;
+                }
+                bytes += len;
+                count += 1;
+                to += 1;
+            }
+            if to > from {
+                ranges.push(pb::Range {
+                    chain_id: *chain,
+                    gateway: gateway.to_vec(),
+                    from_nonce: from,
+                    to_nonce: to,
+                });
+            }
+        }
+        if ranges.is_empty() {
+            return None;
+        }
+        let (leaves, _, _) = self.leaves(&ranges).ok()?;
+        let root = BatchTree::new(&leaves).ok()?.root();
+        let signers = self.pick_signers(height, &BTreeSet::new())?;
+        Some(Block(pb::Block {
+            height,
+            epoch: self.p.epoch,
+            ranges,
+            root: root.to_vec(),
+            count: count as u32,
+            signers,
+            time_ms,
+        }))
+    }
+
+    /// Checks a proposed block (paper: `valid(v)`).
+    pub fn validate(&self, height: Height, block: &Block) -> Validity {
+        let b = &block.0;
+        let bad = |s: String| Validity::Invalid(s);
+        if b.height != height {
+            return bad(format!("block for height {} at height {height}", b.height));
+        }
+        if b.epoch != self.p.epoch {
+            return bad(format!("epoch {} != {}", b.epoch, self.p.epoch));
+        }
+        if b.ranges.is_empty() || b.count == 0 || b.count > self.p.max_messages {
+            return bad(format!(
+                "count {} outside 1..={}",
+                b.count, self.p.max_messages
+            ));
+        }
+        let mut seen_chains = BTreeSet::new();
+        let mut total = 0u64;
+        for r in &b.ranges {
+            let Some((_, gw)) = self.p.chains.iter().find(|(c, _)| *c == r.chain_id) else {
+                return bad(format!("unknown chain {}", r.chain_id));
+            };
+            if r.gateway != gw.as_slice() {
+                return bad(format!("wrong gateway for chain {}", r.chain_id));
+            }
+            if !seen_chains.insert(r.chain_id) {
+                return bad(format!("chain {} twice", r.chain_id));
+            }
+            let next = self.next_nonce.get(&r.chain_id).copied().unwrap_or(0);
+            if r.from_nonce != next || r.to_nonce <= r.from_nonce {
+                return bad(format!(
+                    "range {}..{} on chain {} does not continue at {next}",
+                    r.from_nonce, r.to_nonce, r.chain_id
+                ));
+            }
+            total += r.to_nonce - r.from_nonce;
+        }
+        if total != u64::from(b.count) {
+            return bad(format!("count {} but ranges hold {total}", b.count));
+        }
+        let Ok((leaves, _, bytes)) = self.leaves(&b.ranges) else {
+            return Validity::Pending;
+        };
+        if bytes > self.p.max_bytes {
+            return bad(format!("{bytes} payload bytes > {}", self.p.max_bytes));
+        }
+        let root = match BatchTree::new(&leaves) {
+            Ok(t) => t.root(),
+            Err(e) => return bad(e.to_string()),
+        };
+        if b.root != root.as_slice() {
+            return bad("root differs from our observations".into());
+        }
+        if let Err(e) = self.check_signers(&b.signers) {
+            return bad(e);
+        }
+        Validity::Valid
+    }
+
+    fn check_signers(
+        &self,
+        signers: &[pb::Commitment],
+    ) -> Result<BTreeMap<Member, SigningCommitments>, String> {
+        if signers.len() != usize::from(self.p.t) {
+            return Err(format!("{} signers, need {}", signers.len(), self.p.t));
+        }
+        let mut out = BTreeMap::new();
+        for c in signers {
+            let m = u16::try_from(c.member)
+                .ok()
+                .filter(|m| (1..=self.p.n).contains(m));
+            let Some(m) = m else {
+                return Err(format!("signer {} not a member", c.member));
+            };
+            if self.used.contains(&(m, c.nonce_id)) {
+                return Err(format!("member {m} nonce {} already used", c.nonce_id));
+            }
+            let sc = SigningCommitments::deserialize(&c.commitments)
+                .map_err(|_| format!("member {m}: malformed commitment"))?;
+            if Some(m) == self.p.me {
+                let held = self
+                    .signer
+                    .as_ref()
+                    .and_then(|s| s.pool.commitments(NonceId(c.nonce_id)));
+                if held != Some(sc) {
+                    return Err(format!(
+                        "our nonce {} is not held (consumed or unknown)",
+                        c.nonce_id
+                    ));
+                }
+            }
+            if out.insert(m, sc).is_some() {
+                return Err(format!("signer {m} twice"));
+            }
+        }
+        Ok(out)
+    }
+}

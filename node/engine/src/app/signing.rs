@@ -1,0 +1,623 @@
+//! Nonce commitments and signing sessions after a decision (RFC 9591 §5.1–5.3), with
+//! ROAST-style retries.
+
+use super::*;
+
+/// A serialized FROST(secp256k1) signature share: one scalar, 32 bytes (RFC 9591 §4.1).
+const SHARE_BYTES: usize = 32;
+
+impl App {
+    /// A member's published nonce commitments (replaces what we knew).
+    pub fn on_commitments(&mut self, from: Member, list: &pb::NonceCommitments) {
+        let mut map = BTreeMap::new();
+        for c in list.commitments.iter().take(256) {
+            if c.member != u32::from(from) || self.used.contains(&(from, c.nonce_id)) {
+                continue;
+            }
+            match SigningCommitments::deserialize(&c.commitments) {
+                Ok(sc) => {
+                    map.insert(c.nonce_id, sc);
+                }
+                Err(_) => self.stats.dropped += 1,
+            }
+        }
+        self.commitments.insert(from, map);
+    }
+
+    /// Refills this member's nonce pool when it is below half, returning the full list of
+    /// commitments to publish (always, so peers that missed one catch up).
+    /// Errors: ledger storage failure.
+    pub fn refresh_commitments(
+        &mut self,
+    ) -> Result<Option<pb::NonceCommitments>, sigil_crypto::NonceError> {
+        let (Some(me), Some(signer)) = (self.p.me, self.signer.as_mut()) else {
+            return Ok(None);
+        };
+        let have = signer.pool.available() as u32;
+        if have < self.p.nonce_pool / 2 {
+            signer.pool.refill(
+                &signer.key,
+                self.p.nonce_pool - have,
+                signer.ledger.as_mut(),
+                &mut self.rng,
+            )?;
+        }
+        let mine: BTreeMap<u64, SigningCommitments> = signer
+            .pool
+            .ids()
+            .into_iter()
+            .filter(|id| !self.used.contains(&(me, id.0)))
+            .filter_map(|id| signer.pool.commitments(id).map(|c| (id.0, c)))
+            .collect();
+        let list = pb::NonceCommitments {
+            commitments: mine
+                .iter()
+                .map(|(id, c)| pb::Commitment {
+                    member: u32::from(me),
+                    nonce_id: *id,
+                    commitments: ser_commitments(c),
+                })
+                .collect(),
+        };
+        self.commitments.insert(me, mine);
+        Ok(Some(list))
+    }
+
+    pub(super) fn pick_signers(
+        &self,
+        height: Height,
+        exclude: &BTreeSet<Member>,
+    ) -> Option<Vec<pb::Commitment>> {
+        let n = self.p.n;
+        let mut order: Vec<Member> = Vec::new();
+        if let Some(me) = self.p.me {
+            order.push(me);
+        }
+        for k in 0..n {
+            let m = ((height + u64::from(k)) % u64::from(n)) as Member + 1;
+            if !order.contains(&m) {
+                order.push(m);
+            }
+        }
+        let suspect = |m: &Member| {
+            self.suspects.get(m).is_some_and(|until| *until >= height)
+                || self.online.as_ref().is_some_and(|on| !on.contains(m))
+        };
+        let mut ranked: Vec<Member> = order.iter().copied().filter(|m| !suspect(m)).collect();
+        ranked.extend(order.iter().copied().filter(|m| suspect(m)));
+        let mut out = Vec::new();
+        for m in ranked {
+            if exclude.contains(&m) {
+                continue;
+            }
+            let Some((id, c)) = self
+                .commitments
+                .get(&m)
+                .and_then(|cs| cs.iter().find(|(id, _)| !self.used.contains(&(m, **id))))
+            else {
+                continue;
+            };
+            out.push(pb::Commitment {
+                member: u32::from(m),
+                nonce_id: *id,
+                commitments: ser_commitments(c),
+            });
+            if out.len() == usize::from(self.p.t) {
+                out.sort_by_key(|c| c.member);
+                return Some(out);
+            }
+        }
+        None
+    }
+
+    /// A block was decided at `height`. Advances the pool, starts signing (attempt 0 with the
+    /// block's signing set) unless `attestation` (from catch-up) is given.
+    ///
+    /// Also the restart path: the host calls it for every stored, decided-but-unattested
+    /// height, so the session is rebuilt and this member verifies and aggregates the others'
+    /// shares, answers retries and adopts gossiped attestations. Its own attempt-0 nonce did
+    /// not survive the restart (the pool is memory-only), so it releases no attempt-0 share
+    /// ([`Effect::SignRefused`]). A second call for a height that has a session does nothing.
+    pub fn on_decided(
+        &mut self,
+        height: Height,
+        block: &Block,
+        attestation: Option<&pb::Attestation>,
+        now_ms: u64,
+    ) -> Vec<Effect> {
+        let b = &block.0;
+        if self.sessions.contains_key(&height) {
+            return Vec::new();
+        }
+        let ids = self.leaves(&b.ranges).map(|(_, ids, _)| ids).ok();
+        for r in &b.ranges {
+            let next = self.next_nonce.entry(r.chain_id).or_insert(0);
+            *next = (*next).max(r.to_nonce);
+            let floor = *next;
+            self.observations
+                .retain(|(c, n), _| *c != r.chain_id || *n >= floor);
+        }
+        for c in &b.signers {
+            if let Ok(m) = u16::try_from(c.member) {
+                self.mark_used(m, c.nonce_id);
+            }
+        }
+        self.height = self.height.max(height.saturating_add(1));
+        if attestation.is_some() {
+            return Vec::new();
+        }
+        let Ok(root) = B256::try_from(b.root.as_slice()) else {
+            self.stats.dropped += 1;
+            return Vec::new();
+        };
+        let digest = sigil_crypto::batch_digest(self.p.epoch, height, root);
+        let mut s = Session {
+            root,
+            digest,
+            message_ids: ids.unwrap_or_default(),
+            attempt: 0,
+            started_ms: now_ms,
+            package: None,
+            signers: BTreeSet::new(),
+            shares: BTreeMap::new(),
+            culprits: BTreeSet::new(),
+            silent: BTreeSet::new(),
+            done: false,
+            attestation: None,
+            next_request: None,
+        };
+        let mut out = Vec::new();
+        if let Ok(map) = self.commitments_of(&b.signers) {
+            self.start_attempt(&mut s, height, 0, map, now_ms, &mut out);
+        }
+        self.sessions.insert(height, s);
+        self.drain_early(height, &mut out);
+        out
+    }
+
+    /// Whether a signing session exists for `height` (decided here, attested or not).
+    pub fn has_session(&self, height: Height) -> bool {
+        self.sessions.contains_key(&height)
+    }
+
+    /// The signing attempt `height` is at, if it has a session.
+    pub fn attempt(&self, height: Height) -> Option<u32> {
+        self.sessions.get(&height).map(|s| s.attempt)
+    }
+
+    /// Records a commitment as used (never offered or accepted again), keeping at most
+    /// [`USED_PER_MEMBER`] ids per member.
+    pub(super) fn mark_used(&mut self, m: Member, id: u64) {
+        self.used.insert((m, id));
+        if let Some(cs) = self.commitments.get_mut(&m) {
+            cs.remove(&id);
+        }
+        let count = self.used.range((m, 0)..=(m, u64::MAX)).count();
+        if count > USED_PER_MEMBER
+            && let Some(first) = self.used.range((m, 0)..=(m, u64::MAX)).next().copied()
+        {
+            self.used.remove(&first);
+        }
+    }
+
+    fn commitments_of(
+        &self,
+        signers: &[pb::Commitment],
+    ) -> Result<BTreeMap<Member, (u64, SigningCommitments)>, ()> {
+        let mut map = BTreeMap::new();
+        for c in signers {
+            let m = u16::try_from(c.member).map_err(|_| ())?;
+            let sc = SigningCommitments::deserialize(&c.commitments).map_err(|_| ())?;
+            map.insert(m, (c.nonce_id, sc));
+        }
+        Ok(map)
+    }
+
+    fn start_attempt(
+        &mut self,
+        s: &mut Session,
+        height: Height,
+        attempt: u32,
+        map: BTreeMap<Member, (u64, SigningCommitments)>,
+        now_ms: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        let by_member: BTreeMap<Member, SigningCommitments> =
+            map.iter().map(|(m, (_, c))| (*m, *c)).collect();
+        let Ok(package) = sigil_crypto::signing::signing_package(&by_member, s.digest) else {
+            return;
+        };
+        s.attempt = attempt;
+        s.started_ms = now_ms;
+        s.signers = by_member.keys().copied().collect();
+        s.shares.clear();
+        if let (Some(me), Some((nonce, _))) = (self.p.me, self.p.me.and_then(|me| map.get(&me)))
+            && let Some(signer) = self.signer.as_mut()
+        {
+            match sigil_crypto::signing::sign(
+                &signer.key,
+                &package,
+                NonceId(*nonce),
+                &mut signer.pool,
+                signer.ledger.as_mut(),
+            ) {
+                Ok(share) => {
+                    self.stats.shares_sent += 1;
+                    s.shares.insert(me, share);
+                    out.push(Effect::Broadcast(pb::body::Kind::Share(
+                        pb::SignatureShare {
+                            height,
+                            attempt,
+                            share: share.serialize(),
+                        },
+                    )));
+                }
+                Err(e) => out.push(Effect::SignRefused {
+                    height,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        s.package = Some(package);
+        self.try_aggregate(s, height, out);
+    }
+
+    fn drain_early(&mut self, height: Height, out: &mut Vec<Effect>) {
+        let keys: Vec<(Height, u32)> = self
+            .early_shares
+            .range((height, 0)..=(height, u32::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            let cur = self.sessions.get(&height).map(|s| s.attempt);
+            if cur != Some(k.1) {
+                continue;
+            }
+            if let Some(shares) = self.early_shares.remove(&k) {
+                for (m, bytes) in shares {
+                    out.extend(self.on_share(
+                        m,
+                        &pb::SignatureShare {
+                            height,
+                            attempt: k.1,
+                            share: bytes,
+                        },
+                        0,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A signature share from member `from`.
+    pub fn on_share(
+        &mut self,
+        from: Member,
+        msg: &pb::SignatureShare,
+        _now_ms: u64,
+    ) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if msg.share.len() != SHARE_BYTES {
+            self.stats.dropped += 1;
+            return out;
+        }
+        let Some(mut s) = self.sessions.remove(&msg.height) else {
+            // Not decided here yet: keep a bounded number for a little while (attempt 0 or 1).
+            if msg.height >= self.height
+                && msg.height <= self.height.saturating_add(2)
+                && msg.attempt <= 1
+                && self.early_shares.len() < 64
+            {
+                self.early_shares
+                    .entry((msg.height, msg.attempt))
+                    .or_default()
+                    .insert(from, msg.share.clone());
+            } else {
+                self.stats.dropped += 1;
+            }
+            return out;
+        };
+        if s.done || msg.attempt < s.attempt {
+            self.sessions.insert(msg.height, s);
+            return out;
+        }
+        if msg.attempt > s.attempt || s.package.is_none() {
+            // Only the attempt in progress or the next one is worth holding.
+            if msg.attempt <= s.attempt.saturating_add(1) && self.early_shares.len() < 64 {
+                self.early_shares
+                    .entry((msg.height, msg.attempt))
+                    .or_default()
+                    .insert(from, msg.share.clone());
+            }
+            self.sessions.insert(msg.height, s);
+            return out;
+        }
+        if !s.signers.contains(&from) || s.shares.contains_key(&from) {
+            self.sessions.insert(msg.height, s);
+            return out;
+        }
+        let share = SignatureShare::deserialize(&msg.share);
+        let ok = match (&share, &s.package, &self.signer) {
+            (Ok(sh), Some(pkg), Some(signer)) => {
+                sigil_crypto::signing::verify_share(pkg, from, sh, &signer.public).is_ok()
+            }
+            (Ok(_), Some(_), None) => true,
+            _ => false,
+        };
+        match share {
+            Ok(sh) if ok => {
+                s.shares.insert(from, sh);
+                self.try_aggregate(&mut s, msg.height, &mut out);
+            }
+            _ => {
+                s.culprits.insert(from);
+                self.stats.culprits += 1;
+                self.suspects.insert(from, msg.height + 16);
+                out.push(Effect::Culprit {
+                    height: msg.height,
+                    attempt: msg.attempt,
+                    member: from,
+                });
+            }
+        }
+        self.sessions.insert(msg.height, s);
+        out
+    }
+
+    fn try_aggregate(&mut self, s: &mut Session, height: Height, out: &mut Vec<Effect>) {
+        if s.done || s.shares.len() < s.signers.len() {
+            return;
+        }
+        let (Some(pkg), Some(signer), Some(gk)) = (&s.package, &self.signer, &self.group_key)
+        else {
+            return;
+        };
+        match sigil_crypto::signing::aggregate(pkg, &s.shares, &signer.public) {
+            Ok(sig) => {
+                if sigil_crypto::signing::verify(gk, s.digest, &sig).is_err() {
+                    return;
+                }
+                let Ok(bytes) = sig.serialize() else { return };
+                s.done = true;
+                self.stats.attestations += 1;
+                let a = pb::Attestation {
+                    epoch: self.p.epoch,
+                    height,
+                    root: s.root.to_vec(),
+                    signature: bytes,
+                    message_ids: s.message_ids.iter().map(|i| i.to_vec()).collect(),
+                };
+                // Members that missed shares finish from this one; kept to answer late
+                // signing requests with it instead of a new share.
+                let gossiped = pb::Attestation {
+                    message_ids: Vec::new(),
+                    ..a.clone()
+                };
+                s.attestation = Some(gossiped.clone());
+                out.push(Effect::Broadcast(pb::body::Kind::Attestation(gossiped)));
+                out.push(Effect::Attested(a));
+            }
+            Err(sigil_crypto::SigningError::InvalidShares { culprits }) => {
+                for c in culprits {
+                    s.shares.remove(&c);
+                    s.culprits.insert(c);
+                    self.stats.culprits += 1;
+                    out.push(Effect::Culprit {
+                        height,
+                        attempt: s.attempt,
+                        member: c,
+                    });
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// A group signature another member formed for a block we decided: adopted when it
+    /// verifies under the group key over our own batch digest for that height.
+    pub fn on_attestation(&mut self, a: &pb::Attestation) -> Vec<Effect> {
+        let Some(s) = self.sessions.get_mut(&a.height) else {
+            return Vec::new();
+        };
+        if s.done || a.epoch != self.p.epoch || a.root != s.root.as_slice() {
+            return Vec::new();
+        }
+        let Some(gk) = &self.group_key else {
+            return Vec::new();
+        };
+        let ok = frost::Signature::deserialize(&a.signature)
+            .ok()
+            .is_some_and(|sig| sigil_crypto::signing::verify(gk, s.digest, &sig).is_ok());
+        if !ok {
+            self.stats.dropped += 1;
+            return Vec::new();
+        }
+        s.done = true;
+        s.attestation = Some(pb::Attestation {
+            message_ids: Vec::new(),
+            ..a.clone()
+        });
+        self.stats.attestations += 1;
+        vec![Effect::Attested(pb::Attestation {
+            message_ids: s.message_ids.iter().map(|i| i.to_vec()).collect(),
+            ..a.clone()
+        })]
+    }
+
+    /// The member coordinating retry `attempt` of `height`: `(height + attempt) mod n + 1`.
+    pub fn coordinator(&self, height: Height, attempt: u32) -> Member {
+        let n = u64::from(self.p.n.max(1));
+        Member::try_from(height.wrapping_add(u64::from(attempt)) % n).map_or(1, |m| m + 1)
+    }
+
+    /// A signing request (retry) from `from`.
+    ///
+    /// Accepted only from the coordinator of `req.attempt`, only for the attempt right after
+    /// ours, and only once per attempt: a request for `attempt + 1` that arrives before our
+    /// own share timeout is held (one per session) and applied when the timeout moves us
+    /// there, so no member can bump attempts, clear collected shares or burn honest nonces
+    /// faster than one attempt per `share_timeout_ms`. A done member answers with the
+    /// attestation instead of signing again.
+    pub fn on_sign_request(
+        &mut self,
+        from: Member,
+        req: &pb::SignRequest,
+        now_ms: u64,
+    ) -> Vec<Effect> {
+        let mut out = Vec::new();
+        if req.attempt == 0 || from != self.coordinator(req.height, req.attempt) {
+            self.stats.requests_refused += 1;
+            return out;
+        }
+        let Some(mut s) = self.sessions.remove(&req.height) else {
+            self.stats.requests_refused += 1;
+            return out;
+        };
+        if s.done {
+            // The requester has not got the signature: send it again instead of signing again.
+            if let Some(a) = s.attestation.clone() {
+                out.push(Effect::Broadcast(pb::body::Kind::Attestation(a)));
+            }
+            self.sessions.insert(req.height, s);
+            return out;
+        }
+        let next = s.attempt.checked_add(1);
+        if Some(req.attempt) == next {
+            // Early: our share timeout has not fired yet. Hold one request for it.
+            if s.next_request.is_none() && self.request_well_formed(req) {
+                s.next_request = Some(req.clone());
+            } else {
+                self.stats.requests_refused += 1;
+            }
+            self.sessions.insert(req.height, s);
+            return out;
+        }
+        if req.attempt != s.attempt || s.package.is_some() || !self.request_well_formed(req) {
+            self.stats.requests_refused += 1;
+            self.sessions.insert(req.height, s);
+            return out;
+        }
+        self.apply_request(&mut s, req, now_ms, &mut out);
+        self.sessions.insert(req.height, s);
+        self.drain_early(req.height, &mut out);
+        out
+    }
+
+    /// t distinct members, each commitment decodable and not used before.
+    fn request_well_formed(&self, req: &pb::SignRequest) -> bool {
+        if req.signers.len() != usize::from(self.p.t) {
+            return false;
+        }
+        let mut members = BTreeSet::new();
+        req.signers.iter().all(|c| {
+            u16::try_from(c.member).is_ok_and(|m| {
+                (1..=self.p.n).contains(&m)
+                    && members.insert(m)
+                    && !self.used.contains(&(m, c.nonce_id))
+                    && SigningCommitments::deserialize(&c.commitments).is_ok()
+            })
+        })
+    }
+
+    fn apply_request(
+        &mut self,
+        s: &mut Session,
+        req: &pb::SignRequest,
+        now_ms: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        let Ok(map) = self.commitments_of(&req.signers) else {
+            self.stats.requests_refused += 1;
+            return;
+        };
+        for (m, (id, _)) in &map {
+            self.mark_used(*m, *id);
+        }
+        self.start_attempt(s, req.height, req.attempt, map, now_ms, out);
+    }
+
+    /// Advances signing timers: an attempt without t valid shares after `share_timeout_ms`
+    /// moves to the next attempt (by one); its coordinator (if us) picks fresh commitments
+    /// excluding culprits and non-responders, and a request held for that attempt is applied.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Effect> {
+        let mut out = Vec::new();
+        let heights: Vec<Height> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.done)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in heights {
+            let Some(mut s) = self.sessions.remove(&h) else {
+                continue;
+            };
+            let Some(attempt) = s.attempt.checked_add(1) else {
+                self.sessions.insert(h, s);
+                continue;
+            };
+            if now_ms.saturating_sub(s.started_ms) < self.p.share_timeout_ms {
+                self.sessions.insert(h, s);
+                continue;
+            }
+            if s.package.is_some() {
+                let silent: Vec<Member> = s
+                    .signers
+                    .iter()
+                    .filter(|m| !s.shares.contains_key(m))
+                    .copied()
+                    .collect();
+                s.silent.extend(silent);
+            }
+            let mut excluded: BTreeSet<Member> = s.culprits.clone();
+            excluded.extend(s.silent.iter().copied());
+            self.stats.retries += 1;
+            s.attempt = attempt;
+            s.package = None;
+            s.started_ms = now_ms;
+            s.shares.clear();
+            out.push(Effect::Retry {
+                height: h,
+                attempt,
+                excluded: excluded.iter().copied().collect(),
+            });
+            let held = s.next_request.take().filter(|r| r.attempt == attempt);
+            if self.p.me == Some(self.coordinator(h, attempt)) {
+                let pick = self
+                    .pick_signers(h, &excluded)
+                    .or_else(|| self.pick_signers(h, &s.culprits));
+                if let Some(signers) = pick {
+                    let req = pb::SignRequest {
+                        height: h,
+                        attempt,
+                        signers,
+                    };
+                    out.push(Effect::Broadcast(pb::body::Kind::SignRequest(req.clone())));
+                    self.apply_request(&mut s, &req, now_ms, &mut out);
+                }
+            } else if let Some(req) = held {
+                if self.request_well_formed(&req) {
+                    self.apply_request(&mut s, &req, now_ms, &mut out);
+                } else {
+                    self.stats.requests_refused += 1;
+                }
+            }
+            self.sessions.insert(h, s);
+            self.drain_early(h, &mut out);
+        }
+        // Forget finished sessions far behind.
+        let floor = self.height.saturating_sub(64);
+        self.sessions.retain(|h, s| !s.done || *h >= floor);
+        self.early_shares
+            .retain(|(h, _), _| h.saturating_add(4) >= self.height);
+        out
+    }
+
+    /// Heights decided but not yet attested.
+    pub fn unattested(&self) -> Vec<Height> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| !s.done)
+            .map(|(h, _)| *h)
+            .collect()
+    }
+}

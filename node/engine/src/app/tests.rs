@@ -1,0 +1,387 @@
+//! Unit tests of the application core.
+
+use super::*;
+use alloy_primitives::Bytes;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use sigil_crypto::{MemoryLedger, Message, OnchainSignature};
+
+const CHAIN: u64 = 7;
+
+fn gateway() -> Address {
+    Address::repeat_byte(0x11)
+}
+
+fn obs(nonce: u64) -> Observation {
+    Observation {
+        message: Message {
+            source_chain_id: CHAIN,
+            source_gateway: gateway(),
+            nonce,
+            sender: Address::repeat_byte(0x22),
+            dest_chain_id: 9,
+            recipient: Address::repeat_byte(0x33),
+            payload: Bytes::from(format!("m{nonce}").into_bytes()),
+        },
+        block_number: 10 + nonce,
+        block_hash: B256::repeat_byte(nonce as u8),
+        observed_at_ms: 0,
+        block_time: 0,
+    }
+}
+
+fn committee(n: u16) -> Vec<App> {
+    let (_, t) = sigil_crypto::keys::thresholds(n);
+    let dealt =
+        sigil_crypto::keys::trusted_dealer(t, n, &mut ChaCha20Rng::seed_from_u64(7)).unwrap();
+    let mut apps: Vec<App> = (1..=n)
+        .map(|m| {
+            let p = AppParams {
+                me: Some(m),
+                n,
+                t,
+                epoch: 1,
+                chains: vec![(CHAIN, gateway())],
+                max_messages: 10_000,
+                max_bytes: 1 << 20,
+                nonce_pool: 4,
+                share_timeout_ms: 1000,
+            };
+            let signer = Signer {
+                key: dealt.key_packages[&m].clone(),
+                public: dealt.public_key_package.clone(),
+                pool: NoncePool::new(),
+                ledger: Box::new(MemoryLedger::new()),
+            };
+            App::new(
+                p,
+                Some(signer),
+                Some(dealt.group_key),
+                BTreeMap::new(),
+                Box::new(ChaCha20Rng::seed_from_u64(u64::from(m))),
+            )
+        })
+        .collect();
+    // Everyone observes nonces 0..10 and hears every cursor and commitment list.
+    let cursor = pb::Cursor {
+        chain_id: CHAIN,
+        block_number: 30,
+        block_hash: vec![1; 32],
+        next_nonce: 10,
+    };
+    for a in apps.iter_mut() {
+        a.observe((0..10).map(obs), Some(cursor.clone()));
+    }
+    let lists: Vec<_> = apps
+        .iter_mut()
+        .map(|a| a.refresh_commitments().unwrap().unwrap())
+        .collect();
+    for a in apps.iter_mut() {
+        for (i, l) in lists.iter().enumerate() {
+            let m = i as u16 + 1;
+            a.on_cursors(
+                m,
+                &pb::Cursors {
+                    cursors: vec![cursor.clone()],
+                },
+            );
+            if Some(m) != a.params().me {
+                a.on_commitments(m, l);
+            }
+        }
+    }
+    apps
+}
+
+/// Delivers broadcast effects to every other member; returns attestations and culprits.
+fn route(
+    apps: &mut [App],
+    from: Member,
+    effects: Vec<Effect>,
+    corrupt: Option<Member>,
+    now: u64,
+    out: &mut Vec<(Member, Effect)>,
+) {
+    let mut queue: Vec<(Member, Effect)> = effects.into_iter().map(|e| (from, e)).collect();
+    while let Some((src, e)) = queue.pop() {
+        match &e {
+            Effect::Broadcast(pb::body::Kind::Share(s)) => {
+                let mut s = s.clone();
+                if Some(src) == corrupt {
+                    s.share[31] ^= 1;
+                }
+                for a in apps.iter_mut() {
+                    let me = a.params().me.unwrap();
+                    if me != src {
+                        let more = a.on_share(src, &s, now);
+                        queue.extend(more.into_iter().map(|x| (me, x)));
+                    }
+                }
+            }
+            Effect::Broadcast(pb::body::Kind::SignRequest(r)) => {
+                for a in apps.iter_mut() {
+                    let me = a.params().me.unwrap();
+                    if me != src {
+                        let more = a.on_sign_request(src, r, now);
+                        queue.extend(more.into_iter().map(|x| (me, x)));
+                    }
+                }
+            }
+            _ => {}
+        }
+        out.push((src, e));
+    }
+}
+
+#[test]
+fn block_is_valid_everywhere_and_tampering_is_caught() {
+    let apps = committee(4);
+    let block = apps[0]
+        .build_block(1, 0)
+        .expect("a quorum observed 10 messages");
+    assert_eq!(block.0.count, 10);
+    assert_eq!(block.0.ranges.len(), 1);
+    assert!(
+        block.0.encoded_len() < 600,
+        "proposal stays small: {} bytes",
+        block.0.encoded_len()
+    );
+    for a in &apps {
+        assert_eq!(a.validate(1, &block), Validity::Valid);
+    }
+    let mut bad_root = block.clone();
+    bad_root.0.root[0] ^= 1;
+    assert!(matches!(
+        apps[1].validate(1, &bad_root),
+        Validity::Invalid(_)
+    ));
+    let mut unseen = block.clone();
+    unseen.0.ranges[0].to_nonce = 12;
+    unseen.0.count = 12;
+    assert_eq!(
+        apps[1].validate(1, &unseen),
+        Validity::Pending,
+        "unobserved messages: wait"
+    );
+    let mut wrong_height = block.clone();
+    wrong_height.0.height = 2;
+    assert!(matches!(
+        apps[1].validate(1, &wrong_height),
+        Validity::Invalid(_)
+    ));
+}
+
+#[test]
+fn proposals_stay_small_at_ten_thousand_messages() {
+    let mut apps = committee(4);
+    let cursor = pb::Cursor {
+        chain_id: CHAIN,
+        block_number: 99,
+        block_hash: vec![1; 32],
+        next_nonce: 10_000,
+    };
+    for a in apps.iter_mut() {
+        a.observe((10..10_000).map(obs), Some(cursor.clone()));
+        for m in 1..=4 {
+            a.on_cursors(
+                m,
+                &pb::Cursors {
+                    cursors: vec![cursor.clone()],
+                },
+            );
+        }
+    }
+    let block = apps[0].build_block(1, 0).unwrap();
+    assert_eq!(block.0.count, 10_000);
+    assert!(
+        block.0.encoded_len() < 600,
+        "{} bytes",
+        block.0.encoded_len()
+    );
+    assert_eq!(apps[2].validate(1, &block), Validity::Valid);
+}
+
+#[test]
+fn invalid_shares_are_identified_and_a_retry_still_signs() {
+    let mut apps = committee(4);
+    let block = apps[0].build_block(1, 0).unwrap();
+    let signers: Vec<Member> = block.0.signers.iter().map(|c| c.member as Member).collect();
+    // A Byzantine member of the signing set corrupts its share.
+    let byz = *signers.iter().find(|m| **m != 1).unwrap();
+    let mut log = Vec::new();
+    for i in 0..4 {
+        let e = apps[i].on_decided(1, &block, None, 0);
+        route(&mut apps, i as Member + 1, e, Some(byz), 0, &mut log);
+    }
+    assert!(
+        log.iter()
+            .any(|(_, e)| matches!(e, Effect::Culprit { member, .. } if *member == byz)),
+        "culprit named"
+    );
+    assert!(
+        !log.iter()
+            .any(|(src, e)| *src != byz && matches!(e, Effect::Attested(_))),
+        "honest members get no signature from a bad share"
+    );
+    // Past the share timeout every member moves to attempt 1; its coordinator excludes the culprit.
+    for i in 0..4 {
+        let e = apps[i].tick(1_500);
+        route(&mut apps, i as Member + 1, e, Some(byz), 1_500, &mut log);
+    }
+    let atts: Vec<&pb::Attestation> = log
+        .iter()
+        .filter_map(|(src, e)| match e {
+            Effect::Attested(a) if *src != byz => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(atts.len(), 3, "every honest member attests after the retry");
+    let gk = *apps[0].group_key().unwrap();
+    for a in atts {
+        assert_eq!(a.root, block.0.root, "covers the decided block");
+        assert_eq!(a.message_ids.len(), 10);
+        let sig = OnchainSignature::from_bytes(&a.signature)
+            .unwrap()
+            .to_frost()
+            .unwrap();
+        let digest = sigil_crypto::batch_digest(1, 1, B256::from_slice(&a.root));
+        sigil_crypto::signing::verify(&gk, digest, &sig).unwrap();
+    }
+    assert!(apps.iter().all(|a| a.stats.culprits <= 2));
+    // Nonces used in the decided block are never offered again.
+    let next = apps[0].build_block(2, 0);
+    assert!(next.is_none(), "nothing new observed");
+}
+
+#[test]
+fn a_signer_never_signs_twice_with_one_nonce() {
+    let mut apps = committee(4);
+    let block = apps[0].build_block(1, 0).unwrap();
+    let e1 = apps[0].on_decided(1, &block, None, 0);
+    let shares1 = e1
+        .iter()
+        .filter(|e| matches!(e, Effect::Broadcast(pb::body::Kind::Share(_))))
+        .count();
+    assert_eq!(shares1, 1);
+    // The same decision again (e.g. a replay) must not produce a second share.
+    let e2 = apps[0].on_decided(1, &block, None, 0);
+    assert!(
+        !e2.iter()
+            .any(|e| matches!(e, Effect::Broadcast(pb::body::Kind::Share(_))))
+    );
+    assert!(e2.is_empty(), "a replayed decision is a no-op: {e2:?}");
+}
+
+/// Finding 1: a block with no ranges, or ranges whose messages do not rebuild its root, is
+/// never valid, whatever else it carries.
+#[test]
+fn forged_blocks_are_invalid() {
+    let apps = committee(4);
+    let good = apps[0].build_block(1, 0).unwrap();
+    let mut empty = good.clone();
+    empty.0.ranges.clear();
+    empty.0.count = 0;
+    empty.0.root = vec![0xab; 32];
+    assert!(matches!(apps[1].validate(1, &empty), Validity::Invalid(_)));
+    let mut made_up = good.clone();
+    made_up.0.root = vec![0xcd; 32];
+    assert!(matches!(
+        apps[1].validate(1, &made_up),
+        Validity::Invalid(_)
+    ));
+    let mut short_root = good.clone();
+    short_root.0.root = vec![1; 5];
+    assert!(matches!(
+        apps[1].validate(1, &short_root),
+        Validity::Invalid(_)
+    ));
+    let mut miscount = good;
+    miscount.0.count += 1;
+    assert!(matches!(
+        apps[1].validate(1, &miscount),
+        Validity::Invalid(_)
+    ));
+}
+
+fn fake_request(apps: &[App], height: u64, attempt: u32) -> pb::SignRequest {
+    // Real, unused commitments of members 2..=4 (what a Byzantine coordinator could name).
+    let signers = apps[1..]
+        .iter()
+        .map(|a| {
+            let me = a.params().me.unwrap();
+            let c = a.commitments.get(&me).unwrap().iter().next().unwrap();
+            pb::Commitment {
+                member: u32::from(me),
+                nonce_id: *c.0,
+                commitments: c.1.serialize().unwrap(),
+            }
+        })
+        .collect();
+    pb::SignRequest {
+        height,
+        attempt,
+        signers,
+    }
+}
+
+/// Finding 2: a coordinator of a far attempt cannot bump the session, clear shares or make
+/// anyone sign; `u32::MAX` cannot overflow the timer arithmetic; the next attempt waits for
+/// the local share timeout and is applied once.
+#[test]
+fn signing_attempts_cannot_be_bumped() {
+    let mut apps = committee(4);
+    let block = apps[0].build_block(1, 0).unwrap();
+    for a in apps.iter_mut() {
+        let _ = a.on_decided(1, &block, None, 0);
+    }
+    let victim = 0usize;
+    let before = apps[victim].attempt(1);
+    assert_eq!(before, Some(0));
+    for attempt in [5u32, 1_000, u32::MAX - 1, u32::MAX] {
+        let coord = apps[victim].coordinator(1, attempt);
+        let req = fake_request(&apps, 1, attempt);
+        let out = apps[victim].on_sign_request(coord, &req, 10);
+        assert!(
+            !out.iter()
+                .any(|e| matches!(e, Effect::Broadcast(pb::body::Kind::Share(_)))),
+            "attempt {attempt}: no share"
+        );
+        assert_eq!(
+            apps[victim].attempt(1),
+            Some(0),
+            "attempt {attempt} refused"
+        );
+    }
+    // Timers keep working after a u32::MAX request (no overflow, no panic).
+    let _ = apps[victim].tick(500);
+    assert_eq!(
+        apps[victim].attempt(1),
+        Some(0),
+        "no retry before the share timeout"
+    );
+    // The next attempt's request from its coordinator, early: held, not applied.
+    let coord1 = apps[victim].coordinator(1, 1);
+    let req1 = fake_request(&apps, 1, 1);
+    let out = apps[victim].on_sign_request(coord1, &req1, 600);
+    assert!(out.is_empty());
+    assert_eq!(apps[victim].attempt(1), Some(0));
+    // A second early request for the same attempt is refused (one held per session).
+    let refused = apps[victim].stats.requests_refused;
+    let _ = apps[victim].on_sign_request(coord1, &req1, 700);
+    assert_eq!(apps[victim].stats.requests_refused, refused + 1);
+    // After the local timeout the session moves by exactly one attempt.
+    let _ = apps[victim].tick(1_500);
+    assert_eq!(apps[victim].attempt(1), Some(1));
+    let _ = apps[victim].tick(1_600);
+    assert_eq!(apps[victim].attempt(1), Some(1), "one attempt per timeout");
+}
+
+/// Finding 5: forged requests do not grow the used-nonce set without bound.
+#[test]
+fn used_nonces_stay_bounded() {
+    let mut apps = committee(4);
+    for id in 0..5_000u64 {
+        apps[0].mark_used(2, id);
+    }
+    assert!(apps[0].used.len() <= super::USED_PER_MEMBER);
+}

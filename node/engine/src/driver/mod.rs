@@ -1,0 +1,723 @@
+//! The member driver: `Driver::handle(Input, now_ms) -> Vec<Effect>`.
+//!
+//! One `Driver` is one committee member. It owns the consensus machine
+//! ([`sigil_consensus::Consensus`]), the application core ([`crate::app::App`]) and every
+//! piece of glue between them and the world: envelope admission with height/round windows
+//! ([`admission`]), the WAL and its replay ([`consensus`], [`replay`]), catch-up
+//! ([`catchup`]), validity plumbing and signing sessions. It reads no clock (`now_ms` is an
+//! input), opens no socket and spawns nothing; storage is the synchronous [`Storage`] port.
+//! The node host and the simulator drive this same type.
+//!
+//! Rules enforced here, each by construction of the code paths below:
+//! - every consensus input is appended to the WAL before it is processed, and the WAL is
+//!   synced before any own proposal or vote is even turned into a publish effect;
+//! - an own proposal/vote is recorded per (height, round, step) before it is published, and
+//!   a different second one is never published;
+//! - the machine learns validity only from [`crate::app::App::validate`]; a catch-up block is
+//!   decided only through a commit certificate the machine itself accepted;
+//! - nothing a peer sends is stored, WAL-appended or buffered before its envelope signature,
+//!   its height window (current or next height) and its round window
+//!   (`Params::max_round_ahead`) are checked; every per-peer map is bounded.
+
+mod admission;
+mod catchup;
+mod consensus;
+mod replay;
+
+use crate::app::{App, Block};
+use crate::envelope::{Committee, seal};
+use crate::storage::{Storage, StorageError};
+use crate::types::{ChainEvent, Member};
+use alloy_primitives::B256;
+use k256::ecdsa::SigningKey;
+use sigil_consensus::{Consensus, Height, Params, Round, Timeout, ValidatorSet};
+use sigil_proto as pb;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Distinct proposals kept per (height, round): the first plus a few equivocations, enough
+/// for L36/L49 to find a decided value among a Byzantine proposer's flood.
+pub const MAX_PROPOSALS_PER_ROUND: usize = 8;
+
+/// Decided heights (behind the newest) whose missing attestation is still pursued.
+pub const ATTESTATION_HORIZON: u64 = 64;
+
+/// Most blocks asked for (and applied from) one catch-up response.
+pub const SYNC_BATCH: u32 = 32;
+
+/// The message ids of a block, in leaf order: `message_id(chain, gateway, nonce)` for every
+/// nonce of every range (32 bytes each), at most `block.count` of them. Ranges with a
+/// malformed gateway contribute none.
+pub fn message_ids(block: &Block) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for r in &block.0.ranges {
+        let Ok(gw) = alloy_primitives::Address::try_from(r.gateway.as_slice()) else {
+            continue;
+        };
+        for nonce in r.from_nonce..r.to_nonce {
+            if out.len() >= block.0.count as usize {
+                return out;
+            }
+            out.push(sigil_crypto::message_id(r.chain_id, gw, nonce).to_vec());
+        }
+    }
+    out
+}
+
+/// Timing and identity of one member. Durations in milliseconds.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// This member (1-based).
+    pub me: Member,
+    /// Consensus timeouts and windows.
+    pub consensus: Params,
+    /// How long a proposal naming messages not yet observed here may wait for them before
+    /// this member prevotes nil (ms).
+    pub observation_wait_ms: u64,
+    /// Heartbeat period (ms).
+    pub heartbeat_ms: u64,
+    /// Cursor and nonce-commitment gossip period (ms).
+    pub gossip_ms: u64,
+    /// Re-publish period of own consensus messages of the current height (ms).
+    pub rebroadcast_ms: u64,
+    /// A catch-up request without answer is given up after this long (ms).
+    pub sync_timeout_ms: u64,
+    /// Catch up only one height behind when no progress was made for this long (ms).
+    pub stall_ms: u64,
+    /// Software version carried in heartbeats.
+    pub version: String,
+}
+
+impl DriverConfig {
+    /// Defaults for `me`: 1 s gossip, 2 s rebroadcast, 1 s heartbeat, 5 s sync timeout,
+    /// 2 s stall, 3 s observation wait, default consensus params.
+    pub fn new(me: Member) -> Self {
+        Self {
+            me,
+            consensus: Params::default(),
+            observation_wait_ms: 3_000,
+            heartbeat_ms: 1_000,
+            gossip_ms: 1_000,
+            rebroadcast_ms: 2_000,
+            sync_timeout_ms: 5_000,
+            stall_ms: 2_000,
+            version: String::new(),
+        }
+    }
+}
+
+/// Gossip topic of a published envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    /// Proposals and votes.
+    Consensus,
+    /// Signature shares, signing requests, attestations.
+    Signing,
+    /// Observation cursors and nonce commitments.
+    Observations,
+    /// Heartbeats.
+    Heartbeat,
+}
+
+/// What gossipsub should do with a message (validation result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Applied; forward it.
+    Accept,
+    /// Stale or duplicate; do not forward, do not penalise.
+    Ignore,
+    /// Malformed, forged or outside a window; penalise the sender. The reason is counted.
+    Reject(&'static str),
+}
+
+/// An input from the world.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Gossiped bytes; answered by [`Effect::Verdict`] with the same `id`.
+    Gossip {
+        /// Host's correlation id.
+        id: u64,
+        /// The raw envelope bytes.
+        data: Vec<u8>,
+    },
+    /// A point-to-point request from member `from` (authenticated by the transport);
+    /// answered by [`Effect::Respond`] with the same `id`.
+    Request {
+        /// Host's correlation id.
+        id: u64,
+        /// Sending member.
+        from: Member,
+        /// Raw `pb::Request` bytes.
+        data: Vec<u8>,
+    },
+    /// The answer to an [`Effect::Send`] to `from`.
+    Response {
+        /// The member that answered.
+        from: Member,
+        /// Raw `pb::Response` bytes.
+        data: Vec<u8>,
+    },
+    /// An [`Effect::Send`] failed (no connection, timeout).
+    RequestFailed,
+    /// Observations at finality from a chain watcher (already stored by the host).
+    Chain(ChainEvent),
+    /// A member's connection came up.
+    PeerUp(Member),
+    /// A member's last connection closed.
+    PeerDown(Member),
+    /// Time passed (the host ticks every ~50 ms).
+    Tick,
+}
+
+/// Something observable that the host logs and counts (metrics events).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A peer message was dropped; `reason` is a short static label.
+    Rejected(&'static str),
+    /// Two different signed votes of one member for one height/round/step.
+    Equivocation {
+        /// The member.
+        voter: Member,
+        /// Height.
+        height: Height,
+        /// Round.
+        round: Round,
+    },
+    /// A consensus timeout fired.
+    TimeoutFired,
+    /// A proposal failed validation (this member prevotes nil).
+    ProposalInvalid {
+        /// Height.
+        height: Height,
+        /// Why.
+        reason: String,
+    },
+    /// A decided height's signing attempt timed out; a new attempt began.
+    SigningRetry {
+        /// Height.
+        height: Height,
+        /// The new attempt.
+        attempt: u32,
+        /// Members excluded (non-responders and culprits).
+        excluded: Vec<Member>,
+    },
+    /// A member sent an invalid signature share.
+    Culprit {
+        /// Height.
+        height: Height,
+        /// Attempt.
+        attempt: u32,
+        /// The member.
+        member: Member,
+    },
+    /// This member could not release a share (e.g. its nonce did not survive a restart).
+    SignRefused {
+        /// Height.
+        height: Height,
+        /// Why.
+        reason: String,
+    },
+    /// A catch-up block was applied.
+    CaughtUp {
+        /// Height.
+        height: Height,
+    },
+    /// A catch-up request was sent.
+    SyncRequested {
+        /// First height asked for.
+        from_height: Height,
+        /// The member asked.
+        member: Member,
+    },
+    /// A durable write or read failed; the input that needed it was not processed.
+    Storage(StorageError),
+    /// The nonce pool could not be refilled.
+    NoncePool(String),
+    /// A proposal or vote was refused because this member already sent a different one for
+    /// that height/round/step (only after a WAL loss).
+    RefusedSecondVote {
+        /// Height.
+        height: Height,
+        /// Round.
+        round: Round,
+    },
+}
+
+/// Something the host must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Gossip this envelope on `topic`.
+    Publish {
+        /// Topic.
+        topic: Topic,
+        /// Signed envelope.
+        envelope: pb::Envelope,
+    },
+    /// Send a request to member `to`; its answer comes back as [`Input::Response`].
+    Send {
+        /// Recipient.
+        to: Member,
+        /// The request.
+        request: pb::Request,
+    },
+    /// Answer the [`Input::Request`] with this `id`.
+    Respond {
+        /// Correlation id.
+        id: u64,
+        /// The answer.
+        response: pb::Response,
+    },
+    /// The gossip validation result of [`Input::Gossip`] `id`.
+    Verdict {
+        /// Correlation id.
+        id: u64,
+        /// The result.
+        verdict: Verdict,
+    },
+    /// A block was decided and stored at `height`.
+    Decided {
+        /// Height.
+        height: Height,
+        /// Round.
+        round: Round,
+        /// The block (its `count` is the number of messages).
+        block: Block,
+        /// Whether it was decided through a catch-up certificate.
+        caught_up: bool,
+    },
+    /// A decided block now has a verified group signature (stored).
+    Attested {
+        /// The attestation, with message ids in leaf order.
+        attestation: pb::Attestation,
+        /// ms from local decision to attestation, when the decision was seen by this process.
+        after_ms: Option<u64>,
+    },
+    /// Log and count.
+    Event(Event),
+}
+
+/// A snapshot of the member's progress for status APIs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriverStatus {
+    /// Consensus height in progress.
+    pub height: Height,
+    /// Round in progress.
+    pub round: Round,
+    /// Highest decided (stored) height.
+    pub decided: Height,
+    /// Highest attested height.
+    pub attested: Height,
+    /// Decided heights still without an attestation (within [`ATTESTATION_HORIZON`]).
+    pub unattested: Vec<Height>,
+    /// Members connected (not counting this one).
+    pub online: Vec<Member>,
+}
+
+/// One committee member (see the module docs).
+pub struct Driver<S: Storage> {
+    cfg: DriverConfig,
+    f: u16,
+    committee: Committee,
+    key: SigningKey,
+    storage: S,
+    cs: Consensus<Member, Block>,
+    app: App,
+    now: u64,
+    out: Vec<Effect>,
+    timers: BTreeMap<(u64, u64), Timeout>,
+    timer_seq: u64,
+    wal_seq: u64,
+    proposals: BTreeMap<(Height, Round), Vec<(B256, pb::Envelope)>>,
+    /// Votes by (height, round, step, voter): the first envelope, and a conflicting second
+    /// once evidence exists.
+    votes: BTreeMap<(Height, Round, u8, Member), (pb::Envelope, Option<pb::Envelope>)>,
+    own_msgs: Vec<pb::Envelope>,
+    pending_request: Option<(Height, Round)>,
+    pending_validations: Vec<(Block, u64)>,
+    started: bool,
+    decided: Height,
+    attested: Height,
+    unattested: BTreeSet<Height>,
+    decided_at: BTreeMap<Height, u64>,
+    online: BTreeSet<Member>,
+    /// Per member: (heartbeat height, decided height, attested height).
+    peer_heights: BTreeMap<Member, (Height, Height, Height)>,
+    sync_inflight: Option<u64>,
+    replaying: bool,
+    last_gossip: u64,
+    last_heartbeat: u64,
+    last_rebroadcast: u64,
+    last_progress: u64,
+    heads: BTreeMap<u64, (u64, u64)>,
+}
+
+impl<S: Storage> std::fmt::Debug for Driver<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("me", &self.cfg.me)
+            .field("height", &self.cs.height())
+            .field("decided", &self.decided)
+            .finish()
+    }
+}
+
+/// Why a driver could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// The committee is empty or has more than `u16::MAX` members.
+    #[error("committee: {0}")]
+    Committee(#[from] sigil_consensus::ValidatorSetError),
+    /// `me` is not in 1..=n.
+    #[error("member {me} is not in a committee of {n}")]
+    NotAMember {
+        /// The configured member.
+        me: Member,
+        /// Committee size.
+        n: u16,
+    },
+    /// Reading the store (last height, WAL, blocks) failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl<S: Storage> Driver<S> {
+    /// Builds member `cfg.me` from its committee, node key, application core and storage,
+    /// then restores it: replays the WAL of the heights after the last stored block through
+    /// a fresh machine (regenerating the same votes, published again as effects) and
+    /// rebuilds the signing sessions of stored, decided-but-unattested heights.
+    /// Returns the driver and the effects of the restore.
+    /// Errors: [`DriverError`].
+    pub fn new(
+        cfg: DriverConfig,
+        committee: Committee,
+        key: SigningKey,
+        app: App,
+        storage: S,
+        now_ms: u64,
+    ) -> Result<(Self, Vec<Effect>), DriverError> {
+        let n = committee.len();
+        if cfg.me == 0 || cfg.me > n {
+            return Err(DriverError::NotAMember { me: cfg.me, n });
+        }
+        let (f, _) = sigil_crypto::keys::thresholds(n);
+        let validators = ValidatorSet::equal(1..=n)?;
+        let last = storage.last_height()?;
+        let wal_seq = storage.last_wal_seq()?;
+        let height = last.saturating_add(1);
+        let cs = Consensus::new(Some(cfg.me), validators, cfg.consensus.clone(), height);
+        let mut d = Self {
+            cfg,
+            f,
+            committee,
+            key,
+            storage,
+            cs,
+            app,
+            now: now_ms,
+            out: Vec::new(),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            wal_seq,
+            proposals: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            own_msgs: Vec::new(),
+            pending_request: None,
+            pending_validations: Vec::new(),
+            started: false,
+            decided: last,
+            attested: 0,
+            unattested: BTreeSet::new(),
+            decided_at: BTreeMap::new(),
+            online: BTreeSet::new(),
+            peer_heights: BTreeMap::new(),
+            sync_inflight: None,
+            replaying: false,
+            last_gossip: now_ms,
+            last_heartbeat: now_ms,
+            last_rebroadcast: now_ms,
+            last_progress: now_ms,
+            heads: BTreeMap::new(),
+        };
+        d.app.set_height(height);
+        d.restore(height)?;
+        let effects = std::mem::take(&mut d.out);
+        Ok((d, effects))
+    }
+
+    /// Processes one input at time `now_ms` (ms, any monotonic origin the host keeps) and
+    /// returns what the host must do, in order.
+    pub fn handle(&mut self, input: Input, now_ms: u64) -> Vec<Effect> {
+        self.now = self.now.max(now_ms);
+        match input {
+            Input::Gossip { id, data } => {
+                let verdict = self.on_gossip(&data);
+                if let Verdict::Reject(reason) = verdict {
+                    self.event(Event::Rejected(reason));
+                }
+                self.out.push(Effect::Verdict { id, verdict });
+            }
+            Input::Request { id, from, data } => {
+                let response = self.serve_request(from, &data);
+                self.out.push(Effect::Respond { id, response });
+            }
+            Input::Response { from, data } => self.on_sync_response(from, &data),
+            Input::RequestFailed => self.sync_inflight = None,
+            Input::Chain(ev) => self.on_chain_event(ev),
+            Input::PeerUp(m) => {
+                if m != self.cfg.me && self.committee.key(m).is_some() {
+                    self.online.insert(m);
+                }
+            }
+            Input::PeerDown(m) => {
+                self.online.remove(&m);
+            }
+            Input::Tick => self.tick(),
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Progress snapshot.
+    pub fn status(&self) -> DriverStatus {
+        DriverStatus {
+            height: self.cs.height(),
+            round: self.cs.round(),
+            decided: self.decided,
+            attested: self.attested,
+            unattested: self.unattested.iter().copied().collect(),
+            online: self.online.iter().copied().collect(),
+        }
+    }
+
+    /// The application core (read-only: pool, sessions, counters).
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// The storage port (the simulator inspects its disk).
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// Mutable storage (the simulator injects disk faults).
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.storage
+    }
+
+    /// Messages the consensus machine dropped as out of window or malformed.
+    pub fn consensus_dropped(&self) -> u64 {
+        self.cs.dropped()
+    }
+
+    /// Entries held in the driver's peer-fed maps (proposals, votes, pending validations,
+    /// timers, peer heights): the figure the simulator bounds.
+    pub fn held_entries(&self) -> usize {
+        self.proposals.values().map(Vec::len).sum::<usize>()
+            + self.votes.len()
+            + self.pending_validations.len()
+            + self.timers.len()
+            + self.peer_heights.len()
+    }
+
+    fn event(&mut self, e: Event) {
+        self.out.push(Effect::Event(e));
+    }
+
+    fn seal(&self, kind: pb::body::Kind) -> pb::Envelope {
+        seal(&self.key, self.cfg.me, &pb::Body { kind: Some(kind) })
+    }
+
+    fn publish(&mut self, topic: Topic, envelope: pb::Envelope) {
+        self.out.push(Effect::Publish { topic, envelope });
+    }
+
+    /// f + 1: the fewest members among whom at least one is correct.
+    fn one_correct(&self) -> usize {
+        usize::from(self.f) + 1
+    }
+
+    fn on_chain_event(&mut self, ev: ChainEvent) {
+        self.heads
+            .insert(ev.chain_id, (ev.head, ev.cursor.next_nonce));
+        let changed = !ev.observations.is_empty();
+        let cursor = ev.cursor.to_wire(ev.chain_id);
+        self.app.observe(ev.observations, Some(cursor));
+        if changed {
+            let c = self.app.own_cursors();
+            let env = self.seal(pb::body::Kind::Cursors(c));
+            self.publish(Topic::Observations, env);
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = self.now;
+        while let Some((&(at, seq), _)) = self.timers.first_key_value() {
+            if at > now {
+                break;
+            }
+            let Some(t) = self.timers.remove(&(at, seq)) else {
+                break;
+            };
+            self.event(Event::TimeoutFired);
+            let entry = pb::WalEntry {
+                kind: Some(pb::wal_entry::Kind::Timeout(pb::WalTimeout {
+                    kind: crate::wire::timeout_code(t.kind),
+                    height: t.height,
+                    round: t.round,
+                })),
+            };
+            self.input(sigil_consensus::Input::Timeout(t), entry, t.height, None);
+        }
+        self.check_validations();
+        self.try_propose();
+        self.maybe_start_height();
+        let mut online: Vec<Member> = self.online.iter().copied().collect();
+        online.push(self.cfg.me);
+        self.app.set_online(&online);
+        let effects = self.app.tick(now);
+        self.app_effects(effects);
+        if now.saturating_sub(self.last_gossip) >= self.cfg.gossip_ms {
+            self.last_gossip = now;
+            let c = self.app.own_cursors();
+            let env = self.seal(pb::body::Kind::Cursors(c));
+            self.publish(Topic::Observations, env);
+            match self.app.refresh_commitments() {
+                Ok(Some(list)) => {
+                    let env = self.seal(pb::body::Kind::Commitments(list));
+                    self.publish(Topic::Observations, env);
+                }
+                Ok(None) => {}
+                Err(e) => self.event(Event::NoncePool(e.to_string())),
+            }
+        }
+        if now.saturating_sub(self.last_heartbeat) >= self.cfg.heartbeat_ms {
+            self.last_heartbeat = now;
+            let hb = pb::Heartbeat {
+                height: self.cs.height(),
+                round: self.cs.round(),
+                version: self.cfg.version.clone(),
+                heads: self
+                    .heads
+                    .iter()
+                    .map(|(c, (head, next))| pb::Cursor {
+                        chain_id: *c,
+                        block_number: *head,
+                        block_hash: Vec::new(),
+                        next_nonce: *next,
+                    })
+                    .collect(),
+                time_ms: now,
+                attested_height: self.attested,
+                decided_height: self.decided,
+            };
+            let env = self.seal(pb::body::Kind::Heartbeat(hb));
+            self.publish(Topic::Heartbeat, env);
+        }
+        if now.saturating_sub(self.last_rebroadcast) >= self.cfg.rebroadcast_ms {
+            self.last_rebroadcast = now;
+            // Gossip is best-effort: repeat our messages of the current height.
+            for env in self.own_msgs.clone() {
+                self.publish(Topic::Consensus, env);
+            }
+        }
+        if self
+            .sync_inflight
+            .is_some_and(|t| now.saturating_sub(t) >= self.cfg.sync_timeout_ms)
+        {
+            self.sync_inflight = None;
+        }
+        self.fetch_missing_attestations();
+    }
+
+    /// Maps the application's effects to envelopes, stores and events.
+    fn app_effects(&mut self, effects: Vec<crate::app::Effect>) {
+        use crate::app::Effect as A;
+        for e in effects {
+            match e {
+                A::Broadcast(kind) => {
+                    let topic = match &kind {
+                        pb::body::Kind::Cursors(_) | pb::body::Kind::Commitments(_) => {
+                            Topic::Observations
+                        }
+                        pb::body::Kind::Heartbeat(_) => Topic::Heartbeat,
+                        pb::body::Kind::Proposal(_) | pb::body::Kind::Vote(_) => Topic::Consensus,
+                        _ => Topic::Signing,
+                    };
+                    let env = self.seal(kind);
+                    self.publish(topic, env);
+                }
+                A::Attested(a) => self.store_attestation(a),
+                A::Culprit {
+                    height,
+                    attempt,
+                    member,
+                } => self.event(Event::Culprit {
+                    height,
+                    attempt,
+                    member,
+                }),
+                A::Retry {
+                    height,
+                    attempt,
+                    excluded,
+                } => self.event(Event::SigningRetry {
+                    height,
+                    attempt,
+                    excluded,
+                }),
+                A::SignRefused { height, reason } => {
+                    self.event(Event::SignRefused { height, reason })
+                }
+            }
+        }
+    }
+
+    /// Stores a verified attestation into its decided block (once).
+    fn store_attestation(&mut self, a: pb::Attestation) {
+        let h = a.height;
+        let mut cb = match self.storage.block(h) {
+            Ok(Some(cb)) => cb,
+            Ok(None) => return,
+            Err(e) => return self.event(Event::Storage(e)),
+        };
+        if cb.attestation.is_some() {
+            self.unattested.remove(&h);
+            return;
+        }
+        let Some(block) = cb
+            .proposal
+            .as_ref()
+            .and_then(|env| self.committee.open(env).ok())
+            .and_then(|(_, body)| match body.kind {
+                Some(pb::body::Kind::Proposal(p)) => p.block,
+                _ => None,
+            })
+        else {
+            return;
+        };
+        // Message ids follow from the block's ranges alone; never trust a peer's list.
+        let a = pb::Attestation {
+            message_ids: message_ids(&Block(block)),
+            ..a
+        };
+        cb.attestation = Some(a.clone());
+        let nexts: Vec<(u64, u64)> = self
+            .app
+            .next_nonces()
+            .iter()
+            .map(|(c, n)| (*c, *n))
+            .collect();
+        if let Err(e) = self.storage.put_block(h, &cb, &nexts) {
+            return self.event(Event::Storage(e));
+        }
+        self.unattested.remove(&h);
+        self.attested = self.attested.max(h);
+        let after_ms = self
+            .decided_at
+            .remove(&h)
+            .map(|t| self.now.saturating_sub(t));
+        self.out.push(Effect::Attested {
+            attestation: a,
+            after_ms,
+        });
+    }
+}

@@ -1,0 +1,256 @@
+//! The engine's port to durable storage, and an in-memory simulated disk.
+//!
+//! Storage is a synchronous port, not an effect the host answers later: every call the engine
+//! makes has returned (durably, where the method says so) before the engine produces the next
+//! effect. That is what makes "WAL synced before any own vote leaves" hold by construction —
+//! [`Storage::sync_wal`] returns before the publish effect even exists. RocksDB calls are
+//! synchronous anyway, and the simulator's [`MemStorage`] models a disk that loses every
+//! unsynced WAL record on a crash.
+
+use crate::types::Member;
+use prost::Message as _;
+use sigil_consensus::{Height, Round};
+use sigil_proto as pb;
+use std::collections::BTreeMap;
+
+/// A storage failure (the backend's message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("storage {op}: {detail}")]
+pub struct StorageError {
+    /// The operation that failed (`wal_append`, `put_block`, …).
+    pub op: &'static str,
+    /// The backend's description.
+    pub detail: String,
+}
+
+/// What the engine needs from durable storage. Implemented by the node's RocksDB store and
+/// by [`MemStorage`].
+pub trait Storage {
+    /// Appends a consensus WAL record for `height` under sequence number `seq` (not yet
+    /// durable). Errors: backend failure; the engine then does not process the input.
+    fn wal_append(
+        &mut self,
+        height: Height,
+        seq: u64,
+        entry: &pb::WalEntry,
+    ) -> Result<(), StorageError>;
+    /// Makes every appended WAL record durable. MUST return `Ok` only once they would
+    /// survive a crash.
+    fn sync_wal(&mut self) -> Result<(), StorageError>;
+    /// WAL records of `height` in append order.
+    fn wal(&self, height: Height) -> Result<Vec<pb::WalEntry>, StorageError>;
+    /// The highest sequence number among the WAL records still held (0 if none). A new
+    /// process continues above it, so replay order survives any number of restarts.
+    fn last_wal_seq(&self) -> Result<u64, StorageError>;
+    /// Records an own proposal/vote (step 0/1/2) durably before it is sent. Returns the
+    /// value id already recorded for (height, round, step) if it differs: the caller MUST
+    /// then not send.
+    fn record_own_vote(
+        &mut self,
+        height: Height,
+        round: Round,
+        step: u8,
+        value: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageError>;
+    /// Stores a decided block with its certificate and, when present, its attestation
+    /// (durable), the next undecided gateway nonce per chain, and drops the WAL of every
+    /// height ≤ `height`.
+    fn put_block(
+        &mut self,
+        height: Height,
+        block: &pb::CommittedBlock,
+        next_nonces: &[(u64, u64)],
+    ) -> Result<(), StorageError>;
+    /// The decided block at `height`.
+    fn block(&self, height: Height) -> Result<Option<pb::CommittedBlock>, StorageError>;
+    /// Highest decided height (0 if none).
+    fn last_height(&self) -> Result<Height, StorageError>;
+    /// Stores equivocation evidence: two different signed votes of `member` for one
+    /// (height, round, step).
+    fn put_evidence(
+        &mut self,
+        height: Height,
+        round: Round,
+        step: u8,
+        member: Member,
+        first: &pb::Envelope,
+        second: &pb::Envelope,
+    ) -> Result<(), StorageError>;
+}
+
+/// An in-memory disk for tests and the simulator. Everything but the WAL is written
+/// synchronously; WAL records appended since the last [`Storage::sync_wal`] are lost by
+/// [`MemStorage::crash`].
+#[derive(Debug, Clone, Default)]
+pub struct MemStorage {
+    wal: BTreeMap<(Height, u64), Vec<u8>>,
+    unsynced: BTreeMap<(Height, u64), Vec<u8>>,
+    votes: BTreeMap<(Height, Round, u8), Vec<u8>>,
+    blocks: BTreeMap<Height, Vec<u8>>,
+    next_nonces: BTreeMap<u64, u64>,
+    evidence: BTreeMap<(Height, Round, u8, Member), (pb::Envelope, pb::Envelope)>,
+    /// Fail every operation (a broken disk), for tests.
+    pub fail: bool,
+}
+
+impl MemStorage {
+    /// An empty disk.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A crash: unsynced WAL records are gone.
+    pub fn crash(&mut self) {
+        self.unsynced.clear();
+    }
+
+    /// Durable WAL records, all heights (for size bounds).
+    pub fn wal_len(&self) -> usize {
+        self.wal.len() + self.unsynced.len()
+    }
+
+    /// Own votes recorded: (height, round, step) → value id.
+    pub fn own_votes(&self) -> &BTreeMap<(Height, Round, u8), Vec<u8>> {
+        &self.votes
+    }
+
+    /// Evidence records stored.
+    pub fn evidence_count(&self) -> usize {
+        self.evidence.len()
+    }
+
+    /// Stored next undecided nonce of `chain`.
+    pub fn next_nonce(&self, chain: u64) -> u64 {
+        self.next_nonces.get(&chain).copied().unwrap_or(0)
+    }
+
+    fn check(&self, op: &'static str) -> Result<(), StorageError> {
+        if self.fail {
+            Err(StorageError {
+                op,
+                detail: "simulated disk failure".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Storage for MemStorage {
+    fn wal_append(
+        &mut self,
+        height: Height,
+        seq: u64,
+        entry: &pb::WalEntry,
+    ) -> Result<(), StorageError> {
+        self.check("wal_append")?;
+        self.unsynced.insert((height, seq), entry.encode_to_vec());
+        Ok(())
+    }
+
+    fn sync_wal(&mut self) -> Result<(), StorageError> {
+        self.check("sync_wal")?;
+        let pending = std::mem::take(&mut self.unsynced);
+        self.wal.extend(pending);
+        Ok(())
+    }
+
+    fn wal(&self, height: Height) -> Result<Vec<pb::WalEntry>, StorageError> {
+        self.check("wal")?;
+        let mut all: Vec<(&(Height, u64), &Vec<u8>)> = self
+            .wal
+            .range((height, 0)..=(height, u64::MAX))
+            .chain(self.unsynced.range((height, 0)..=(height, u64::MAX)))
+            .collect();
+        all.sort_by_key(|(k, _)| **k);
+        all.into_iter()
+            .map(|(_, v)| {
+                pb::WalEntry::decode(v.as_slice()).map_err(|e| StorageError {
+                    op: "wal",
+                    detail: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    fn last_wal_seq(&self) -> Result<u64, StorageError> {
+        self.check("last_wal_seq")?;
+        Ok(self
+            .wal
+            .keys()
+            .chain(self.unsynced.keys())
+            .map(|(_, seq)| *seq)
+            .max()
+            .unwrap_or(0))
+    }
+
+    fn record_own_vote(
+        &mut self,
+        height: Height,
+        round: Round,
+        step: u8,
+        value: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        self.check("record_own_vote")?;
+        match self.votes.get(&(height, round, step)) {
+            Some(prev) if prev.as_slice() != value => Ok(Some(prev.clone())),
+            Some(_) => Ok(None),
+            None => {
+                self.votes.insert((height, round, step), value.to_vec());
+                Ok(None)
+            }
+        }
+    }
+
+    fn put_block(
+        &mut self,
+        height: Height,
+        block: &pb::CommittedBlock,
+        next_nonces: &[(u64, u64)],
+    ) -> Result<(), StorageError> {
+        self.check("put_block")?;
+        self.blocks.insert(height, block.encode_to_vec());
+        for (c, n) in next_nonces {
+            self.next_nonces.insert(*c, *n);
+        }
+        let keep = |k: &(Height, u64)| k.0 > height;
+        self.wal.retain(|k, _| keep(k));
+        self.unsynced.retain(|k, _| keep(k));
+        Ok(())
+    }
+
+    fn block(&self, height: Height) -> Result<Option<pb::CommittedBlock>, StorageError> {
+        self.check("block")?;
+        self.blocks
+            .get(&height)
+            .map(|v| {
+                pb::CommittedBlock::decode(v.as_slice()).map_err(|e| StorageError {
+                    op: "block",
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    fn last_height(&self) -> Result<Height, StorageError> {
+        self.check("last_height")?;
+        Ok(self.blocks.keys().next_back().copied().unwrap_or(0))
+    }
+
+    fn put_evidence(
+        &mut self,
+        height: Height,
+        round: Round,
+        step: u8,
+        member: Member,
+        first: &pb::Envelope,
+        second: &pb::Envelope,
+    ) -> Result<(), StorageError> {
+        self.check("put_evidence")?;
+        self.evidence.insert(
+            (height, round, step, member),
+            (first.clone(), second.clone()),
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,836 @@
+//! Deterministic simulation of whole committee members: every member is the real
+//! [`sigil_engine::Driver`] — the code the `sigil` binary runs — with FROST keys, a
+//! simulated disk that loses unsynced WAL records on a crash ([`MemStorage`]), a durable
+//! nonce ledger, a seeded lossy network carrying real signed envelopes, and a source chain
+//! whose messages reach each member at finality after its own delay.
+//!
+//! Byzantine members ([`Adversary`]) run the same driver and then lie through the real wire
+//! format with their own keys: forged catch-up certificates, signing-attempt bumps and
+//! request floods, far-future rounds/heights and fake heartbeats, double votes,
+//! equivocating and invalid proposals, invalid shares, silence and replay. Honest members
+//! crash and restart ([`Scenario::crash_after_decide`]).
+//!
+//! Checked after every event: agreement; **no honest member decides, or releases a share
+//! for, a block whose root is not the root of messages the chain emitted** (in the ranges
+//! it names); every attestation verifies under the group key over the decided root; no
+//! honest double vote across crashes; every honest member's peer-fed state and WAL stay
+//! under [`STATE_BOUND`] / [`WAL_BOUND`]. At the end: every honest member decided every
+//! emitted message and attested every decided height.
+
+use alloy::primitives::{Address, B256, Bytes};
+use frost_secp256k1 as frost;
+use k256::ecdsa::SigningKey;
+use prost::Message as _;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use sigil_crypto::{BatchTree, MemoryLedger, Message, NonceError, NonceId, NonceLedger, NoncePool};
+use sigil_engine::app::{App, AppParams, Signer};
+use sigil_engine::{
+    Committee, Cursor, Driver, DriverConfig, Effect, Input, MemStorage, Member, Observation,
+    Storage,
+};
+use sigil_proto as pb;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+const CHAIN: u64 = 31;
+const EPOCH: u64 = 1;
+const TICK_MS: u64 = 100;
+
+/// Most entries an honest member may hold in its peer-fed driver maps.
+pub const STATE_BOUND: usize = 4_096;
+/// Most WAL records an honest member may hold.
+pub const WAL_BOUND: usize = 4_096;
+
+/// A Byzantine behaviour of one member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Adversary {
+    /// Answers every catch-up request with its own signed proposal of a forged block (made-up
+    /// root) and no precommits, claims far-ahead heights in heartbeats to trigger those
+    /// requests, and proposes the forged block when it is the proposer (finding 1).
+    ForgedCatchup,
+    /// Floods signing requests as the coordinator of far-future attempts (up to
+    /// `u32::MAX`) and of the next attempt, with fresh-looking commitments (finding 2).
+    AttemptBumper,
+    /// Proposals and votes at far-future rounds and the next heights, and heartbeats with
+    /// made-up heights, every tick (finding 5).
+    FarFuture,
+    /// Sends a conflicting prevote to half the committee.
+    DoubleVoter,
+    /// Sends a second, different (valid-looking) proposal to half the committee.
+    EquivocatingProposer,
+    /// Proposes blocks whose root does not match the messages.
+    InvalidProposer,
+    /// Corrupts its signature shares.
+    BadShares,
+    /// Sends nothing at all.
+    Silent,
+    /// Re-sends every envelope it receives, three times, later.
+    Replayer,
+}
+
+impl Adversary {
+    /// Every behaviour, for sweeps.
+    pub const ALL: [Adversary; 9] = [
+        Adversary::ForgedCatchup,
+        Adversary::AttemptBumper,
+        Adversary::FarFuture,
+        Adversary::DoubleVoter,
+        Adversary::EquivocatingProposer,
+        Adversary::InvalidProposer,
+        Adversary::BadShares,
+        Adversary::Silent,
+        Adversary::Replayer,
+    ];
+
+    /// Command-line name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Adversary::ForgedCatchup => "forged-catchup",
+            Adversary::AttemptBumper => "attempt-bumper",
+            Adversary::FarFuture => "far-future",
+            Adversary::DoubleVoter => "double-voter",
+            Adversary::EquivocatingProposer => "equivocating-proposer",
+            Adversary::InvalidProposer => "invalid-proposer",
+            Adversary::BadShares => "bad-shares",
+            Adversary::Silent => "silent",
+            Adversary::Replayer => "replayer",
+        }
+    }
+
+    /// From its command-line name.
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|a| a.name() == s)
+    }
+}
+
+/// One schedule.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Committee size (≥ 4).
+    pub n: u16,
+    /// RNG seed: network latency and loss, observation delays, crash times.
+    pub seed: u64,
+    /// Messages the source chain emits (in bursts).
+    pub messages: u64,
+    /// Byzantine member and its behaviour.
+    pub adversary: Option<(Member, Adversary)>,
+    /// Crash this honest member right after its first decision and restart it later.
+    pub crash_after_decide: Option<Member>,
+    /// Probability a gossiped message is lost on one link (0..1).
+    pub loss: f64,
+    /// Virtual time limit (ms).
+    pub limit_ms: u64,
+}
+
+impl Scenario {
+    /// A schedule with defaults: 12 messages, 2% loss, 120 s limit.
+    pub fn new(n: u16, seed: u64, adversary: Option<(Member, Adversary)>) -> Self {
+        Self {
+            n,
+            seed,
+            messages: 12,
+            adversary,
+            crash_after_decide: None,
+            loss: 0.02,
+            limit_ms: 120_000,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Events processed.
+    pub events: u64,
+    /// Highest height every honest member decided.
+    pub decided: u64,
+    /// Attestations stored by honest members.
+    pub attestations: u64,
+    /// Virtual time when every honest member had decided and attested everything (ms).
+    pub done_ms: Option<u64>,
+    /// Largest driver state and WAL seen on an honest member.
+    pub peak_state: usize,
+    /// Largest WAL seen on an honest member.
+    pub peak_wal: usize,
+    /// A hash of the event trace (determinism check).
+    pub trace_hash: u64,
+    /// The first invariant broken, if any.
+    pub violation: Option<String>,
+}
+
+/// A nonce ledger that survives the member's crash (the RocksDB ledger's role).
+#[derive(Clone, Default)]
+struct SharedLedger(Arc<Mutex<MemoryLedger>>);
+
+impl NonceLedger for SharedLedger {
+    fn issue(&mut self, count: u32) -> Result<Range<u64>, NonceError> {
+        self.0
+            .lock()
+            .map_err(|_| NonceError::Storage {
+                source: "ledger lock poisoned".into(),
+            })?
+            .issue(count)
+    }
+    fn consume(&mut self, id: NonceId) -> Result<(), NonceError> {
+        self.0
+            .lock()
+            .map_err(|_| NonceError::Storage {
+                source: "ledger lock poisoned".into(),
+            })?
+            .consume(id)
+    }
+    fn status(&self, id: NonceId) -> sigil_crypto::nonce::NonceStatus {
+        match self.0.lock() {
+            Ok(l) => l.status(id),
+            Err(_) => sigil_crypto::nonce::NonceStatus::Consumed,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Payload {
+    Gossip(Vec<u8>),
+    Request { id: u64, data: Vec<u8> },
+    Response(Vec<u8>),
+}
+
+#[derive(Debug, Clone)]
+enum Ev {
+    Deliver {
+        to: Member,
+        from: Member,
+        p: Payload,
+    },
+    Tick(Member),
+    Observe(Member),
+    Emit,
+    Restart(Member),
+}
+
+struct SimMember {
+    driver: Option<Driver<MemStorage>>,
+    /// The disk while crashed.
+    disk: Option<MemStorage>,
+    ledger: SharedLedger,
+    key: SigningKey,
+    /// Observations delivered to this member so far (its watcher's store).
+    observed: Vec<Observation>,
+    /// How far the chain is visible to this member (next nonce).
+    visible: u64,
+    crashed_once: bool,
+}
+
+struct Sim {
+    sc: Scenario,
+    rng: ChaCha20Rng,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Ev>,
+    members: BTreeMap<Member, SimMember>,
+    committee: Committee,
+    keys: sigil_crypto::keys::DealtKeys,
+    /// Messages the chain emitted, by nonce.
+    chain: Vec<Observation>,
+    decided: BTreeMap<Member, BTreeMap<u64, B256>>,
+    votes: BTreeMap<(Member, u64, u32, u32), Vec<u8>>,
+    next_req: u64,
+    requests: BTreeMap<u64, Member>,
+    report: Report,
+}
+
+fn message(nonce: u64) -> Observation {
+    Observation {
+        message: Message {
+            source_chain_id: CHAIN,
+            source_gateway: Address::repeat_byte(0x5a),
+            nonce,
+            sender: Address::repeat_byte(1),
+            dest_chain_id: 2,
+            recipient: Address::repeat_byte(3),
+            payload: Bytes::from(nonce.to_be_bytes().to_vec()),
+        },
+        block_number: nonce + 1,
+        block_hash: B256::repeat_byte(1),
+        observed_at_ms: 0,
+        block_time: 0,
+    }
+}
+
+fn mix(h: u64, x: u64) -> u64 {
+    (h ^ x).wrapping_mul(0x100_0000_01b3).rotate_left(7)
+}
+
+impl Sim {
+    fn new(sc: Scenario) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(sc.seed);
+        let (_, t) = sigil_crypto::keys::thresholds(sc.n);
+        let mut key_rng = ChaCha20Rng::seed_from_u64(0x5167_11);
+        let keys = sigil_crypto::keys::trusted_dealer(t, sc.n, &mut key_rng)
+            .unwrap_or_else(|e| panic!("dealer: {e}"));
+        let node_keys: Vec<SigningKey> = (0..sc.n)
+            .map(|_| SigningKey::random(&mut key_rng))
+            .collect();
+        let committee = Committee::new(node_keys.iter().map(|k| *k.verifying_key()).collect());
+        let mut members = BTreeMap::new();
+        for (i, key) in node_keys.into_iter().enumerate() {
+            let m = i as Member + 1;
+            members.insert(
+                m,
+                SimMember {
+                    driver: None,
+                    disk: Some(MemStorage::new()),
+                    ledger: SharedLedger::default(),
+                    key,
+                    observed: Vec::new(),
+                    visible: 0,
+                    crashed_once: false,
+                },
+            );
+        }
+        let _ = rng.next_u32();
+        let mut sim = Self {
+            sc,
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            members,
+            committee,
+            keys,
+            chain: Vec::new(),
+            decided: BTreeMap::new(),
+            votes: BTreeMap::new(),
+            next_req: 0,
+            requests: BTreeMap::new(),
+            report: Report::default(),
+        };
+        for m in 1..=sim.sc.n {
+            sim.start(m);
+            let jitter = sim.rng.next_u64() % TICK_MS;
+            sim.push(jitter, Ev::Tick(m));
+        }
+        sim.push(200, Ev::Emit);
+        sim
+    }
+
+    fn honest(&self, m: Member) -> bool {
+        self.sc.adversary.is_none_or(|(b, _)| b != m)
+    }
+
+    fn adversary_of(&self, m: Member) -> Option<Adversary> {
+        self.sc.adversary.and_then(|(b, a)| (b == m).then_some(a))
+    }
+
+    fn push(&mut self, after: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((self.now + after, self.seq), ev);
+    }
+
+    fn violate(&mut self, what: String) {
+        if self.report.violation.is_none() {
+            self.report.violation = Some(format!("t={}ms: {what}", self.now));
+        }
+    }
+
+    /// Builds (or rebuilds after a crash) member `m` from its disk, ledger and observations.
+    fn start(&mut self, m: Member) {
+        let n = self.sc.n;
+        let (_, t) = sigil_crypto::keys::thresholds(n);
+        let seed = self.rng.next_u64();
+        let Some(sm) = self.members.get_mut(&m) else {
+            return;
+        };
+        let Some(disk) = sm.disk.take() else { return };
+        let params = AppParams {
+            me: Some(m),
+            n,
+            t,
+            epoch: EPOCH,
+            chains: vec![(CHAIN, Address::repeat_byte(0x5a))],
+            max_messages: 5,
+            max_bytes: 1 << 20,
+            nonce_pool: 8,
+            share_timeout_ms: 1_000,
+        };
+        let signer = Signer {
+            key: self.keys.key_packages[&m].clone(),
+            public: self.keys.public_key_package.clone(),
+            pool: NoncePool::new(),
+            ledger: Box::new(sm.ledger.clone()),
+        };
+        let mut next = BTreeMap::new();
+        next.insert(CHAIN, disk.next_nonce(CHAIN));
+        let mut app = App::new(
+            params,
+            Some(signer),
+            Some(self.keys.group_key),
+            next,
+            Box::new(ChaCha20Rng::seed_from_u64(seed)),
+        );
+        let cursor = Cursor {
+            block_number: sm.observed.len() as u64,
+            block_hash: B256::repeat_byte(1),
+            next_nonce: sm.observed.len() as u64,
+        };
+        app.observe(sm.observed.clone(), Some(cursor.to_wire(CHAIN)));
+        let mut cfg = DriverConfig::new(m);
+        cfg.consensus.propose_ms = 600;
+        cfg.consensus.prevote_ms = 300;
+        cfg.consensus.precommit_ms = 300;
+        cfg.consensus.delta_ms = 200;
+        cfg.observation_wait_ms = 800;
+        cfg.heartbeat_ms = 500;
+        cfg.gossip_ms = 300;
+        cfg.rebroadcast_ms = 700;
+        cfg.sync_timeout_ms = 1_500;
+        cfg.stall_ms = 1_000;
+        match Driver::new(
+            cfg,
+            self.committee.clone(),
+            sm.key.clone(),
+            app,
+            disk,
+            self.now,
+        ) {
+            Ok((d, effects)) => {
+                sm.driver = Some(d);
+                self.effects(m, effects);
+            }
+            Err(e) => self.violate(format!("member {m} failed to start: {e}")),
+        }
+    }
+
+    fn crash(&mut self, m: Member) {
+        let Some(sm) = self.members.get_mut(&m) else {
+            return;
+        };
+        if let Some(d) = sm.driver.take() {
+            let mut disk = d.storage().clone();
+            disk.crash();
+            sm.disk = Some(disk);
+            if let Ok(mut l) = sm.ledger.0.lock() {
+                l.restart();
+            }
+            sm.crashed_once = true;
+        }
+    }
+
+    fn lost(&mut self) -> bool {
+        (self.rng.next_u32() as f64 / u32::MAX as f64) < self.sc.loss
+    }
+
+    fn latency(&mut self) -> u64 {
+        5 + self.rng.next_u64() % 45
+    }
+
+    fn gossip(&mut self, from: Member, bytes: Vec<u8>, only: Option<&BTreeSet<Member>>) {
+        for to in 1..=self.sc.n {
+            if to == from || only.is_some_and(|o| !o.contains(&to)) || self.lost() {
+                continue;
+            }
+            let lat = self.latency();
+            self.push(
+                lat,
+                Ev::Deliver {
+                    to,
+                    from,
+                    p: Payload::Gossip(bytes.clone()),
+                },
+            );
+        }
+    }
+
+    fn seal(&self, m: Member, kind: pb::body::Kind) -> pb::Envelope {
+        let key = &self.members[&m].key;
+        sigil_engine::envelope::seal(key, m, &pb::Body { kind: Some(kind) })
+    }
+
+    /// Executes one member's effects (through its adversary filter when Byzantine).
+    fn effects(&mut self, m: Member, effects: Vec<Effect>) {
+        let adv = self.adversary_of(m);
+        for e in effects {
+            match e {
+                Effect::Publish { topic, envelope } => {
+                    if self.honest(m) {
+                        self.check_own(m, &envelope);
+                    }
+                    match adv {
+                        Some(Adversary::Silent) => {}
+                        Some(a) => self.byzantine_publish(m, a, topic, envelope),
+                        None => self.gossip(m, envelope.encode_to_vec(), None),
+                    }
+                }
+                Effect::Send { to, request } => {
+                    self.next_req += 1;
+                    let id = self.next_req;
+                    self.requests.insert(id, m);
+                    let lat = self.latency();
+                    self.push(
+                        lat,
+                        Ev::Deliver {
+                            to,
+                            from: m,
+                            p: Payload::Request {
+                                id,
+                                data: request.encode_to_vec(),
+                            },
+                        },
+                    );
+                }
+                Effect::Respond { id, response } => {
+                    let Some(to) = self.requests.remove(&id) else {
+                        continue;
+                    };
+                    let response = match adv {
+                        Some(Adversary::Silent) => continue,
+                        Some(Adversary::ForgedCatchup) => self.forged_sync_response(m),
+                        _ => response,
+                    };
+                    let lat = self.latency();
+                    self.push(
+                        lat,
+                        Ev::Deliver {
+                            to,
+                            from: m,
+                            p: Payload::Response(response.encode_to_vec()),
+                        },
+                    );
+                }
+                Effect::Verdict { .. } | Effect::Event(_) => {}
+                Effect::Decided { height, block, .. } => {
+                    if self.honest(m) {
+                        self.check_decided(m, height, &block.0);
+                        if self.sc.crash_after_decide == Some(m) && !self.members[&m].crashed_once {
+                            self.crash(m);
+                            self.push(2_500, Ev::Restart(m));
+                            return;
+                        }
+                    }
+                }
+                Effect::Attested { attestation, .. } => {
+                    if self.honest(m) {
+                        self.check_attestation(m, &attestation);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The root the chain's messages in `ranges` really have, or `None` if a range names
+    /// messages the chain did not emit (or another chain/gateway).
+    fn true_root(&self, b: &pb::Block) -> Option<Vec<u8>> {
+        let mut leaves = Vec::new();
+        for r in &b.ranges {
+            if r.chain_id != CHAIN || r.gateway != Address::repeat_byte(0x5a).as_slice() {
+                return None;
+            }
+            for nonce in r.from_nonce..r.to_nonce {
+                leaves.push(self.chain.get(usize::try_from(nonce).ok()?)?.message.leaf());
+            }
+        }
+        Some(BatchTree::new(&leaves).ok()?.root().to_vec())
+    }
+
+    fn check_decided(&mut self, m: Member, height: u64, b: &pb::Block) {
+        if self.true_root(b).as_deref() != Some(b.root.as_slice()) {
+            self.violate(format!(
+                "member {m} decided height {height} with a root the chain never emitted"
+            ));
+        }
+        let id = sigil_consensus::Value::id(&sigil_engine::app::Block(b.clone()));
+        for (other, map) in &self.decided {
+            if let Some(x) = map.get(&height)
+                && *x != id
+            {
+                let msg =
+                    format!("agreement: members {m} and {other} decided differently at {height}");
+                self.violate(msg);
+                break;
+            }
+        }
+        self.decided.entry(m).or_default().insert(height, id);
+    }
+
+    fn check_attestation(&mut self, m: Member, a: &pb::Attestation) {
+        self.report.attestations += 1;
+        let ok = B256::try_from(a.root.as_slice()).ok().is_some_and(|root| {
+            frost::Signature::deserialize(&a.signature).is_ok_and(|sig| {
+                let d = sigil_crypto::batch_digest(a.epoch, a.height, root);
+                sigil_crypto::signing::verify(&self.keys.group_key, d, &sig).is_ok()
+            })
+        });
+        let decided_root = self.members[&m]
+            .driver
+            .as_ref()
+            .and_then(|d| d.storage().block(a.height).ok().flatten())
+            .and_then(|cb| cb.proposal)
+            .and_then(|env| pb::Body::decode(env.body.as_slice()).ok())
+            .and_then(|b| match b.kind {
+                Some(pb::body::Kind::Proposal(p)) => p.block.map(|b| b.root),
+                _ => None,
+            });
+        if !ok || decided_root.as_deref() != Some(a.root.as_slice()) {
+            self.violate(format!(
+                "member {m}: attestation at height {} does not verify over its decided root",
+                a.height
+            ));
+        }
+    }
+
+    /// Own votes never change across crashes; own shares only for truthful decided blocks.
+    fn check_own(&mut self, m: Member, env: &pb::Envelope) {
+        let Ok(body) = pb::Body::decode(env.body.as_slice()) else {
+            return;
+        };
+        match body.kind {
+            Some(pb::body::Kind::Vote(v)) => {
+                let key = (m, v.height, v.round, v.kind);
+                match self.votes.get(&key) {
+                    Some(prev) if *prev != v.value_id => self.violate(format!(
+                        "member {m} double-voted at height {} round {}",
+                        v.height, v.round
+                    )),
+                    Some(_) => {}
+                    None => {
+                        self.votes.insert(key, v.value_id);
+                    }
+                }
+            }
+            Some(pb::body::Kind::Share(s)) => {
+                let block = self.members[&m]
+                    .driver
+                    .as_ref()
+                    .and_then(|d| d.storage().block(s.height).ok().flatten())
+                    .and_then(|cb| cb.proposal)
+                    .and_then(|env| pb::Body::decode(env.body.as_slice()).ok())
+                    .and_then(|b| match b.kind {
+                        Some(pb::body::Kind::Proposal(p)) => p.block,
+                        _ => None,
+                    });
+                let truthful = block
+                    .as_ref()
+                    .is_some_and(|b| self.true_root(b).as_deref() == Some(b.root.as_slice()));
+                if !truthful {
+                    self.violate(format!(
+                        "member {m} released a share for height {} whose block is not what the chain emitted",
+                        s.height
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn check_bounds(&mut self, m: Member) {
+        let Some(d) = self.members.get(&m).and_then(|s| s.driver.as_ref()) else {
+            return;
+        };
+        let state = d.held_entries();
+        let wal = d.storage().wal_len();
+        self.report.peak_state = self.report.peak_state.max(state);
+        self.report.peak_wal = self.report.peak_wal.max(wal);
+        if state > STATE_BOUND || wal > WAL_BOUND {
+            self.violate(format!(
+                "member {m} holds {state} driver entries and {wal} WAL records (bounds {STATE_BOUND}/{WAL_BOUND})"
+            ));
+        }
+    }
+
+    fn step(&mut self, ev: Ev) {
+        match ev {
+            Ev::Emit => {
+                let have = self.chain.len() as u64;
+                if have < self.sc.messages {
+                    let burst = 1 + self.rng.next_u64() % 4;
+                    for nonce in have..(have + burst).min(self.sc.messages) {
+                        self.chain.push(message(nonce));
+                    }
+                    for m in 1..=self.sc.n {
+                        let delay = 20 + self.rng.next_u64() % 300;
+                        self.push(delay, Ev::Observe(m));
+                    }
+                    let gap = 300 + self.rng.next_u64() % 900;
+                    self.push(gap, Ev::Emit);
+                }
+            }
+            Ev::Observe(m) => {
+                let upto = self.chain.len() as u64;
+                let Some(sm) = self.members.get_mut(&m) else {
+                    return;
+                };
+                let from = sm.visible;
+                if upto <= from {
+                    return;
+                }
+                let obs: Vec<Observation> = self.chain[from as usize..upto as usize].to_vec();
+                sm.visible = upto;
+                sm.observed.extend(obs.iter().cloned());
+                let ev = sigil_engine::ChainEvent {
+                    chain_id: CHAIN,
+                    observations: obs,
+                    cursor: Cursor {
+                        block_number: upto,
+                        block_hash: B256::repeat_byte(1),
+                        next_nonce: upto,
+                    },
+                    head: upto + 2,
+                    finalized: upto,
+                };
+                self.drive(m, Input::Chain(ev));
+            }
+            Ev::Tick(m) => {
+                self.drive(m, Input::Tick);
+                if let Some(a) = self.adversary_of(m) {
+                    self.byzantine_tick(m, a);
+                }
+                self.push(TICK_MS, Ev::Tick(m));
+            }
+            Ev::Restart(m) => self.start(m),
+            Ev::Deliver { to, from, p } => {
+                if self.adversary_of(to) == Some(Adversary::Replayer)
+                    && let Payload::Gossip(bytes) = &p
+                {
+                    for k in 1..=3u64 {
+                        let bytes = bytes.clone();
+                        self.seq += 1;
+                        let at = self.now + 200 * k;
+                        for dst in 1..=self.sc.n {
+                            if dst != to {
+                                self.seq += 1;
+                                self.queue.insert(
+                                    (at, self.seq),
+                                    Ev::Deliver {
+                                        to: dst,
+                                        from: to,
+                                        p: Payload::Gossip(bytes.clone()),
+                                    },
+                                );
+                            }
+                        }
+                    }
+                }
+                let input = match p {
+                    Payload::Gossip(data) => Input::Gossip { id: 0, data },
+                    Payload::Request { id, data } => {
+                        self.requests.insert(id, from);
+                        Input::Request { id, from, data }
+                    }
+                    Payload::Response(data) => Input::Response { from, data },
+                };
+                self.drive(to, input);
+            }
+        }
+    }
+
+    fn drive(&mut self, m: Member, input: Input) {
+        let now = self.now;
+        let Some(d) = self.members.get_mut(&m).and_then(|s| s.driver.as_mut()) else {
+            return;
+        };
+        let effects = d.handle(input, now);
+        self.effects(m, effects);
+        if self.honest(m) {
+            self.check_bounds(m);
+        }
+    }
+
+    fn finished(&self) -> bool {
+        let want = self.sc.messages;
+        (1..=self.sc.n).filter(|m| self.honest(*m)).all(|m| {
+            self.members[&m].driver.as_ref().is_some_and(|d| {
+                let st = d.status();
+                d.storage().next_nonce(CHAIN) >= want
+                    && st.attested >= st.decided
+                    && st.unattested.is_empty()
+            })
+        })
+    }
+
+    fn run(mut self) -> Report {
+        let mut hash = 0u64;
+        while let Some(((at, _), ev)) = self.queue.pop_first() {
+            self.now = at;
+            if at > self.sc.limit_ms {
+                break;
+            }
+            hash = mix(hash, at);
+            hash = mix(
+                hash,
+                match &ev {
+                    Ev::Deliver { to, from, .. } => u64::from(*to) << 8 | u64::from(*from),
+                    Ev::Tick(m) => 0x1000 + u64::from(*m),
+                    Ev::Observe(m) => 0x2000 + u64::from(*m),
+                    Ev::Emit => 0x3000,
+                    Ev::Restart(m) => 0x4000 + u64::from(*m),
+                },
+            );
+            self.report.events += 1;
+            self.step(ev);
+            if self.report.violation.is_some() {
+                break;
+            }
+            if self.chain.len() as u64 >= self.sc.messages
+                && self.report.events % 16 == 0
+                && self.finished()
+            {
+                self.report.done_ms = Some(self.now);
+                break;
+            }
+        }
+        self.report.trace_hash = hash;
+        self.report.decided = (1..=self.sc.n)
+            .filter(|m| self.honest(*m))
+            .filter_map(|m| self.members[&m].driver.as_ref().map(|d| d.status().decided))
+            .min()
+            .unwrap_or(0);
+        if self.report.violation.is_none() && self.report.done_ms.is_none() {
+            let detail: Vec<String> = (1..=self.sc.n)
+                .filter(|m| self.honest(*m))
+                .map(|m| match self.members[&m].driver.as_ref() {
+                    Some(d) => {
+                        let s = d.status();
+                        format!(
+                            "member {m}: decided {} attested {} unattested {:?} next nonce {}",
+                            s.decided,
+                            s.attested,
+                            s.unattested,
+                            d.storage().next_nonce(CHAIN)
+                        )
+                    }
+                    None => format!("member {m}: down"),
+                })
+                .collect();
+            self.report.violation = Some(format!(
+                "liveness: not every message decided and attested by {} ms ({})",
+                self.sc.limit_ms,
+                detail.join("; ")
+            ));
+        }
+        self.report
+    }
+}
+
+/// Runs one schedule.
+pub fn run(sc: Scenario) -> Report {
+    Sim::new(sc).run()
+}
+
+/// The command that replays one schedule.
+pub fn replay_command(sc: &Scenario) -> String {
+    let adv = sc
+        .adversary
+        .map(|(m, a)| format!(" --adversary {} --byzantine {m}", a.name()))
+        .unwrap_or_default();
+    let crash = sc
+        .crash_after_decide
+        .map(|m| format!(" --crash-after-decide {m}"))
+        .unwrap_or_default();
+    format!(
+        "cargo run -p sigil-testnet --bin sigil-sim -- member --nodes {} --seed {}{adv}{crash}",
+        sc.n, sc.seed
+    )
+}
+
+mod byzantine;
