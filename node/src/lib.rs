@@ -64,10 +64,18 @@ pub async fn start(
     let status = Arc::new(RwLock::new(node::Status::default()));
     let group_key = sigil_crypto::GroupKey::new(*share.public_key_package.verifying_key()).ok();
     let (tx, rx) = mpsc::channel(64);
+    // Every task is supervised: one that ends early (an error, a panic) is reported and
+    // stops the node instead of leaving it half alive.
+    let mut tasks: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)> =
+        tokio::task::JoinSet::new();
     for (i, c) in cfg.chains.iter().enumerate() {
         let cursor = store.cursor(c.chain_id)?;
         let w = watcher::Watcher::new(c.clone(), cfg.finality(i), metrics.clone(), cursor)?;
-        tokio::spawn(w.run(tx.clone()));
+        let tx = tx.clone();
+        tasks.spawn(async move {
+            w.run(tx).await;
+            ("chain watcher", Ok(()))
+        });
     }
     let shared = node::Shared {
         store: store.clone(),
@@ -84,8 +92,8 @@ pub async fn start(
     tracing::info!(api = %cfg.node.api, "HTTP API listening");
     let router = api::router(shared);
     let mut api_shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
+    tasks.spawn(async move {
+        let r = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 while api_shutdown.changed().await.is_ok() {
                     if *api_shutdown.borrow() {
@@ -94,10 +102,12 @@ pub async fn start(
                 }
             })
             .await;
+        ("HTTP API", r.map_err(anyhow::Error::from))
     });
     if cfg.relayer.enabled {
         let rcfg = relayer::RelayerConfig::from_node(&cfg, home)?;
-        tokio::spawn(relayer::run(rcfg, metrics.clone(), shutdown.clone()));
+        let (m, stop) = (metrics.clone(), shutdown.clone());
+        tasks.spawn(async move { ("relayer", relayer::run(rcfg, m, stop).await) });
     }
     let n = node::Node::new(
         node::NodeSetup {
@@ -109,5 +119,28 @@ pub async fn start(
         metrics,
         status,
     )?;
-    n.run(rx, shutdown).await
+    let stopping = shutdown.clone();
+    let node = n.run(rx, shutdown);
+    tokio::pin!(node);
+    loop {
+        tokio::select! {
+            r = &mut node => return r,
+            Some(done) = tasks.join_next() => {
+                let (name, result) = match done {
+                    Ok(x) => x,
+                    Err(e) => ("task", Err(anyhow::anyhow!("panicked: {e}"))),
+                };
+                if *stopping.borrow() {
+                    continue;
+                }
+                match result {
+                    Err(e) => {
+                        tracing::error!(task = name, error = %e, "task failed; stopping the node");
+                        return Err(e.context(format!("{name} failed")));
+                    }
+                    Ok(()) => tracing::warn!(task = name, "task ended"),
+                }
+            }
+        }
+    }
 }

@@ -165,17 +165,6 @@ impl Store {
         Ok(self.db.write_opt(b, &sync())?)
     }
 
-    /// One observation.
-    pub fn observation(
-        &self,
-        chain_id: u64,
-        nonce: u64,
-    ) -> Result<Option<Observation>, StoreError> {
-        self.get("observations", &obs_key(chain_id, nonce))?
-            .map(|v| serde_json::from_slice(&v).map_err(|e| corrupt("observations", e)))
-            .transpose()
-    }
-
     /// Observations of `chain_id` with nonce in `range`, in nonce order.
     pub fn observations(
         &self,

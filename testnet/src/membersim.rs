@@ -122,6 +122,8 @@ pub struct Scenario {
     pub loss: f64,
     /// Virtual time limit (ms).
     pub limit_ms: u64,
+    /// Print every member's events, decisions and attestations to stderr.
+    pub trace: bool,
 }
 
 impl Scenario {
@@ -135,6 +137,7 @@ impl Scenario {
             crash_after_decide: None,
             loss: 0.02,
             limit_ms: 120_000,
+            trace: false,
         }
     }
 }
@@ -498,8 +501,16 @@ impl Sim {
                         },
                     );
                 }
-                Effect::Verdict { .. } | Effect::Event(_) => {}
+                Effect::Verdict { .. } => {}
+                Effect::Event(ev) => {
+                    if self.sc.trace && !matches!(ev, sigil_engine::Event::TimeoutFired) {
+                        eprintln!("{:>7} m{m} {ev:?}", self.now);
+                    }
+                }
                 Effect::Decided { height, block, .. } => {
+                    if self.sc.trace {
+                        eprintln!("{:>7} m{m} decided {height} ({} messages)", self.now, block.0.count);
+                    }
                     if self.honest(m) {
                         self.check_decided(m, height, &block.0);
                         if self.sc.crash_after_decide == Some(m) && !self.members[&m].crashed_once {
@@ -510,6 +521,9 @@ impl Sim {
                     }
                 }
                 Effect::Attested { attestation, .. } => {
+                    if self.sc.trace {
+                        eprintln!("{:>7} m{m} attested {}", self.now, attestation.height);
+                    }
                     if self.honest(m) {
                         self.check_attestation(m, &attestation);
                     }

@@ -77,6 +77,9 @@ enum Cmd {
         /// Messages the source chain emits.
         #[arg(long, default_value_t = 12)]
         messages: u64,
+        /// Print every member's events to stderr.
+        #[arg(long)]
+        trace: bool,
     },
     /// Sweep whole-member schedules: every adversary in every seat, every third seed with a
     /// crash-restart of an honest member.
@@ -90,6 +93,10 @@ enum Cmd {
         /// First seed.
         #[arg(long, default_value_t = 0)]
         start: u64,
+        /// Instead of adversaries: one honest member crashes after its first decision and
+        /// restarts (member `seed mod n + 1`).
+        #[arg(long)]
+        crash_only: bool,
     },
     /// Committee-size scaling table.
     Bench {
@@ -108,6 +115,7 @@ fn main() -> anyhow::Result<()> {
             byzantine,
             crash_after_decide,
             messages,
+            trace,
         } => {
             let adv = match adversary {
                 Some(name) => Some((
@@ -120,6 +128,7 @@ fn main() -> anyhow::Result<()> {
             let mut sc = member::Scenario::new(nodes, seed, adv);
             sc.crash_after_decide = crash_after_decide;
             sc.messages = messages;
+            sc.trace = trace;
             let t = Instant::now();
             let r = member::run(sc);
             println!(
@@ -141,6 +150,7 @@ fn main() -> anyhow::Result<()> {
             seeds,
             nodes,
             start,
+            crash_only,
         } => {
             let t = Instant::now();
             let mut count = 0u64;
@@ -148,10 +158,17 @@ fn main() -> anyhow::Result<()> {
             let mut peak = (0usize, 0usize);
             let mut slowest = 0u64;
             for seed in start..start + seeds {
-                for a in Adversary::ALL {
+                let adversaries: Vec<Option<Adversary>> = if crash_only {
+                    vec![None]
+                } else {
+                    Adversary::ALL.iter().copied().map(Some).collect()
+                };
+                for a in adversaries {
                     let byz = (seed % u64::from(nodes)) as u16 + 1;
-                    let mut sc = member::Scenario::new(nodes, seed, Some((byz, a)));
-                    if seed % 3 == 0 {
+                    let mut sc = member::Scenario::new(nodes, seed, a.map(|a| (byz, a)));
+                    if a.is_none() {
+                        sc.crash_after_decide = Some(byz);
+                    } else if seed % 3 == 0 {
                         sc.crash_after_decide = Some(byz % nodes + 1);
                     }
                     let r = member::run(sc.clone());

@@ -143,9 +143,14 @@ struct Session {
     silent: BTreeSet<Member>,
     done: bool,
     attestation: Option<pb::Attestation>,
-    /// A signing request for attempt `attempt + 1` from its coordinator, received before our
-    /// own share timeout moved us there; applied (at most one) when it does.
-    next_request: Option<pb::SignRequest>,
+    /// Signing requests for later attempts (at most n ahead, one per attempt: only that
+    /// attempt's coordinator may send it), applied when this member reaches the attempt.
+    held: BTreeMap<u32, pb::SignRequest>,
+    /// The highest later attempt each member has shown (a share or a request), at most n
+    /// ahead. When f + 1 members are at or past attempt a — at least one correct member got
+    /// there by its own timeouts — a member that lags (it decided later, e.g. by catch-up)
+    /// jumps to a. One member alone can never move anyone.
+    claims: BTreeMap<Member, u32>,
 }
 
 /// Most (member, nonce id) pairs remembered as used per member; older ids fall out (the

@@ -164,7 +164,8 @@ impl App {
             silent: BTreeSet::new(),
             done: false,
             attestation: None,
-            next_request: None,
+            held: BTreeMap::new(),
+            claims: BTreeMap::new(),
         };
         let mut out = Vec::new();
         if let Ok(map) = self.commitments_of(&b.signers) {
@@ -294,7 +295,7 @@ impl App {
         &mut self,
         from: Member,
         msg: &pb::SignatureShare,
-        _now_ms: u64,
+        now_ms: u64,
     ) -> Vec<Effect> {
         let mut out = Vec::new();
         if msg.share.len() != SHARE_BYTES {
@@ -321,9 +322,12 @@ impl App {
             self.sessions.insert(msg.height, s);
             return out;
         }
+        self.note_claim(&mut s, from, msg.attempt, msg.height, now_ms, &mut out);
         if msg.attempt > s.attempt || s.package.is_none() {
-            // Only the attempt in progress or the next one is worth holding.
-            if msg.attempt <= s.attempt.saturating_add(1) && self.early_shares.len() < 64 {
+            // Only attempts within the window are worth holding.
+            if msg.attempt <= s.attempt.saturating_add(u32::from(self.p.n))
+                && self.early_shares.len() < 64
+            {
                 self.early_shares
                     .entry((msg.height, msg.attempt))
                     .or_default()
@@ -452,12 +456,12 @@ impl App {
 
     /// A signing request (retry) from `from`.
     ///
-    /// Accepted only from the coordinator of `req.attempt`, only for the attempt right after
-    /// ours, and only once per attempt: a request for `attempt + 1` that arrives before our
-    /// own share timeout is held (one per session) and applied when the timeout moves us
-    /// there, so no member can bump attempts, clear collected shares or burn honest nonces
-    /// faster than one attempt per `share_timeout_ms`. A done member answers with the
-    /// attestation instead of signing again.
+    /// Accepted only from the coordinator of `req.attempt`, and only once per attempt: the
+    /// current attempt (when it has no package yet) is applied; a later one, at most n
+    /// ahead, is held and applied when this member gets there — by its own share timeout
+    /// (one attempt per `share_timeout_ms`) or because f + 1 members are there. So no member
+    /// alone can bump attempts, clear collected shares or burn honest nonces, and no attempt
+    /// number overflows. A done member answers with the attestation instead of signing again.
     pub fn on_sign_request(
         &mut self,
         from: Member,
@@ -481,15 +485,18 @@ impl App {
             self.sessions.insert(req.height, s);
             return out;
         }
-        let next = s.attempt.checked_add(1);
-        if Some(req.attempt) == next {
-            // Early: our share timeout has not fired yet. Hold one request for it.
-            if s.next_request.is_none() && self.request_well_formed(req) {
-                s.next_request = Some(req.clone());
+        let window = s.attempt.saturating_add(u32::from(self.p.n));
+        if req.attempt > s.attempt && req.attempt <= window {
+            // Early: hold it (one per attempt) until our own timeouts, or f + 1 members'
+            // claims, bring us there.
+            if !s.held.contains_key(&req.attempt) && self.request_well_formed(req) {
+                s.held.insert(req.attempt, req.clone());
             } else {
                 self.stats.requests_refused += 1;
             }
+            self.note_claim(&mut s, from, req.attempt, req.height, now_ms, &mut out);
             self.sessions.insert(req.height, s);
+            self.drain_early(req.height, &mut out);
             return out;
         }
         if req.attempt != s.attempt || s.package.is_some() || !self.request_well_formed(req) {
@@ -501,6 +508,51 @@ impl App {
         self.sessions.insert(req.height, s);
         self.drain_early(req.height, &mut out);
         out
+    }
+
+    /// Records that `from` is at `attempt` (see `Session::claims`) and jumps this session
+    /// to the highest attempt that f + 1 members have reached, applying the request held for
+    /// it. Attempts beyond n ahead are ignored.
+    fn note_claim(
+        &mut self,
+        s: &mut Session,
+        from: Member,
+        attempt: u32,
+        height: Height,
+        now_ms: u64,
+        out: &mut Vec<Effect>,
+    ) {
+        if attempt <= s.attempt || attempt > s.attempt.saturating_add(u32::from(self.p.n)) {
+            return;
+        }
+        let e = s.claims.entry(from).or_insert(0);
+        *e = (*e).max(attempt);
+        let one_correct = usize::from(self.p.t.saturating_sub(1) / 2) + 1;
+        let mut ahead: Vec<u32> = s.claims.values().copied().filter(|a| *a > s.attempt).collect();
+        ahead.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&target) = ahead.get(one_correct - 1) else {
+            return;
+        };
+        self.stats.retries += 1;
+        s.attempt = target;
+        s.package = None;
+        s.started_ms = now_ms;
+        s.shares.clear();
+        let mut excluded: BTreeSet<Member> = s.culprits.clone();
+        excluded.extend(s.silent.iter().copied());
+        out.push(Effect::Retry {
+            height,
+            attempt: target,
+            excluded: excluded.into_iter().collect(),
+        });
+        s.held.retain(|a, _| *a >= target);
+        if let Some(req) = s.held.remove(&target) {
+            if self.request_well_formed(&req) {
+                self.apply_request(s, &req, now_ms, out);
+            } else {
+                self.stats.requests_refused += 1;
+            }
+        }
     }
 
     /// t distinct members, each commitment decodable and not used before.
@@ -580,7 +632,8 @@ impl App {
                 attempt,
                 excluded: excluded.iter().copied().collect(),
             });
-            let held = s.next_request.take().filter(|r| r.attempt == attempt);
+            let held = s.held.remove(&attempt);
+            s.held.retain(|a, _| *a > attempt);
             if self.p.me == Some(self.coordinator(h, attempt)) {
                 let pick = self
                     .pick_signers(h, &excluded)
@@ -607,8 +660,14 @@ impl App {
         // Forget finished sessions far behind.
         let floor = self.height.saturating_sub(64);
         self.sessions.retain(|h, s| !s.done || *h >= floor);
-        self.early_shares
-            .retain(|(h, _), _| h.saturating_add(4) >= self.height);
+        // Early shares are worth keeping only for an attempt not yet passed of an unfinished
+        // session, or for a height not decided here yet: stale ones would fill the buffer.
+        let sessions = &self.sessions;
+        let height = self.height;
+        self.early_shares.retain(|(h, a), _| match sessions.get(h) {
+            Some(s) => !s.done && *a >= s.attempt,
+            None => *h >= height,
+        });
         out
     }
 

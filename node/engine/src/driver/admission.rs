@@ -54,7 +54,7 @@ impl<S: Storage> Driver<S> {
             pb::body::Kind::Heartbeat(hb) => {
                 self.peer_heights
                     .insert(from, (hb.height, hb.decided_height, hb.attested_height));
-                self.maybe_sync(from);
+                self.maybe_sync();
                 Verdict::Accept
             }
             _ => Verdict::Reject("unexpected kind"),

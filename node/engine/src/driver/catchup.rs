@@ -38,8 +38,8 @@ pub(super) struct Opened {
 
 impl<S: Storage> Driver<S> {
     /// Sends a catch-up request when f + 1 members (at least one correct) claim decided
-    /// heights above ours, preferring `hint` (the member whose heartbeat just arrived).
-    pub(super) fn maybe_sync(&mut self, hint: Member) {
+    /// heights above ours, to each of them in turn.
+    pub(super) fn maybe_sync(&mut self) {
         if self.sync_inflight.is_some() {
             return;
         }
@@ -62,16 +62,16 @@ impl<S: Storage> Driver<S> {
         if gap_one && self.now.saturating_sub(self.last_progress) < self.cfg.stall_ms {
             return;
         }
-        let to = if ahead.contains(&hint) {
-            hint
-        } else {
-            ahead[0]
-        };
+        // Rotate among the members ahead, so a liar that heartbeats often is not the only
+        // one ever asked.
+        let to = ahead[(self.sync_rotation as usize) % ahead.len()];
         self.send_sync(to, decided.saturating_add(1), SYNC_BATCH);
     }
 
     fn send_sync(&mut self, to: Member, from_height: u64, max_blocks: u32) {
         self.sync_inflight = Some(self.now);
+        self.sync_peer = Some(to);
+        self.sync_rotation = self.sync_rotation.wrapping_add(1);
         self.event(Event::SyncRequested {
             from_height,
             member: to,
@@ -90,7 +90,9 @@ impl<S: Storage> Driver<S> {
     /// Decided heights without attestation, older than two share timeouts: ask a member
     /// whose heartbeat says it attested them (its answer is verified, so one is enough).
     pub(super) fn fetch_missing_attestations(&mut self) {
-        if self.sync_inflight.is_some() {
+        // At most one fetch per sync timeout: a peer's attested height is its highest, not
+        // proof that it holds every lower one, so answers may come back empty.
+        if self.sync_inflight.is_some() || self.now < self.next_fetch_ms {
             return;
         }
         let wait = self.app.params().share_timeout_ms.saturating_mul(2);
@@ -101,14 +103,17 @@ impl<S: Storage> Driver<S> {
         }) else {
             return;
         };
-        let Some(to) = self
+        let candidates: Vec<Member> = self
             .peer_heights
             .iter()
-            .find(|(_, (_, _, att))| *att >= h)
+            .filter(|(_, (_, _, att))| *att >= h)
             .map(|(m, _)| *m)
-        else {
+            .collect();
+        if candidates.is_empty() {
             return;
-        };
+        }
+        let to = candidates[(self.sync_rotation as usize) % candidates.len()];
+        self.next_fetch_ms = self.now.saturating_add(self.cfg.sync_timeout_ms);
         self.send_sync(to, h, 8);
     }
 
@@ -158,8 +163,15 @@ impl<S: Storage> Driver<S> {
     }
 
     /// Applies a catch-up answer; stops at the first block refused.
-    pub(super) fn on_sync_response(&mut self, _from: Member, data: &[u8]) {
-        self.sync_inflight = None;
+    ///
+    /// Every answer is checked the same way whoever sent it (the simulator even delivers
+    /// unsolicited ones, which libp2p request-response cannot); only the member asked
+    /// clears the request in flight.
+    pub(super) fn on_sync_response(&mut self, from: Member, data: &[u8]) {
+        if self.sync_peer == Some(from) {
+            self.sync_inflight = None;
+            self.sync_peer = None;
+        }
         if data.len() > sigil_proto::MAX_SYNC_RESPONSE_BYTES {
             return self.event(Event::Rejected("oversized sync response"));
         }

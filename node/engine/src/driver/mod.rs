@@ -342,6 +342,15 @@ pub struct Driver<S: Storage> {
     /// Per member: (heartbeat height, decided height, attested height).
     peer_heights: BTreeMap<Member, (Height, Height, Height)>,
     sync_inflight: Option<u64>,
+    /// Nonce ids of the commitment list last published, and gossip periods elapsed.
+    last_commitments: Vec<u64>,
+    gossip_round: u64,
+    /// No missing-attestation fetch before this time (ms).
+    next_fetch_ms: u64,
+    /// The member the request in flight went to.
+    sync_peer: Option<Member>,
+    /// Round-robin position among catch-up candidates.
+    sync_rotation: u64,
     replaying: bool,
     last_gossip: u64,
     last_heartbeat: u64,
@@ -431,6 +440,11 @@ impl<S: Storage> Driver<S> {
             online: BTreeSet::new(),
             peer_heights: BTreeMap::new(),
             sync_inflight: None,
+            sync_peer: None,
+            next_fetch_ms: 0,
+            sync_rotation: 0,
+            last_commitments: Vec::new(),
+            gossip_round: 0,
             replaying: false,
             last_gossip: now_ms,
             last_heartbeat: now_ms,
@@ -461,7 +475,10 @@ impl<S: Storage> Driver<S> {
                 self.out.push(Effect::Respond { id, response });
             }
             Input::Response { from, data } => self.on_sync_response(from, &data),
-            Input::RequestFailed => self.sync_inflight = None,
+            Input::RequestFailed => {
+                self.sync_inflight = None;
+                self.sync_peer = None;
+            }
             Input::Chain(ev) => self.on_chain_event(ev),
             Input::PeerUp(m) => {
                 if m != self.cfg.me && self.committee.key(m).is_some() {
@@ -582,8 +599,15 @@ impl<S: Storage> Driver<S> {
             self.publish(Topic::Observations, env);
             match self.app.refresh_commitments() {
                 Ok(Some(list)) => {
-                    let env = self.seal(pb::body::Kind::Commitments(list));
-                    self.publish(Topic::Observations, env);
+                    // Publish when the list changed, and every fourth period anyway (for
+                    // peers that missed one or restarted).
+                    let ids: Vec<u64> = list.commitments.iter().map(|c| c.nonce_id).collect();
+                    self.gossip_round = self.gossip_round.wrapping_add(1);
+                    if ids != self.last_commitments || self.gossip_round % 4 == 0 {
+                        self.last_commitments = ids;
+                        let env = self.seal(pb::body::Kind::Commitments(list));
+                        self.publish(Topic::Observations, env);
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => self.event(Event::NoncePool(e.to_string())),
@@ -624,6 +648,7 @@ impl<S: Storage> Driver<S> {
             .is_some_and(|t| now.saturating_sub(t) >= self.cfg.sync_timeout_ms)
         {
             self.sync_inflight = None;
+            self.sync_peer = None;
         }
         self.fetch_missing_attestations();
     }
