@@ -11,12 +11,27 @@
 //!
 //! Errors name the misbehaving member where the protocol can tell (bad proof of knowledge
 //! in round 1, bad secret share in round 2, conflicting duplicates).
+//!
+//! ## Echo check (transcript confirmation)
+//!
+//! FROST's DKG assumes round 1 is a *broadcast*: every member must see the same commitment
+//! vector from each sender. Over point-to-point links a Byzantine member can send different
+//! commitment vectors with the same constant term to different members; every member then
+//! derives the same group key but different verifying shares, and honest-only signing sets
+//! can never produce a valid signature. So each [`DkgOutput`] carries a [`Transcript`]:
+//! one SHA-256 hash per member of the round-1 package this member holds for it (its own
+//! for itself), the digest over that list, and a digest over every member's verifying
+//! share. Members exchange these in signed confirmations, and [`check_confirmations`]
+//! accepts the DKG only when every confirmation agrees on the group key and both digests;
+//! otherwise it names the member whose round-1 package differs between members
+//! ([`ConfirmationError::Round1Equivocation`]) or whose result differs.
 
 use crate::keys::{GroupKey, KeyError, MemberIndex, identifier, member_index};
 use frost::keys::dkg::{round1, round2};
 use frost::keys::{KeyPackage, PublicKeyPackage};
 use frost_secp256k1 as frost;
 use rand_core::{CryptoRng, RngCore};
+use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 
 pub use frost::keys::dkg::round1::Package as Round1Package;
@@ -87,6 +102,9 @@ pub struct DkgOutput {
     pub public_key_package: PublicKeyPackage,
     /// The group key, x < n checked.
     pub group_key: GroupKey,
+    /// What this member saw, to confirm to every other member (see the module docs). The
+    /// DKG has succeeded only once [`check_confirmations`] accepts all n transcripts.
+    pub transcript: Transcript,
 }
 
 enum Phase {
@@ -100,6 +118,7 @@ pub struct Dkg {
     me: MemberIndex,
     n: u16,
     phase: Phase,
+    own_round1: round1::Package,
     round1: BTreeMap<MemberIndex, round1::Package>,
     round2: BTreeMap<MemberIndex, round2::Package>,
 }
@@ -124,6 +143,7 @@ impl Dkg {
             me,
             n,
             phase: Phase::Round1(secret),
+            own_round1: package.clone(),
             round1: BTreeMap::new(),
             round2: BTreeMap::new(),
         };
@@ -284,12 +304,268 @@ impl Dkg {
         };
         self.phase = Phase::Done;
         let group_key = GroupKey::new(*public_key_package.verifying_key())?;
+        let transcript = self.transcript(&public_key_package)?;
         Ok(Some(DkgOutput {
             key_package,
             public_key_package,
             group_key,
+            transcript,
         }))
     }
+
+    /// This member's [`Transcript`]: the round-1 packages it holds (its own for itself) and
+    /// the verifying shares it derived.
+    fn transcript(&self, public_key_package: &PublicKeyPackage) -> Result<Transcript, DkgError> {
+        let round1 = (1..=self.n)
+            .map(|i| {
+                let package = if i == self.me {
+                    &self.own_round1
+                } else {
+                    self.round1
+                        .get(&i)
+                        .ok_or(DkgError::Frost(frost::Error::IncorrectNumberOfPackages))?
+                };
+                round1_package_hash(i, package)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Transcript {
+            round1_digest: round1_digest(&round1),
+            round1,
+            verifying_shares_digest: verifying_shares_digest(public_key_package, self.n)?,
+        })
+    }
+}
+
+/// A SHA-256 output (32 bytes).
+pub type Hash = [u8; 32];
+
+/// Domain tag of [`round1_package_hash`].
+pub const ROUND1_PACKAGE_DOMAIN: &[u8] = b"sigil/v1/dkg/round1-package";
+/// Domain tag of [`round1_digest`].
+pub const ROUND1_DIGEST_DOMAIN: &[u8] = b"sigil/v1/dkg/round1-digest";
+/// Domain tag of [`verifying_shares_digest`].
+pub const VERIFYING_SHARES_DOMAIN: &[u8] = b"sigil/v1/dkg/verifying-shares";
+
+fn put(h: &mut Sha256, bytes: &[u8]) {
+    // Length-prefixed, so concatenations cannot collide.
+    h.update((bytes.len() as u64).to_be_bytes());
+    h.update(bytes);
+}
+
+/// The hash of member `from`'s round-1 package: SHA-256 of [`ROUND1_PACKAGE_DOMAIN`], the
+/// 2-byte big-endian index, and then, each prefixed with its 8-byte big-endian length, the
+/// frost serialization of every coefficient commitment (in order) and of the proof of
+/// knowledge.
+///
+/// Errors: [`DkgError::Frost`] when frost cannot serialize the package (an identity
+/// element in the commitment).
+pub fn round1_package_hash(from: MemberIndex, package: &Round1Package) -> Result<Hash, DkgError> {
+    let mut h = Sha256::new();
+    h.update(ROUND1_PACKAGE_DOMAIN);
+    h.update(from.to_be_bytes());
+    let coefficients = package.commitment().serialize().map_err(DkgError::Frost)?;
+    h.update((coefficients.len() as u64).to_be_bytes());
+    for c in &coefficients {
+        put(&mut h, c);
+    }
+    put(
+        &mut h,
+        &package
+            .proof_of_knowledge()
+            .serialize()
+            .map_err(DkgError::Frost)?,
+    );
+    Ok(h.finalize().into())
+}
+
+/// The digest over all members' round-1 package hashes (`hashes[i - 1]` is member i's, from
+/// [`round1_package_hash`]): SHA-256 of [`ROUND1_DIGEST_DOMAIN`], the count as 8 bytes
+/// big-endian, and the hashes in member order.
+pub fn round1_digest(hashes: &[Hash]) -> Hash {
+    let mut h = Sha256::new();
+    h.update(ROUND1_DIGEST_DOMAIN);
+    h.update((hashes.len() as u64).to_be_bytes());
+    for x in hashes {
+        h.update(x);
+    }
+    h.finalize().into()
+}
+
+/// The digest over the verifying shares of members `1..=n` in `package`: SHA-256 of
+/// [`VERIFYING_SHARES_DOMAIN`], n as 2 bytes big-endian, then per member its 2-byte index and
+/// its length-prefixed (8 bytes) frost serialization (33-byte compressed point).
+///
+/// Errors: [`DkgError::Frost`] when a member's share is missing
+/// ([`frost::Error::UnknownIdentifier`]) or does not serialize.
+pub fn verifying_shares_digest(package: &PublicKeyPackage, n: u16) -> Result<Hash, DkgError> {
+    let mut h = Sha256::new();
+    h.update(VERIFYING_SHARES_DOMAIN);
+    h.update(n.to_be_bytes());
+    for i in 1..=n {
+        let share = package
+            .verifying_shares()
+            .get(&identifier(i)?)
+            .ok_or(DkgError::Frost(frost::Error::UnknownIdentifier))?;
+        h.update(i.to_be_bytes());
+        put(&mut h, &share.serialize().map_err(DkgError::Frost)?);
+    }
+    Ok(h.finalize().into())
+}
+
+/// What one member saw in a DKG, as it confirms it to the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transcript {
+    /// `round1[i - 1]` is the [`round1_package_hash`] of the round-1 package this member
+    /// holds for member i (the one it sent, for itself). n entries.
+    pub round1: Vec<Hash>,
+    /// [`round1_digest`] of `round1`.
+    pub round1_digest: Hash,
+    /// [`verifying_shares_digest`] of the public key package this member derived.
+    pub verifying_shares_digest: Hash,
+}
+
+/// One member's signed DKG confirmation, as [`check_confirmations`] compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirmation {
+    /// The group key it derived, 33 bytes compressed ([`GroupKey::compressed`]).
+    pub group_key: Vec<u8>,
+    /// Its transcript.
+    pub transcript: Transcript,
+}
+
+/// Why [`check_confirmations`] rejected a DKG. Every variant means the DKG failed and its
+/// output must not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfirmationError {
+    /// A confirmation from a member outside `1..=n`.
+    #[error("confirmation from member {member}, which is not in this DKG")]
+    UnknownMember {
+        /// The index given.
+        member: MemberIndex,
+    },
+    /// A confirmation whose round-1 hash list is not n long or does not match its own
+    /// round-1 digest: the confirming member is at fault.
+    #[error("member {member} sent a malformed DKG confirmation: {problem}")]
+    Malformed {
+        /// The confirming member.
+        member: MemberIndex,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Members hold different round-1 packages from `sender`: `sender` sent different
+    /// commitment vectors to different members (a round-1 broadcast that was not one).
+    /// `first` and `second` are the lowest-indexed members of the first two groups that hold
+    /// different packages. (The hashes are reported by the members themselves, so a lying
+    /// `second` could also produce this; either way the DKG must not be used.)
+    #[error(
+        "member {sender} sent different round-1 packages to members {first} and {second} (equivocation)"
+    )]
+    Round1Equivocation {
+        /// The member whose round-1 package differs between members.
+        sender: MemberIndex,
+        /// A member holding one version.
+        first: MemberIndex,
+        /// A member holding another.
+        second: MemberIndex,
+    },
+    /// `member` derived a different group key than `reference` although they hold the same
+    /// round-1 packages: `member` or `reference` computed (or reported) wrongly.
+    #[error(
+        "member {member} derived a different group key ({member_key}) than member {reference} ({reference_key}); DKG failed"
+    )]
+    GroupKeyMismatch {
+        /// The member that disagrees.
+        member: MemberIndex,
+        /// Its group key, hex.
+        member_key: String,
+        /// The member it was compared with (the checker itself).
+        reference: MemberIndex,
+        /// The reference group key, hex.
+        reference_key: String,
+    },
+    /// `member` reports different verifying shares than `reference` although they hold the
+    /// same round-1 packages.
+    #[error(
+        "member {member} derived different verifying shares than member {reference}; DKG failed"
+    )]
+    VerifyingSharesMismatch {
+        /// The member that disagrees.
+        member: MemberIndex,
+        /// The member it was compared with (the checker itself).
+        reference: MemberIndex,
+    },
+}
+
+/// Compares DKG confirmations (one per member index, the checker's own included under
+/// `reference`) and accepts only when all agree on the group key, the round-1 digest and the
+/// verifying-shares digest. Works on a partial set too (to fail early); the caller must
+/// still wait for all n before treating the DKG as done.
+///
+/// Checks, in order: every confirmation well-formed; for each sender in index order, every
+/// confirmation holds the same round-1 package hash (else
+/// [`ConfirmationError::Round1Equivocation`] naming that sender); then group key and
+/// verifying-shares digest equal to `reference`'s (when `reference` is present).
+///
+/// Errors: [`ConfirmationError`].
+pub fn check_confirmations(
+    n: u16,
+    reference: MemberIndex,
+    confirms: &BTreeMap<MemberIndex, Confirmation>,
+) -> Result<(), ConfirmationError> {
+    for (&member, c) in confirms {
+        if member == 0 || member > n {
+            return Err(ConfirmationError::UnknownMember { member });
+        }
+        let t = &c.transcript;
+        if t.round1.len() != usize::from(n) {
+            return Err(ConfirmationError::Malformed {
+                member,
+                problem: format!("{} round-1 package hashes for {n} members", t.round1.len()),
+            });
+        }
+        if round1_digest(&t.round1) != t.round1_digest {
+            return Err(ConfirmationError::Malformed {
+                member,
+                problem: "round-1 digest does not match its package hashes".into(),
+            });
+        }
+    }
+    for sender in 1..=n {
+        let slot = usize::from(sender) - 1;
+        // Holders grouped by the hash they hold, groups in order of their lowest member.
+        let mut groups: Vec<(Hash, MemberIndex)> = Vec::new();
+        for (&member, c) in confirms {
+            let h = c.transcript.round1[slot];
+            if !groups.iter().any(|(g, _)| *g == h) {
+                groups.push((h, member));
+            }
+        }
+        if let [(_, first), (_, second), ..] = groups.as_slice() {
+            return Err(ConfirmationError::Round1Equivocation {
+                sender,
+                first: *first,
+                second: *second,
+            });
+        }
+    }
+    let Some(ours) = confirms.get(&reference) else {
+        return Ok(());
+    };
+    for (&member, c) in confirms {
+        if c.group_key != ours.group_key {
+            return Err(ConfirmationError::GroupKeyMismatch {
+                member,
+                member_key: hex::encode(&c.group_key),
+                reference,
+                reference_key: hex::encode(&ours.group_key),
+            });
+        }
+        if c.transcript.verifying_shares_digest != ours.transcript.verifying_shares_digest {
+            return Err(ConfirmationError::VerifyingSharesMismatch { member, reference });
+        }
+    }
+    Ok(())
 }
 
 /// Runs a complete DKG among `n` in-process participants (tests, benchmarks and the devnet's
@@ -408,6 +684,265 @@ mod tests {
             DkgError::InvalidProofOfKnowledge { culprit: 3 }
         );
         assert_eq!(a.missing_round1(), vec![3]);
+    }
+
+    fn confirmation(o: &DkgOutput) -> Confirmation {
+        Confirmation {
+            group_key: o.group_key.compressed().to_vec(),
+            transcript: o.transcript.clone(),
+        }
+    }
+
+    #[test]
+    fn honest_transcripts_agree() {
+        let mut rng = ChaCha20Rng::seed_from_u64(20);
+        let out = run_local(3, 4, &mut rng).unwrap();
+        let confirms: BTreeMap<_, _> = out.iter().map(|(i, o)| (*i, confirmation(o))).collect();
+        for o in out.values() {
+            assert_eq!(o.transcript, out[&1].transcript);
+            assert_eq!(o.transcript.round1.len(), 4);
+        }
+        for r in 1..=4 {
+            check_confirmations(4, r, &confirms).unwrap();
+        }
+        // A partial set (confirmations still arriving) is fine too.
+        let partial: BTreeMap<_, _> = confirms.clone().into_iter().take(2).collect();
+        check_confirmations(4, 1, &partial).unwrap();
+    }
+
+    /// Yields `shared`'s stream for the first `left` bytes, then `own`'s. frost's `part1`
+    /// draws the secret a_0 first (one 32-byte scalar), so two `Dkg::start`s fed forks of
+    /// one `shared` seed get the same a_0 and independent other coefficients.
+    struct ForkRng {
+        shared: ChaCha20Rng,
+        own: ChaCha20Rng,
+        left: usize,
+    }
+
+    impl RngCore for ForkRng {
+        fn next_u32(&mut self) -> u32 {
+            rand_core::impls::next_u32_via_fill(self)
+        }
+        fn next_u64(&mut self) -> u64 {
+            rand_core::impls::next_u64_via_fill(self)
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            let take = self.left.min(dest.len());
+            let (a, b) = dest.split_at_mut(take);
+            if !a.is_empty() {
+                self.shared.fill_bytes(a);
+            }
+            if !b.is_empty() {
+                self.own.fill_bytes(b);
+            }
+            self.left -= take;
+        }
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+            self.fill_bytes(dest);
+            Ok(())
+        }
+    }
+
+    impl CryptoRng for ForkRng {}
+
+    /// Security review finding: round 1 went point-to-point with no echo. Member 4 sends
+    /// member 1 a different commitment vector (same constant term) than members 2 and 3,
+    /// with shares consistent with each. Every member's DKG completes with the same group
+    /// key (the old group-key-only confirmation accepted it) but honest signing fails; the
+    /// transcript check rejects it and names member 4.
+    #[test]
+    fn round1_equivocation_is_detected_and_names_the_sender() {
+        let (t, n) = (3, 4);
+        let mut rng = ChaCha20Rng::seed_from_u64(21);
+        let mut honest = BTreeMap::new();
+        let mut r1 = BTreeMap::new();
+        for i in 1..=3 {
+            let (m, Outgoing::Broadcast(p)) = Dkg::start(i, t, n, &mut rng).unwrap() else {
+                panic!()
+            };
+            honest.insert(i, m);
+            r1.insert(i, p);
+        }
+        let fork = |seed| ForkRng {
+            shared: ChaCha20Rng::seed_from_u64(40),
+            own: ChaCha20Rng::seed_from_u64(seed),
+            left: 32,
+        };
+        // Member 4 runs two machines: `to_rest` for members 2 and 3, `to_one` for member 1.
+        let (mut to_rest, Outgoing::Broadcast(p4)) = Dkg::start(4, t, n, &mut fork(41)).unwrap()
+        else {
+            panic!()
+        };
+        let (mut to_one, Outgoing::Broadcast(p4_for_1)) =
+            Dkg::start(4, t, n, &mut fork(42)).unwrap()
+        else {
+            panic!()
+        };
+        assert_ne!(p4, p4_for_1);
+        assert_eq!(
+            p4.commitment().serialize().unwrap()[0],
+            p4_for_1.commitment().serialize().unwrap()[0],
+            "same constant term, so the same group key"
+        );
+
+        // Round 1.
+        let mut direct = Vec::new(); // (from, to, package)
+        for (&to, m) in honest.iter_mut() {
+            for (&from, p) in &r1 {
+                if from != to {
+                    for o in m.receive_round1(from, p.clone()).unwrap() {
+                        if let Outgoing::Direct { to: d, package } = o {
+                            direct.push((to, d, package));
+                        }
+                    }
+                }
+            }
+            let p = if to == 1 { &p4_for_1 } else { &p4 };
+            for o in m.receive_round1(4, p.clone()).unwrap() {
+                if let Outgoing::Direct { to: d, package } = o {
+                    direct.push((to, d, package));
+                }
+            }
+        }
+        for (evil, recipients) in [(&mut to_rest, &[2u16, 3][..]), (&mut to_one, &[1][..])] {
+            let mut out = Vec::new();
+            for (&from, p) in &r1 {
+                out.extend(evil.receive_round1(from, p.clone()).unwrap());
+            }
+            for o in out {
+                if let Outgoing::Direct { to, package } = o
+                    && recipients.contains(&to)
+                {
+                    direct.push((4, to, package));
+                }
+            }
+        }
+
+        // Round 2.
+        let mut outs = BTreeMap::new();
+        for (from, to, package) in direct {
+            let m = if to == 4 {
+                &mut to_rest
+            } else {
+                honest.get_mut(&to).unwrap()
+            };
+            if let Some(o) = m.receive_round2(from, package).unwrap() {
+                outs.insert(to, o);
+            }
+        }
+        assert_eq!(outs.len(), 4, "every member's DKG completes");
+
+        // What the old confirmation compared: all agree.
+        assert!(outs.values().all(|o| o.group_key == outs[&1].group_key));
+        assert_ne!(
+            outs[&1].public_key_package, outs[&2].public_key_package,
+            "but member 1's verifying shares differ from member 2's"
+        );
+        // And the honest members 1, 2, 3 cannot sign.
+        let honest_keys: BTreeMap<_, _> =
+            (1..=3).map(|i| (i, outs[&i].key_package.clone())).collect();
+        let digest = alloy_primitives::B256::repeat_byte(9);
+        for i in 1..=3 {
+            assert!(
+                crate::signing::sign_local(
+                    &honest_keys,
+                    &outs[&i].public_key_package,
+                    digest,
+                    &mut rng
+                )
+                .is_err(),
+                "honest signing with member {i}'s public key package"
+            );
+        }
+
+        // The transcript check fails at every honest member and names member 4.
+        let confirms: BTreeMap<_, _> = outs.iter().map(|(i, o)| (*i, confirmation(o))).collect();
+        for reference in 1..=3 {
+            let err = check_confirmations(n, reference, &confirms).unwrap_err();
+            assert_eq!(
+                err,
+                ConfirmationError::Round1Equivocation {
+                    sender: 4,
+                    first: 1,
+                    second: 2
+                }
+            );
+            assert_eq!(
+                err.to_string(),
+                "member 4 sent different round-1 packages to members 1 and 2 (equivocation)"
+            );
+        }
+        // Member 1 alone with one other member already sees it.
+        let two: BTreeMap<_, _> = [(1, confirms[&1].clone()), (3, confirms[&3].clone())].into();
+        assert!(matches!(
+            check_confirmations(n, 1, &two),
+            Err(ConfirmationError::Round1Equivocation {
+                sender: 4,
+                first: 1,
+                second: 3
+            })
+        ));
+    }
+
+    #[test]
+    fn malformed_or_mismatched_confirmations_name_the_member() {
+        let mut rng = ChaCha20Rng::seed_from_u64(22);
+        let out = run_local(3, 4, &mut rng).unwrap();
+        let good: BTreeMap<_, _> = out.iter().map(|(i, o)| (*i, confirmation(o))).collect();
+        let with = |m: u16, f: &dyn Fn(&mut Confirmation)| {
+            let mut c = good.clone();
+            f(c.get_mut(&m).unwrap());
+            c
+        };
+        let short = with(2, &|c| {
+            c.transcript.round1.pop();
+        });
+        assert!(matches!(
+            check_confirmations(4, 1, &short),
+            Err(ConfirmationError::Malformed { member: 2, .. })
+        ));
+        // A hash list that does not match its own digest.
+        let inconsistent = with(3, &|c| c.transcript.round1[0] = [7; 32]);
+        assert!(matches!(
+            check_confirmations(4, 1, &inconsistent),
+            Err(ConfirmationError::Malformed { member: 3, .. })
+        ));
+        // A consistent but different hash for member 2's package, reported by member 3.
+        let lied = with(3, &|c| {
+            c.transcript.round1[1] = [7; 32];
+            c.transcript.round1_digest = round1_digest(&c.transcript.round1);
+        });
+        assert_eq!(
+            check_confirmations(4, 1, &lied),
+            Err(ConfirmationError::Round1Equivocation {
+                sender: 2,
+                first: 1,
+                second: 3
+            })
+        );
+        let key = with(4, &|c| c.group_key = vec![2; 33]);
+        assert!(matches!(
+            check_confirmations(4, 1, &key),
+            Err(ConfirmationError::GroupKeyMismatch {
+                member: 4,
+                reference: 1,
+                ..
+            })
+        ));
+        let shares = with(2, &|c| c.transcript.verifying_shares_digest = [1; 32]);
+        assert_eq!(
+            check_confirmations(4, 3, &shares),
+            Err(ConfirmationError::VerifyingSharesMismatch {
+                member: 2,
+                reference: 3
+            })
+        );
+        let mut stranger = good.clone();
+        stranger.insert(5, good[&1].clone());
+        assert_eq!(
+            check_confirmations(4, 1, &stranger),
+            Err(ConfirmationError::UnknownMember { member: 5 })
+        );
     }
 
     #[test]

@@ -51,6 +51,14 @@ fn invalid(
     }
 }
 
+/// Smallest committee: n = 3f + 1 with f = 1. Below it `sigil_crypto::keys::thresholds`
+/// gives f = 0, no faulty member is tolerated, and the FROST threshold (t = 2f + 1 = 1) is
+/// below what FROST accepts (2), so such a committee could never attest.
+pub const MIN_MEMBERS: usize = 4;
+
+/// Largest committee.
+pub const MAX_MEMBERS: usize = 1000;
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,7 +124,8 @@ pub struct CommitteeSection {
     /// Key epoch the committee signs under (the inbox's `currentEpoch`).
     #[serde(default = "one")]
     pub epoch: u64,
-    /// Members in order; member index = position + 1.
+    /// Members in order; member index = position + 1. [`MIN_MEMBERS`] to [`MAX_MEMBERS`]
+    /// entries; n members tolerate f = (n - 1) / 3 faulty ones.
     pub members: Vec<MemberEntry>,
 }
 
@@ -372,11 +381,21 @@ impl Config {
             ));
         }
         let n = self.committee.members.len();
-        if !(1..=1000).contains(&n) {
+        if n < MIN_MEMBERS {
+            return Err(invalid(
+                "committee.members",
+                format!(
+                    "{n} member(s) cannot tolerate one faulty member (n = 3f + 1 members tolerate f), \
+                     so signing threshold and consensus quorum cannot both be met"
+                ),
+                format!("list at least {MIN_MEMBERS} members, the same list on every member"),
+            ));
+        }
+        if n > MAX_MEMBERS {
             return Err(invalid(
                 "committee.members",
                 format!("{n} members"),
-                "list between 1 and 1000 members",
+                format!("list at most {MAX_MEMBERS} members"),
             ));
         }
         if self.committee.epoch == 0 {
@@ -565,7 +584,8 @@ heartbeat = "2s"
 [committee]
 # Key epoch (the inbox's currentEpoch).
 epoch = 1
-# Every member, in the same order on every node. This node's key is
+# Every member, in the same order on every node: at least 4 (n = 3f + 1 members
+# tolerate f faulty ones). Add the others' keys and addresses. This node's key is
 # {node_key_hex}
 members = [
   {{ key = "{node_key_hex}", address = "{listen}" }},
@@ -615,14 +635,31 @@ mod tests {
 
     const KEY_A: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
     const KEY_B: &str = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5";
+    const KEY_C: &str = "02f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9";
+    const KEY_D: &str = "02e493dbf1c10d80f3581e4904930b1404cc6c13900ee0758474fa94abe8c4cd13";
+
+    /// `[committee] members` entries for the first `n` of the four test keys.
+    fn members(n: usize) -> String {
+        [KEY_A, KEY_B, KEY_C, KEY_D]
+            .iter()
+            .take(n)
+            .enumerate()
+            .map(|(i, k)| {
+                format!(
+                    "{{ key = \"{k}\", address = \"/ip4/127.0.0.1/tcp/700{}\" }}",
+                    i + 1
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",\n            ")
+    }
 
     fn base() -> String {
         format!(
             r#"[node]
 listen = "/ip4/127.0.0.1/tcp/7001"
 [committee]
-members = [ {{ key = "{KEY_A}", address = "/ip4/127.0.0.1/tcp/7001" }},
-            {{ key = "{KEY_B}", address = "/ip4/127.0.0.1/tcp/7002" }} ]
+members = [ {} ]
 [[chains]]
 name = "a"
 chain_id = 1001
@@ -631,7 +668,8 @@ gateway = "0x00000000000000000000000000000000000000aa"
 inbox = "0x00000000000000000000000000000000000000bb"
 finality = "confirmations:2"
 poll_interval = "250ms"
-"#
+"#,
+            members(4)
         )
     }
 
@@ -653,10 +691,37 @@ poll_interval = "250ms"
         assert_eq!(c.consensus.propose_timeout, Duration::from_millis(1500));
         assert_eq!(c.finality(0), Finality::Confirmations(2));
         assert_eq!(c.chains[0].poll_interval, Duration::from_millis(250));
+        // The template lists only this node; until the others are added it names the field.
         let t = template("n", "/ip4/127.0.0.1/tcp/7001", default_api(), KEY_A);
-        let c = parse(&t).unwrap();
-        assert_eq!(c.committee.members.len(), 1);
+        assert_eq!(field_of(parse(&t).unwrap_err()), "committee.members");
+        let own = format!("{{ key = \"{KEY_A}\", address = \"/ip4/127.0.0.1/tcp/7001\" }},");
+        assert!(t.contains(&own), "{t}");
+        let c = parse(&t.replace(&own, &format!("{},", members(4)))).unwrap();
+        assert_eq!(c.committee.members.len(), 4);
         assert!(c.chains.is_empty());
+    }
+
+    /// Security review finding: committees of 2-3 members never attest (FROST threshold and
+    /// consensus quorum disagree when f = 0), so validation rejects them.
+    #[test]
+    fn committees_that_cannot_tolerate_a_fault_are_rejected() {
+        for n in 0..4 {
+            let text = base().replace(&members(4), &members(n));
+            assert_eq!(text.matches("key = ").count(), n);
+            let err = parse(&text).unwrap_err();
+            let msg = err.to_string();
+            assert_eq!(field_of(err), "committee.members", "{n} members");
+            assert!(msg.contains("at least 4 members"), "{msg}");
+        }
+        let three = base().replace(&members(4), &members(3));
+        let msg = parse(&three).unwrap_err().to_string();
+        assert!(
+            msg.starts_with(
+                "config field `committee.members`: 3 member(s) cannot tolerate one faulty member"
+            ),
+            "{msg}"
+        );
+        assert_eq!(parse(&base()).unwrap().committee.members.len(), 4);
     }
 
     #[test]

@@ -3,10 +3,20 @@
 //!
 //! Every package travels point-to-point over request-response (Noise-encrypted,
 //! authenticated streams); the sender's envelope signature is checked and must come from the
-//! member's own peer id. Each message is re-sent until the recipient acknowledges it. When a
-//! member finishes it sends every other member a signed confirmation of the group key it
-//! derived; the DKG succeeds only when all n agree. After `timeout` the error names the
-//! members still missing.
+//! member's own peer id. Each message is re-sent until the recipient acknowledges it.
+//!
+//! Round 1 is meant to be a broadcast, but point-to-point delivery lets a Byzantine member
+//! send different commitment vectors to different members. So when a member finishes it
+//! sends every other member a signed [`pb::DkgConfirm`] with the group key it derived, a
+//! hash of every member's round-1 package as it holds it, a digest over those hashes and a
+//! digest over all verifying shares (an echo of the transcript,
+//! [`sigil_crypto::dkg::Transcript`]). The DKG succeeds only when all n confirmations agree
+//! on all three ([`sigil_crypto::dkg::check_confirmations`]); otherwise it fails naming the
+//! member whose round-1 package differs between members, or whose result differs. After
+//! `timeout` the error names the members still missing.
+//!
+//! The threshold is [`sigil_crypto::keys::thresholds`]`(n)`, the same one the node signs and
+//! votes with; [`Config::validate`] guarantees n >= 4.
 
 use crate::config::Config;
 use crate::identity::{Committee, NodeKey};
@@ -18,7 +28,7 @@ use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use prost::Message as _;
 use sigil_crypto::GroupKey;
-use sigil_crypto::dkg::{Dkg, Outgoing};
+use sigil_crypto::dkg::{Confirmation, Dkg, DkgOutput, Hash, Outgoing, Transcript};
 use sigil_proto as pb;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -39,19 +49,20 @@ struct Outbox {
     next: Instant,
 }
 
-/// Runs the DKG for this node. Errors: timeout naming the missing members, a conflicting or
-/// invalid package naming its sender, a group key mismatch naming the member.
+/// Runs the DKG for this node (`cfg` validated, so n >= 4).
+///
+/// Errors: timeout naming the missing members; a conflicting or invalid package or a
+/// malformed confirmation naming its sender; confirmations that disagree, naming the member
+/// whose round-1 package differs between members (equivocation) or whose group key or
+/// verifying shares differ; a FROST parameter error for a committee too small for
+/// [`sigil_crypto::keys::thresholds`].
 pub async fn run(cfg: &Config, key: &NodeKey, timeout: Duration) -> Result<DkgResult> {
     let committee = Committee::from_config(&cfg.committee)?;
     let me = committee
         .index_of(&key.public())
         .ok_or_else(|| anyhow!("this node's key is not in config field `committee.members`"))?;
     let n = committee.len();
-    if n < 2 {
-        bail!("config field `committee.members`: a DKG needs at least 2 members");
-    }
     let (_, t) = sigil_crypto::keys::thresholds(n);
-    let t = t.max(2);
     let epoch = cfg.committee.epoch;
     let mut swarm = crate::p2p::build(key, &committee)?;
     swarm.listen_on(cfg.node.listen.parse()?)?;
@@ -74,8 +85,10 @@ pub async fn run(cfg: &Config, key: &NodeKey, timeout: Duration) -> Result<DkgRe
             });
         }
     }
-    let mut output: Option<sigil_crypto::dkg::DkgOutput> = None;
-    let mut confirms: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
+    let mut output: Option<DkgOutput> = None;
+    // Every member's confirmation, ours included once we have it.
+    let mut confirms: BTreeMap<u16, Confirmation> = BTreeMap::new();
+    let mut recheck = false;
     let mut redial: HashMap<u16, Redial> = HashMap::new();
     let mut connected: BTreeSet<u16> = BTreeSet::new();
     let deadline = Instant::now() + timeout;
@@ -86,17 +99,10 @@ pub async fn run(cfg: &Config, key: &NodeKey, timeout: Duration) -> Result<DkgRe
             return Err(e);
         }
         if let Some(out) = &output {
-            let mine = out.group_key.compressed().to_vec();
-            for (m, k) in &confirms {
-                if *k != mine {
-                    bail!(
-                        "member {m} derived a different group key ({}) than ours ({}); DKG failed",
-                        hex::encode(k),
-                        hex::encode(&mine)
-                    );
-                }
+            if std::mem::take(&mut recheck) {
+                check(n, me, &confirms)?;
             }
-            let all_confirmed = confirms.len() == usize::from(n) - 1;
+            let all_confirmed = confirms.len() == usize::from(n);
             if all_confirmed && outbox.iter().all(|o| o.acked) {
                 let share = KeyShare {
                     epoch,
@@ -199,17 +205,29 @@ pub async fn run(cfg: &Config, key: &NodeKey, timeout: Duration) -> Result<DkgRe
                                 }
                                 if let Some(out) = h.done
                                     && output.is_none() {
-                                        let env = seal(pb::body::Kind::DkgConfirm(pb::DkgConfirm { epoch, group_key: out.group_key.compressed().to_vec() }));
+                                        let mine = confirmation(&out);
+                                        let env = seal(pb::body::Kind::DkgConfirm(confirm_to_pb(epoch, &mine)));
                                         for to in (1..=n).filter(|i| *i != me) {
                                             outbox.push(Outbox { to, env: env.clone(), acked: false, inflight: None, next: Instant::now() });
                                         }
                                         tracing::info!(group_key = %hex::encode(out.group_key.compressed()), "DKG complete; confirming");
+                                        confirms.insert(me, mine);
+                                        recheck = true;
                                         output = Some(*out);
                                     }
-                                if let Some((from, k)) = h.confirm {
-                                    confirms.insert(from, k);
+                                match h.confirm {
+                                    Some((from, c)) if confirms.get(&from).is_some_and(|prev| *prev != c) => {
+                                        let e = format!("member {from} sent two different DKG confirmations");
+                                        fatal = Some(anyhow!(e.clone()));
+                                        (false, e)
+                                    }
+                                    Some((from, c)) => {
+                                        confirms.insert(from, c);
+                                        recheck = true;
+                                        (true, String::new())
+                                    }
+                                    None => (true, String::new()),
                                 }
-                                (true, String::new())
                             }
                             Err(HandleError::Retry(e)) => (false, e),
                             Err(HandleError::Fatal(e)) => { fatal = Some(anyhow!(e.clone())); (false, e) }
@@ -241,11 +259,90 @@ pub async fn run(cfg: &Config, key: &NodeKey, timeout: Duration) -> Result<DkgRe
     }
 }
 
+/// This member's confirmation of its DKG output.
+fn confirmation(out: &DkgOutput) -> Confirmation {
+    Confirmation {
+        group_key: out.group_key.compressed().to_vec(),
+        transcript: out.transcript.clone(),
+    }
+}
+
+/// Whether two confirmations report the same result (group key and both digests).
+fn same_result(a: &Confirmation, b: &Confirmation) -> bool {
+    a.group_key == b.group_key
+        && a.transcript.round1_digest == b.transcript.round1_digest
+        && a.transcript.verifying_shares_digest == b.transcript.verifying_shares_digest
+}
+
+/// Fails when the confirmations so far (ours, `me`, among them) disagree, naming the culprit
+/// ([`sigil_crypto::dkg::check_confirmations`]). The full comparison, O(n²) hashes, runs only
+/// on a disagreement or once all n are in; otherwise each arrival is one comparison.
+///
+/// Errors: the [`sigil_crypto::dkg::ConfirmationError`], as "DKG failed: ...".
+fn check(n: u16, me: u16, confirms: &BTreeMap<u16, Confirmation>) -> Result<()> {
+    let Some(ours) = confirms.get(&me) else {
+        return Ok(());
+    };
+    let disagree = confirms.values().any(|c| !same_result(c, ours));
+    if disagree || confirms.len() == usize::from(n) {
+        sigil_crypto::dkg::check_confirmations(n, me, confirms)
+            .map_err(|e| anyhow!("DKG failed: {e}"))?;
+    }
+    if disagree {
+        // check_confirmations finds every disagreement with `me`; this is a backstop.
+        bail!("DKG failed: members' confirmations disagree");
+    }
+    Ok(())
+}
+
+/// The wire form of a confirmation (see `DkgConfirm` in `sigil.proto`).
+fn confirm_to_pb(epoch: u64, c: &Confirmation) -> pb::DkgConfirm {
+    pb::DkgConfirm {
+        epoch,
+        group_key: c.group_key.clone(),
+        round1_digest: c.transcript.round1_digest.to_vec(),
+        verifying_shares_digest: c.transcript.verifying_shares_digest.to_vec(),
+        round1_packages: c.transcript.round1.iter().map(|h| h.to_vec()).collect(),
+    }
+}
+
+/// Parses a confirmation for a committee of `n`.
+///
+/// Errors: which field has the wrong length (group key 33 bytes, digests 32 bytes, n
+/// round-1 package hashes of 32 bytes).
+fn confirm_from_pb(c: pb::DkgConfirm, n: u16) -> Result<Confirmation, String> {
+    let hash = |field: &str, b: &[u8]| -> Result<Hash, String> {
+        Hash::try_from(b).map_err(|_| format!("{field} is {} bytes, want 32", b.len()))
+    };
+    if c.group_key.len() != 33 {
+        return Err(format!("group_key is {} bytes, want 33", c.group_key.len()));
+    }
+    if c.round1_packages.len() != usize::from(n) {
+        return Err(format!(
+            "{} round-1 package hashes for {n} members",
+            c.round1_packages.len()
+        ));
+    }
+    let round1 = c
+        .round1_packages
+        .iter()
+        .map(|h| hash("round1_packages entry", h))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Confirmation {
+        group_key: c.group_key,
+        transcript: Transcript {
+            round1,
+            round1_digest: hash("round1_digest", &c.round1_digest)?,
+            verifying_shares_digest: hash("verifying_shares_digest", &c.verifying_shares_digest)?,
+        },
+    })
+}
+
 #[derive(Default)]
 struct Handled {
     outgoing: Vec<Outgoing>,
-    done: Option<Box<sigil_crypto::dkg::DkgOutput>>,
-    confirm: Option<(u16, Vec<u8>)>,
+    done: Option<Box<DkgOutput>>,
+    confirm: Option<(u16, Confirmation)>,
 }
 
 enum HandleError {
@@ -307,10 +404,92 @@ fn handle(
                 ..Default::default()
             })
         }
-        Some(pb::body::Kind::DkgConfirm(c)) if c.epoch == epoch => Ok(Handled {
-            confirm: Some((from, c.group_key)),
-            ..Default::default()
-        }),
+        Some(pb::body::Kind::DkgConfirm(c)) if c.epoch == epoch => {
+            if from == dkg.me() {
+                return Err(HandleError::Retry("confirmation from ourselves".into()));
+            }
+            let c = confirm_from_pb(c, committee.len()).map_err(|e| {
+                HandleError::Fatal(format!("member {from}: malformed DKG confirmation: {e}"))
+            })?;
+            Ok(Handled {
+                confirm: Some((from, c)),
+                ..Default::default()
+            })
+        }
         _ => Err(HandleError::Retry("unexpected message or epoch".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    fn honest(seed: u64) -> BTreeMap<u16, Confirmation> {
+        let out =
+            sigil_crypto::dkg::run_local(3, 4, &mut ChaCha20Rng::seed_from_u64(seed)).unwrap();
+        out.iter().map(|(i, o)| (*i, confirmation(o))).collect()
+    }
+
+    #[test]
+    fn dkg_confirmation_round_trips_and_malformed_fields_are_named() {
+        let c = honest(1).remove(&2).unwrap();
+        let wire = confirm_to_pb(7, &c);
+        assert_eq!(wire.epoch, 7);
+        assert_eq!(wire.round1_packages.len(), 4);
+        // Through the protobuf encoding, as peers see it.
+        let decoded = pb::DkgConfirm::decode(wire.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(confirm_from_pb(decoded, 4).unwrap(), c);
+        let bad = |f: &dyn Fn(&mut pb::DkgConfirm)| {
+            let mut w = wire.clone();
+            f(&mut w);
+            confirm_from_pb(w, 4).unwrap_err()
+        };
+        assert!(
+            bad(&|w| {
+                w.group_key.pop();
+            })
+            .contains("group_key")
+        );
+        assert!(bad(&|w| w.round1_digest.clear()).contains("round1_digest"));
+        assert!(bad(&|w| w.verifying_shares_digest.push(0)).contains("verifying_shares_digest"));
+        assert!(bad(&|w| w.round1_packages[3].clear()).contains("round1_packages"));
+        // A confirmation written before the echo fields existed (group key only).
+        assert!(bad(&|w| w.round1_packages.clear()).contains("0 round-1 package hashes"));
+    }
+
+    #[test]
+    fn dkg_check_accepts_agreement_and_names_an_equivocator() {
+        let all = honest(2);
+        check(4, 1, &all).unwrap();
+        let partial: BTreeMap<_, _> = all.clone().into_iter().take(3).collect();
+        check(4, 1, &partial).unwrap();
+        // Before our own output, nothing to compare with.
+        let without_us: BTreeMap<_, _> = all.clone().into_iter().skip(1).collect();
+        check(4, 1, &without_us).unwrap();
+
+        // Member 3 holds a different round-1 package from member 4 than members 1 and 2.
+        let mut forked = all.clone();
+        let t = &mut forked.get_mut(&3).unwrap().transcript;
+        t.round1[3] = [0xee; 32];
+        t.round1_digest = sigil_crypto::dkg::round1_digest(&t.round1);
+        let err = check(4, 1, &forked).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "DKG failed: member 4 sent different round-1 packages to members 1 and 3 (equivocation)"
+        );
+        // Seen as soon as member 3's confirmation arrives, without waiting for all n.
+        let early: BTreeMap<_, _> = [(1, forked[&1].clone()), (3, forked[&3].clone())].into();
+        assert!(check(4, 1, &early).is_err());
+
+        // Same transcript, different group key: the member is named.
+        let mut key = all.clone();
+        key.get_mut(&2).unwrap().group_key[5] ^= 1;
+        let err = check(4, 1, &key).unwrap_err().to_string();
+        assert!(
+            err.contains("member 2 derived a different group key"),
+            "{err}"
+        );
     }
 }
