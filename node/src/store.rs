@@ -493,64 +493,6 @@ impl NonceLedger for RocksLedger {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ledger_survives_restart_and_refuses_old_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut l = RocksLedger::open(store.clone()).unwrap();
-        let ids = l.issue(4).unwrap();
-        assert_eq!(ids, 0..4);
-        l.consume(NonceId(1)).unwrap();
-        assert!(matches!(
-            l.consume(NonceId(1)),
-            Err(NonceError::AlreadyConsumed { .. })
-        ));
-        drop(l);
-        drop(store);
-        let store = Store::open(dir.path()).unwrap();
-        let mut l = RocksLedger::open(store).unwrap();
-        assert_eq!(
-            l.status(NonceId(2)),
-            NonceStatus::Consumed,
-            "issued before restart"
-        );
-        assert_eq!(l.issue(2).unwrap(), 4..6, "ids never repeat");
-        assert_eq!(l.status(NonceId(5)), NonceStatus::Issued);
-        assert_eq!(l.consumed_ids().unwrap(), vec![1]);
-    }
-
-    #[test]
-    fn own_votes_refuse_a_second_value() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.record_own_vote(5, 1, 2, b"a").unwrap(), None);
-        assert_eq!(store.record_own_vote(5, 1, 2, b"a").unwrap(), None);
-        assert_eq!(
-            store.record_own_vote(5, 1, 2, b"b").unwrap(),
-            Some(b"a".to_vec())
-        );
-        assert_eq!(store.own_votes().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn schema_version_is_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        store
-            .put_sync("meta", b"schema", &99u32.to_be_bytes())
-            .unwrap();
-        drop(store);
-        assert!(matches!(
-            Store::open(dir.path()),
-            Err(StoreError::Schema { found: 99, .. })
-        ));
-    }
-}
-
 fn port_err(op: &'static str, e: StoreError) -> sigil_engine::StorageError {
     sigil_engine::StorageError {
         op,
@@ -621,5 +563,63 @@ impl sigil_engine::Storage for Store {
     ) -> Result<(), sigil_engine::StorageError> {
         Store::put_evidence(self, height, round, step, member, first, second)
             .map_err(|e| port_err("put_evidence", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_survives_restart_and_refuses_old_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut l = RocksLedger::open(store.clone()).unwrap();
+        let ids = l.issue(4).unwrap();
+        assert_eq!(ids, 0..4);
+        l.consume(NonceId(1)).unwrap();
+        assert!(matches!(
+            l.consume(NonceId(1)),
+            Err(NonceError::AlreadyConsumed { .. })
+        ));
+        drop(l);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let mut l = RocksLedger::open(store).unwrap();
+        assert_eq!(
+            l.status(NonceId(2)),
+            NonceStatus::Consumed,
+            "issued before restart"
+        );
+        assert_eq!(l.issue(2).unwrap(), 4..6, "ids never repeat");
+        assert_eq!(l.status(NonceId(5)), NonceStatus::Issued);
+        assert_eq!(l.consumed_ids().unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn own_votes_refuse_a_second_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.record_own_vote(5, 1, 2, b"a").unwrap(), None);
+        assert_eq!(store.record_own_vote(5, 1, 2, b"a").unwrap(), None);
+        assert_eq!(
+            store.record_own_vote(5, 1, 2, b"b").unwrap(),
+            Some(b"a".to_vec())
+        );
+        assert_eq!(store.own_votes().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn schema_version_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .put_sync("meta", b"schema", &99u32.to_be_bytes())
+            .unwrap();
+        drop(store);
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::Schema { found: 99, .. })
+        ));
     }
 }

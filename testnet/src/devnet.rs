@@ -28,8 +28,8 @@ use tokio::process::{Child, Command};
     about = "Local devnet: two anvil chains, N sigil nodes, messages across, a report"
 )]
 pub struct DevnetArgs {
-    /// Committee size.
-    #[arg(long, default_value_t = 4)]
+    /// Committee size (at least 4: the smallest committee that tolerates one faulty member).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(4..))]
     pub nodes: u16,
     /// Messages from chain A to chain B.
     #[arg(long, default_value_t = 1000)]

@@ -13,7 +13,12 @@ fn clean(sc: Scenario) -> Report {
         r.violation.unwrap_or_default(),
         replay_command(&sc)
     );
-    assert!(r.done_ms.is_some(), "finished");
+    assert!(
+        r.stalled.is_none(),
+        "{}\n  replay: {}",
+        r.stalled.unwrap_or_default(),
+        replay_command(&sc)
+    );
     r
 }
 

@@ -10,7 +10,9 @@ use std::collections::BTreeSet;
 
 impl Sim {
     fn half(&mut self, m: Member) -> BTreeSet<Member> {
-        (1..=self.sc.n).filter(|x| *x != m && x % 2 == 0).collect()
+        (1..=self.sc.n)
+            .filter(|x| *x != m && x.is_multiple_of(2))
+            .collect()
     }
 
     fn other_half(&mut self, m: Member) -> BTreeSet<Member> {
@@ -137,7 +139,7 @@ impl Sim {
                 let env = self.seal(m, pb::body::Kind::Heartbeat(hb));
                 self.gossip(m, env.encode_to_vec(), None);
                 // And push the forged certificate as if answering a request.
-                if self.rng.next_u32() % 4 == 0 {
+                if self.rng.next_u32().is_multiple_of(4) {
                     let resp = self.forged_sync_response(m);
                     for to in 1..=self.sc.n {
                         if to != m {
@@ -275,7 +277,7 @@ impl Sim {
                     value_id: id.to_vec(),
                 }),
             );
-            let precommits = if self.rng.next_u32() % 2 == 0 {
+            let precommits = if self.rng.next_u32().is_multiple_of(2) {
                 Vec::new()
             } else {
                 vec![own.clone(), own.clone(), own]

@@ -291,12 +291,7 @@ impl App {
     }
 
     /// A signature share from member `from`.
-    pub fn on_share(
-        &mut self,
-        from: Member,
-        msg: &pb::SignatureShare,
-        now_ms: u64,
-    ) -> Vec<Effect> {
+    pub fn on_share(&mut self, from: Member, msg: &pb::SignatureShare, now_ms: u64) -> Vec<Effect> {
         let mut out = Vec::new();
         if msg.share.len() != SHARE_BYTES {
             self.stats.dropped += 1;
@@ -528,7 +523,12 @@ impl App {
         let e = s.claims.entry(from).or_insert(0);
         *e = (*e).max(attempt);
         let one_correct = usize::from(self.p.t.saturating_sub(1) / 2) + 1;
-        let mut ahead: Vec<u32> = s.claims.values().copied().filter(|a| *a > s.attempt).collect();
+        let mut ahead: Vec<u32> = s
+            .claims
+            .values()
+            .copied()
+            .filter(|a| *a > s.attempt)
+            .collect();
         ahead.sort_unstable_by(|a, b| b.cmp(a));
         let Some(&target) = ahead.get(one_correct - 1) else {
             return;

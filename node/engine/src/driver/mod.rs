@@ -312,6 +312,9 @@ pub struct DriverStatus {
     pub online: Vec<Member>,
 }
 
+/// (height, round, step, voter) of a held vote envelope.
+type VoteKey = (Height, Round, u8, Member);
+
 /// One committee member (see the module docs).
 pub struct Driver<S: Storage> {
     cfg: DriverConfig,
@@ -329,7 +332,7 @@ pub struct Driver<S: Storage> {
     proposals: BTreeMap<(Height, Round), Vec<(B256, pb::Envelope)>>,
     /// Votes by (height, round, step, voter): the first envelope, and a conflicting second
     /// once evidence exists.
-    votes: BTreeMap<(Height, Round, u8, Member), (pb::Envelope, Option<pb::Envelope>)>,
+    votes: BTreeMap<VoteKey, (pb::Envelope, Option<pb::Envelope>)>,
     own_msgs: Vec<pb::Envelope>,
     pending_request: Option<(Height, Round)>,
     pending_validations: Vec<(Block, u64)>,
@@ -413,7 +416,7 @@ impl<S: Storage> Driver<S> {
         let last = storage.last_height()?;
         let wal_seq = storage.last_wal_seq()?;
         let height = last.saturating_add(1);
-        let cs = Consensus::new(Some(cfg.me), validators, cfg.consensus.clone(), height);
+        let cs = Consensus::new(Some(cfg.me), validators, cfg.consensus, height);
         let mut d = Self {
             cfg,
             f,
@@ -603,7 +606,7 @@ impl<S: Storage> Driver<S> {
                     // peers that missed one or restarted).
                     let ids: Vec<u64> = list.commitments.iter().map(|c| c.nonce_id).collect();
                     self.gossip_round = self.gossip_round.wrapping_add(1);
-                    if ids != self.last_commitments || self.gossip_round % 4 == 0 {
+                    if ids != self.last_commitments || self.gossip_round.is_multiple_of(4) {
                         self.last_commitments = ids;
                         let env = self.seal(pb::body::Kind::Commitments(list));
                         self.publish(Topic::Observations, env);
