@@ -317,7 +317,13 @@ impl App {
             self.sessions.insert(msg.height, s);
             return out;
         }
-        self.note_claim(&mut s, from, msg.attempt, msg.height, now_ms, &mut out);
+        if self.note_claim(&mut s, from, msg.attempt, msg.height, now_ms, &mut out) {
+            // Jumped to a later attempt: take the shares held for it, then this one again.
+            self.sessions.insert(msg.height, s);
+            self.drain_early(msg.height, &mut out);
+            out.extend(self.on_share(from, msg, now_ms));
+            return out;
+        }
         if msg.attempt > s.attempt || s.package.is_none() {
             // Only attempts within the window are worth holding.
             if msg.attempt <= s.attempt.saturating_add(u32::from(self.p.n))
@@ -489,7 +495,7 @@ impl App {
             } else {
                 self.stats.requests_refused += 1;
             }
-            self.note_claim(&mut s, from, req.attempt, req.height, now_ms, &mut out);
+            let _jumped = self.note_claim(&mut s, from, req.attempt, req.height, now_ms, &mut out);
             self.sessions.insert(req.height, s);
             self.drain_early(req.height, &mut out);
             return out;
@@ -507,7 +513,7 @@ impl App {
 
     /// Records that `from` is at `attempt` (see `Session::claims`) and jumps this session
     /// to the highest attempt that f + 1 members have reached, applying the request held for
-    /// it. Attempts beyond n ahead are ignored.
+    /// it. Attempts beyond n ahead are ignored. Returns whether it jumped.
     fn note_claim(
         &mut self,
         s: &mut Session,
@@ -516,9 +522,9 @@ impl App {
         height: Height,
         now_ms: u64,
         out: &mut Vec<Effect>,
-    ) {
+    ) -> bool {
         if attempt <= s.attempt || attempt > s.attempt.saturating_add(u32::from(self.p.n)) {
-            return;
+            return false;
         }
         let e = s.claims.entry(from).or_insert(0);
         *e = (*e).max(attempt);
@@ -531,7 +537,7 @@ impl App {
             .collect();
         ahead.sort_unstable_by(|a, b| b.cmp(a));
         let Some(&target) = ahead.get(one_correct - 1) else {
-            return;
+            return false;
         };
         self.stats.retries += 1;
         s.attempt = target;
@@ -553,6 +559,7 @@ impl App {
                 self.stats.requests_refused += 1;
             }
         }
+        true
     }
 
     /// t distinct members, each commitment decodable and not used before.
