@@ -143,14 +143,9 @@ struct Session {
     silent: BTreeSet<Member>,
     done: bool,
     attestation: Option<pb::Attestation>,
-    /// Signing requests for later attempts (at most n ahead, one per attempt: only that
-    /// attempt's coordinator may send it), applied when this member reaches the attempt.
+    /// The signing request for the next attempt from its coordinator, received before this
+    /// member's share timeout moved it there (at most one: keyed by attempt).
     held: BTreeMap<u32, pb::SignRequest>,
-    /// The highest later attempt each member has shown (a share or a request), at most n
-    /// ahead. When f + 1 members are at or past attempt a — at least one correct member got
-    /// there by its own timeouts — a member that lags (it decided later, e.g. by catch-up)
-    /// jumps to a. One member alone can never move anyone.
-    claims: BTreeMap<Member, u32>,
 }
 
 /// Most (member, nonce id) pairs remembered as used per member; older ids fall out (the

@@ -165,7 +165,6 @@ impl App {
             done: false,
             attestation: None,
             held: BTreeMap::new(),
-            claims: BTreeMap::new(),
         };
         let mut out = Vec::new();
         if let Ok(map) = self.commitments_of(&b.signers) {
@@ -291,7 +290,12 @@ impl App {
     }
 
     /// A signature share from member `from`.
-    pub fn on_share(&mut self, from: Member, msg: &pb::SignatureShare, now_ms: u64) -> Vec<Effect> {
+    pub fn on_share(
+        &mut self,
+        from: Member,
+        msg: &pb::SignatureShare,
+        _now_ms: u64,
+    ) -> Vec<Effect> {
         let mut out = Vec::new();
         if msg.share.len() != SHARE_BYTES {
             self.stats.dropped += 1;
@@ -317,18 +321,9 @@ impl App {
             self.sessions.insert(msg.height, s);
             return out;
         }
-        if self.note_claim(&mut s, from, msg.attempt, msg.height, now_ms, &mut out) {
-            // Jumped to a later attempt: take the shares held for it, then this one again.
-            self.sessions.insert(msg.height, s);
-            self.drain_early(msg.height, &mut out);
-            out.extend(self.on_share(from, msg, now_ms));
-            return out;
-        }
         if msg.attempt > s.attempt || s.package.is_none() {
-            // Only attempts within the window are worth holding.
-            if msg.attempt <= s.attempt.saturating_add(u32::from(self.p.n))
-                && self.early_shares.len() < 64
-            {
+            // Only the attempt in progress or the next one is worth holding.
+            if msg.attempt <= s.attempt.saturating_add(1) && self.early_shares.len() < 64 {
                 self.early_shares
                     .entry((msg.height, msg.attempt))
                     .or_default()
@@ -458,11 +453,11 @@ impl App {
     /// A signing request (retry) from `from`.
     ///
     /// Accepted only from the coordinator of `req.attempt`, and only once per attempt: the
-    /// current attempt (when it has no package yet) is applied; a later one, at most n
-    /// ahead, is held and applied when this member gets there — by its own share timeout
-    /// (one attempt per `share_timeout_ms`) or because f + 1 members are there. So no member
-    /// alone can bump attempts, clear collected shares or burn honest nonces, and no attempt
-    /// number overflows. A done member answers with the attestation instead of signing again.
+    /// current attempt (when it has no package yet) is applied; the next one is held and
+    /// applied when this member's own share timeout moves it there (one attempt per
+    /// `share_timeout_ms`). So no member can bump attempts, clear collected shares or burn
+    /// honest nonces, and no attempt number overflows. A done member answers with the
+    /// attestation instead of signing again.
     pub fn on_sign_request(
         &mut self,
         from: Member,
@@ -486,18 +481,15 @@ impl App {
             self.sessions.insert(req.height, s);
             return out;
         }
-        let window = s.attempt.saturating_add(u32::from(self.p.n));
-        if req.attempt > s.attempt && req.attempt <= window {
-            // Early: hold it (one per attempt) until our own timeouts, or f + 1 members'
-            // claims, bring us there.
+        if Some(req.attempt) == s.attempt.checked_add(1) {
+            // Early: our share timeout has not fired yet. Hold it (one per attempt) until it
+            // does.
             if !s.held.contains_key(&req.attempt) && self.request_well_formed(req) {
                 s.held.insert(req.attempt, req.clone());
             } else {
                 self.stats.requests_refused += 1;
             }
-            let _jumped = self.note_claim(&mut s, from, req.attempt, req.height, now_ms, &mut out);
             self.sessions.insert(req.height, s);
-            self.drain_early(req.height, &mut out);
             return out;
         }
         if req.attempt != s.attempt || s.package.is_some() || !self.request_well_formed(req) {
@@ -509,57 +501,6 @@ impl App {
         self.sessions.insert(req.height, s);
         self.drain_early(req.height, &mut out);
         out
-    }
-
-    /// Records that `from` is at `attempt` (see `Session::claims`) and jumps this session
-    /// to the highest attempt that f + 1 members have reached, applying the request held for
-    /// it. Attempts beyond n ahead are ignored. Returns whether it jumped.
-    fn note_claim(
-        &mut self,
-        s: &mut Session,
-        from: Member,
-        attempt: u32,
-        height: Height,
-        now_ms: u64,
-        out: &mut Vec<Effect>,
-    ) -> bool {
-        if attempt <= s.attempt || attempt > s.attempt.saturating_add(u32::from(self.p.n)) {
-            return false;
-        }
-        let e = s.claims.entry(from).or_insert(0);
-        *e = (*e).max(attempt);
-        let one_correct = usize::from(self.p.t.saturating_sub(1) / 2) + 1;
-        let mut ahead: Vec<u32> = s
-            .claims
-            .values()
-            .copied()
-            .filter(|a| *a > s.attempt)
-            .collect();
-        ahead.sort_unstable_by(|a, b| b.cmp(a));
-        let Some(&target) = ahead.get(one_correct - 1) else {
-            return false;
-        };
-        self.stats.retries += 1;
-        s.attempt = target;
-        s.package = None;
-        s.started_ms = now_ms;
-        s.shares.clear();
-        let mut excluded: BTreeSet<Member> = s.culprits.clone();
-        excluded.extend(s.silent.iter().copied());
-        out.push(Effect::Retry {
-            height,
-            attempt: target,
-            excluded: excluded.into_iter().collect(),
-        });
-        s.held.retain(|a, _| *a >= target);
-        if let Some(req) = s.held.remove(&target) {
-            if self.request_well_formed(&req) {
-                self.apply_request(s, &req, now_ms, out);
-            } else {
-                self.stats.requests_refused += 1;
-            }
-        }
-        true
     }
 
     /// t distinct members, each commitment decodable and not used before.

@@ -345,9 +345,6 @@ pub struct Driver<S: Storage> {
     /// Per member: (heartbeat height, decided height, attested height).
     peer_heights: BTreeMap<Member, (Height, Height, Height)>,
     sync_inflight: Option<u64>,
-    /// Nonce ids of the commitment list last published, and gossip periods elapsed.
-    last_commitments: Vec<u64>,
-    gossip_round: u64,
     /// No missing-attestation fetch before this time (ms).
     next_fetch_ms: u64,
     /// The member the request in flight went to.
@@ -446,8 +443,6 @@ impl<S: Storage> Driver<S> {
             sync_peer: None,
             next_fetch_ms: 0,
             sync_rotation: 0,
-            last_commitments: Vec::new(),
-            gossip_round: 0,
             replaying: false,
             last_gossip: now_ms,
             last_heartbeat: now_ms,
@@ -602,15 +597,8 @@ impl<S: Storage> Driver<S> {
             self.publish(Topic::Observations, env);
             match self.app.refresh_commitments() {
                 Ok(Some(list)) => {
-                    // Publish when the list changed, and every fourth period anyway (for
-                    // peers that missed one or restarted).
-                    let ids: Vec<u64> = list.commitments.iter().map(|c| c.nonce_id).collect();
-                    self.gossip_round = self.gossip_round.wrapping_add(1);
-                    if ids != self.last_commitments || self.gossip_round.is_multiple_of(4) {
-                        self.last_commitments = ids;
-                        let env = self.seal(pb::body::Kind::Commitments(list));
-                        self.publish(Topic::Observations, env);
-                    }
+                    let env = self.seal(pb::body::Kind::Commitments(list));
+                    self.publish(Topic::Observations, env);
                 }
                 Ok(None) => {}
                 Err(e) => self.event(Event::NoncePool(e.to_string())),
