@@ -394,14 +394,7 @@ impl<S: Storage> Driver<S> {
         a: &pb::Attestation,
         cb: &pb::CommittedBlock,
     ) -> bool {
-        let block = cb
-            .proposal
-            .as_ref()
-            .and_then(|env| self.committee.open(env).ok())
-            .and_then(|(_, body)| match body.kind {
-                Some(pb::body::Kind::Proposal(p)) => p.block,
-                _ => None,
-            });
+        let block = self.stored_block(&cb);
         block.is_some_and(|b| self.attestation_verifies(a, &Block(b)))
     }
 }

@@ -687,6 +687,15 @@ impl<S: Storage> Driver<S> {
         }
     }
 
+    /// The block of a stored committed block (its proposal envelope, signature checked).
+    fn stored_block(&self, cb: &pb::CommittedBlock) -> Option<pb::Block> {
+        let (_, body) = self.committee.open(cb.proposal.as_ref()?).ok()?;
+        match body.kind {
+            Some(pb::body::Kind::Proposal(p)) => p.block,
+            _ => None,
+        }
+    }
+
     /// Stores a verified attestation into its decided block (once).
     fn store_attestation(&mut self, a: pb::Attestation) {
         let h = a.height;
@@ -699,15 +708,7 @@ impl<S: Storage> Driver<S> {
             self.unattested.remove(&h);
             return;
         }
-        let Some(block) = cb
-            .proposal
-            .as_ref()
-            .and_then(|env| self.committee.open(env).ok())
-            .and_then(|(_, body)| match body.kind {
-                Some(pb::body::Kind::Proposal(p)) => p.block,
-                _ => None,
-            })
-        else {
+        let Some(block) = self.stored_block(&cb) else {
             return;
         };
         // Message ids follow from the block's ranges alone; never trust a peer's list.

@@ -57,14 +57,7 @@ impl<S: Storage> Driver<S> {
                 self.attested = self.attested.max(h);
                 continue;
             }
-            let block = cb
-                .proposal
-                .as_ref()
-                .and_then(|env| self.committee.open(env).ok())
-                .and_then(|(_, body)| match body.kind {
-                    Some(pb::body::Kind::Proposal(p)) => p.block,
-                    _ => None,
-                });
+            let block = self.stored_block(&cb);
             let Some(block) = block else { continue };
             self.unattested.insert(h);
             let effects = self.app.on_decided(h, &Block(block), None, self.now);
