@@ -85,7 +85,8 @@ pub enum Output<A, V: Value> {
     Equivocation {
         /// The vote counted.
         first: Vote<A, V::Id>,
-        /// The conflicting vote (not counted).
+        /// The conflicting vote (counted toward its own value when it is the voter's second
+        /// distinct vote; see [`crate::votes`]).
         second: Vote<A, V::Id>,
     },
 }

@@ -1,5 +1,13 @@
-//! The vote keeper: per (round, kind), at most one vote per validator, power tallies per
-//! value id, and equivocation detection.
+//! The vote keeper: per (round, kind), a voter's first vote and at most one conflicting
+//! second vote, power tallies per value id, and equivocation detection.
+//!
+//! An equivocator's two votes are both counted, each toward its own value (a voter adds its
+//! power at most once per value). This is what the paper's gossip assumption needs for
+//! liveness: a correct process that saw a quorum including an equivocator's vote for `v`
+//! relays that vote, and every correct process must then see the same quorum, whatever the
+//! equivocator sent it first (Buchman, Kwon, Milosevic 2018, §4 "gossip communication").
+//! Safety is unchanged: two quorums for different values in one (round, kind) share at
+//! least f + 1 voters, so at least one correct voter would have voted twice.
 
 use crate::types::{Address, Round, ValidatorSet, Vote, VoteKind};
 use std::collections::BTreeMap;
@@ -11,8 +19,9 @@ pub enum AddVote<A, I> {
     Added,
     /// An identical vote was already counted.
     Duplicate,
-    /// The voter already voted differently in this round and step: evidence. The first vote
-    /// stays counted; the second is not.
+    /// The voter already voted differently in this round and step: evidence. When it is the
+    /// voter's second distinct vote it is counted toward its own value as well (see the
+    /// module docs); a third distinct vote is not counted.
     Equivocation {
         /// The vote counted earlier.
         first: Vote<A, I>,
@@ -24,7 +33,10 @@ pub enum AddVote<A, I> {
 /// Votes of one kind in one round.
 #[derive(Debug, Clone)]
 pub struct VoteSet<A, I> {
+    /// Each voter's first vote.
     votes: BTreeMap<A, Vote<A, I>>,
+    /// An equivocator's second, different vote (at most one per voter).
+    second: BTreeMap<A, Vote<A, I>>,
     tally: BTreeMap<Option<I>, u64>,
     total: u64,
 }
@@ -33,6 +45,7 @@ impl<A: Address, I: Clone + Ord + std::fmt::Debug> Default for VoteSet<A, I> {
     fn default() -> Self {
         Self {
             votes: BTreeMap::new(),
+            second: BTreeMap::new(),
             tally: BTreeMap::new(),
             total: 0,
         }
@@ -46,13 +59,19 @@ impl<A: Address, I: Clone + Ord + std::fmt::Debug> VoteSet<A, I> {
             return AddVote::NotValidator;
         };
         if let Some(prev) = self.votes.get(&vote.voter) {
-            return if prev.value == vote.value {
-                AddVote::Duplicate
-            } else {
-                AddVote::Equivocation {
-                    first: prev.clone(),
+            if prev.value == vote.value {
+                return AddVote::Duplicate;
+            }
+            let first = prev.clone();
+            match self.second.get(&vote.voter) {
+                Some(s) if s.value == vote.value => return AddVote::Duplicate,
+                Some(_) => {}
+                None => {
+                    *self.tally.entry(vote.value.clone()).or_insert(0) += power;
+                    self.second.insert(vote.voter.clone(), vote);
                 }
-            };
+            }
+            return AddVote::Equivocation { first };
         }
         *self.tally.entry(vote.value.clone()).or_insert(0) += power;
         self.total += power;
@@ -60,17 +79,18 @@ impl<A: Address, I: Clone + Ord + std::fmt::Debug> VoteSet<A, I> {
         AddVote::Added
     }
 
-    /// Power that voted for exactly `value` (None = nil).
+    /// Power that voted for exactly `value` (None = nil), each voter at most once.
     pub fn power_for(&self, value: &Option<I>) -> u64 {
         self.tally.get(value).copied().unwrap_or(0)
     }
 
-    /// Power that voted at all (any value or nil).
+    /// Power of distinct voters that voted at all (any value or nil).
     pub fn power_any(&self) -> u64 {
         self.total
     }
 
-    /// The value id (not nil) holding a quorum, if any.
+    /// The value id (not nil) holding a quorum, if any. At most one value can (quorum
+    /// intersection), unless more than f voters equivocated.
     pub fn quorum_value(&self, validators: &ValidatorSet<A>) -> Option<I> {
         self.tally
             .iter()
@@ -78,13 +98,16 @@ impl<A: Address, I: Clone + Ord + std::fmt::Debug> VoteSet<A, I> {
             .and_then(|(v, _)| v.clone())
     }
 
-    /// The votes for exactly `value`, sorted by voter (a commit certificate when a quorum).
+    /// The votes for exactly `value`, one per voter, sorted by voter (a commit certificate
+    /// when a quorum).
     pub fn votes_for(&self, value: &Option<I>) -> Vec<Vote<A, I>> {
-        self.votes
-            .values()
-            .filter(|v| &v.value == value)
-            .cloned()
-            .collect()
+        let mut out: BTreeMap<&A, &Vote<A, I>> = BTreeMap::new();
+        for v in self.votes.values().chain(self.second.values()) {
+            if &v.value == value {
+                out.entry(&v.voter).or_insert(v);
+            }
+        }
+        out.into_values().cloned().collect()
     }
 
     /// Voters that voted (for the f + 1 round-skip rule).
@@ -169,7 +192,7 @@ mod tests {
     }
 
     #[test]
-    fn equivocation_is_reported_and_not_counted() {
+    fn equivocation_is_reported_and_counted_once_per_value() {
         let vs = ValidatorSet::equal(0u8..4).unwrap();
         let mut s = VoteSet::default();
         assert_eq!(s.add(vote(1, Some(7)), &vs), AddVote::Added);
@@ -180,42 +203,99 @@ mod tests {
                 first: vote(1, Some(7))
             }
         );
+        assert_eq!(s.add(vote(1, None), &vs), AddVote::Duplicate);
+        // A third distinct value is evidence again but adds no power.
+        assert!(matches!(
+            s.add(vote(1, Some(8)), &vs),
+            AddVote::Equivocation { .. }
+        ));
         assert_eq!(s.add(vote(9, None), &vs), AddVote::NotValidator);
         assert_eq!(s.power_for(&Some(7)), 1);
-        assert_eq!(s.power_for(&None), 0);
-        assert_eq!(s.power_any(), 1);
+        assert_eq!(s.power_for(&None), 1);
+        assert_eq!(s.power_for(&Some(8)), 0);
+        assert_eq!(s.power_any(), 1, "one distinct voter");
+        assert_eq!(s.votes_for(&None), vec![vote(1, None)]);
+    }
+
+    /// The liveness gap this closes: correct members 0 and 1 prevote `v`, correct member 2
+    /// prevotes nil, equivocator 3 sends `v` to member 0 and nil to the others. Once member
+    /// 0 relays 3's `v` prevote, every member counts the same quorum for `v`.
+    #[test]
+    fn relayed_equivocation_completes_the_same_quorum_everywhere() {
+        let vs = ValidatorSet::equal(0u8..4).unwrap();
+        let mut at0 = VoteSet::default();
+        let mut at1 = VoteSet::default();
+        for v in [
+            vote(0, Some(5)),
+            vote(1, Some(5)),
+            vote(2, None),
+            vote(3, Some(5)),
+        ] {
+            at0.add(v, &vs);
+        }
+        for v in [
+            vote(0, Some(5)),
+            vote(1, Some(5)),
+            vote(2, None),
+            vote(3, None),
+        ] {
+            at1.add(v, &vs);
+        }
+        assert_eq!(at0.quorum_value(&vs), Some(5));
+        assert_eq!(at1.quorum_value(&vs), None);
+        at1.add(vote(3, Some(5)), &vs); // relayed by member 0
+        assert_eq!(at1.quorum_value(&vs), Some(5));
+        assert_eq!(at1.votes_for(&Some(5)).len(), 3);
     }
 
     proptest! {
         /// Quorum iff more than 2/3 of the power voted for the value, for any n and any
-        /// (possibly equivocating) vote sequence; double votes never add power.
+        /// (possibly equivocating) vote sequence; a voter adds power at most once per value,
+        /// for at most two values; two values never both reach a quorum unless more than f
+        /// voters equivocated.
         #[test]
         fn quorum_threshold_matches_two_thirds(n in 1u8..40, votes in proptest::collection::vec((0u8..45, proptest::option::of(0u8..3)), 0..120)) {
             let vs = ValidatorSet::equal(0..n).unwrap();
             let mut s = VoteSet::default();
-            let mut first: std::collections::BTreeMap<u8, Option<u8>> = Default::default();
+            let mut counted: std::collections::BTreeMap<u8, Vec<Option<u8>>> = Default::default();
             for (voter, value) in votes {
                 let r = s.add(vote(voter, value), &vs);
                 if voter >= n {
                     prop_assert_eq!(r, AddVote::NotValidator);
                     continue;
                 }
-                match first.get(&voter) {
-                    None => { prop_assert_eq!(r, AddVote::Added); first.insert(voter, value); }
-                    Some(f) if *f == value => prop_assert_eq!(r, AddVote::Duplicate),
-                    Some(_) => prop_assert!(matches!(r, AddVote::Equivocation { .. }), "equivocation must be detected"),
+                let c = counted.entry(voter).or_default();
+                if c.is_empty() {
+                    prop_assert_eq!(r, AddVote::Added);
+                    c.push(value);
+                } else if c.contains(&value) {
+                    prop_assert_eq!(r, AddVote::Duplicate);
+                } else {
+                    prop_assert!(matches!(r, AddVote::Equivocation { .. }), "equivocation must be detected");
+                    if c.len() < 2 {
+                        c.push(value);
+                    }
                 }
             }
+            let f = (u64::from(n) - 1) / 3;
+            let equivocators = counted.values().filter(|c| c.len() > 1).count() as u64;
+            let mut quorums = 0;
             for value in [None, Some(0), Some(1), Some(2)] {
-                let count = first.values().filter(|v| **v == value).count() as u64;
+                let count = counted.values().filter(|c| c.contains(&value)).count() as u64;
                 prop_assert_eq!(s.power_for(&value), count);
-                let f = (u64::from(n) - 1) / 3;
+                prop_assert_eq!(s.votes_for(&value).len() as u64, count);
+                if vs.is_quorum(count) {
+                    quorums += 1;
+                }
                 if u64::from(n) == 3 * f + 1 {
                     prop_assert_eq!(vs.is_quorum(count), count > 2 * f);
                     prop_assert_eq!(vs.is_skip(count), count > f);
                 }
             }
-            prop_assert_eq!(s.power_any(), first.len() as u64);
+            if equivocators <= f {
+                prop_assert!(quorums <= 1, "two quorums with only {} equivocators", equivocators);
+            }
+            prop_assert_eq!(s.power_any(), counted.len() as u64);
         }
     }
 }

@@ -376,6 +376,42 @@ fn equivocation_is_reported() {
     );
 }
 
+/// The double voter's liveness attack: validator 3 sent us a nil prevote and validator 0 a
+/// prevote for 7. Once validator 0 relays 3's prevote for 7, we count it (3's second vote,
+/// toward its own value), see 2f+1 prevotes for 7, lock and precommit (L36) like validator 0
+/// did, instead of timing out round after round.
+#[test]
+fn relayed_equivocating_prevote_completes_the_quorum() {
+    let mut c = machine(2);
+    c.process(Input::StartHeight(1));
+    c.process(Input::Proposal(prop(1, 0, 7, None)));
+    assert_eq!(
+        c.process(Input::Validity {
+            value: 7,
+            valid: true
+        }),
+        vec![Output::Vote(pv(2, 0, Some(7)))]
+    );
+    c.process(Input::Vote(pv(1, 0, Some(7))));
+    assert_eq!(
+        c.process(Input::Vote(pv(3, 0, None))),
+        vec![sched(TimeoutKind::Prevote, 0)],
+        "L34: 2f+1 prevotes of any kind, no quorum for 7"
+    );
+    assert_eq!(
+        c.process(Input::Vote(pv(3, 0, Some(7)))),
+        vec![
+            Output::Equivocation {
+                first: pv(3, 0, None),
+                second: pv(3, 0, Some(7))
+            },
+            Output::Vote(pc(2, 0, Some(7))),
+        ],
+        "evidence, and L36-L41: lock and PRECOMMIT id(v) on the relayed quorum"
+    );
+    assert_eq!(c.locked(), Some(&(0, V(7))));
+}
+
 #[test]
 fn window_bounds_memory() {
     let mut c = Consensus::<u8, V>::new(

@@ -163,6 +163,8 @@ pub struct Report {
     /// signed, bad attestation, honest double vote, state bound).
     pub violation: Option<String>,
     /// Liveness: not every message was decided and attested by the time limit (details).
+    /// Owed in every schedule: at most f members are faulty at any time (the Byzantine
+    /// member, or a crashed honest one, which restarts).
     pub stalled: Option<String>,
 }
 
@@ -198,7 +200,12 @@ impl NonceLedger for SharedLedger {
 #[derive(Debug, Clone)]
 enum Payload {
     Gossip(Vec<u8>),
-    Request { id: u64, data: Vec<u8> },
+    /// A copy of gossip forwarded by a member that accepted it.
+    Relayed(Vec<u8>),
+    Request {
+        id: u64,
+        data: Vec<u8>,
+    },
     Response(Vec<u8>),
 }
 
@@ -243,6 +250,15 @@ struct Sim {
     votes: BTreeMap<(Member, u64, u32, u32), Vec<u8>>,
     next_req: u64,
     requests: BTreeMap<u64, Member>,
+    /// Gossip handed to a member's driver and awaiting its verdict, by gossip id: an honest
+    /// member relays what it accepts to every other member, as gossipsub does.
+    relay: BTreeMap<u64, Vec<u8>>,
+    /// Hashes of the gossip each member has seen (gossipsub's duplicate cache): a relayed
+    /// copy already seen is dropped before the driver.
+    seen: BTreeMap<Member, std::collections::HashSet<u64>>,
+    /// Nonce commitments the Byzantine member received, by their owner (for the attempt
+    /// bumper's requests).
+    harvest: BTreeMap<Member, Vec<pb::Commitment>>,
     report: Report,
 }
 
@@ -310,6 +326,9 @@ impl Sim {
             votes: BTreeMap::new(),
             next_req: 0,
             requests: BTreeMap::new(),
+            relay: BTreeMap::new(),
+            seen: BTreeMap::new(),
+            harvest: BTreeMap::new(),
             report: Report::default(),
         };
         for m in 1..=sim.sc.n {
@@ -522,7 +541,27 @@ impl Sim {
                         },
                     );
                 }
-                Effect::Verdict { .. } => {}
+                Effect::Verdict { id, verdict } => {
+                    let Some(bytes) = self.relay.remove(&id) else {
+                        continue;
+                    };
+                    if matches!(verdict, sigil_engine::Verdict::Accept) && adv.is_none() {
+                        for to in 1..=self.sc.n {
+                            if to == m || self.lost() {
+                                continue;
+                            }
+                            let lat = self.latency();
+                            self.push(
+                                lat,
+                                Ev::Deliver {
+                                    to,
+                                    from: m,
+                                    p: Payload::Relayed(bytes.clone()),
+                                },
+                            );
+                        }
+                    }
+                }
                 Effect::Event(ev) => {
                     if self.sc.trace && !matches!(ev, sigil_engine::Event::TimeoutFired) {
                         eprintln!("{:>7} m{m} {ev:?}", self.now);
@@ -749,8 +788,28 @@ impl Sim {
                         }
                     }
                 }
+                if let Payload::Gossip(bytes) | Payload::Relayed(bytes) = &p {
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    std::hash::Hash::hash(bytes, &mut h);
+                    let fresh = self
+                        .seen
+                        .entry(to)
+                        .or_default()
+                        .insert(std::hash::Hasher::finish(&h));
+                    if !fresh && matches!(p, Payload::Relayed(_)) {
+                        return;
+                    }
+                    if !self.honest(to) {
+                        self.harvest_commitments(bytes);
+                    }
+                }
                 let input = match p {
-                    Payload::Gossip(data) => Input::Gossip { id: 0, data },
+                    Payload::Gossip(data) | Payload::Relayed(data) => {
+                        self.next_req += 1;
+                        let id = self.next_req;
+                        self.relay.insert(id, data.clone());
+                        Input::Gossip { id, data }
+                    }
                     Payload::Request { id, data } => {
                         self.requests.insert(id, from);
                         Input::Request { id, from, data }
@@ -759,6 +818,22 @@ impl Sim {
                 };
                 self.drive(to, input);
             }
+        }
+    }
+
+    /// Keeps the nonce commitments in gossip the Byzantine member received.
+    fn harvest_commitments(&mut self, bytes: &[u8]) {
+        let Ok(env) = pb::Envelope::decode(bytes) else {
+            return;
+        };
+        if let Ok(pb::Body {
+            kind: Some(pb::body::Kind::Commitments(list)),
+        }) = pb::Body::decode(env.body.as_slice())
+            && let Ok(owner) = Member::try_from(env.member)
+        {
+            let mut cs = list.commitments;
+            cs.truncate(16);
+            self.harvest.insert(owner, cs);
         }
     }
 
@@ -852,18 +927,6 @@ impl Sim {
     }
 }
 
-/// Whether liveness is owed in `sc`. It is not yet, and the sweeps report rather than fail,
-/// in two known gaps (see the issue notes): an equivocating prevoter can hide the prevote
-/// quorum a correct member locked on (CometBFT answers with peer "maj23" claims; Sigil does
-/// not relay an equivocator's second vote into the count yet); and after a crash-restart
-/// between decision and attestation, a few percent of schedules leave signing attempts out
-/// of step among the members (each advances one attempt per local timeout from the moment
-/// it decided, so a member that decided late by catch-up trails by a fixed number of
-/// attempts). Safety is owed in every schedule.
-pub fn liveness_owed(sc: &Scenario) -> bool {
-    !matches!(sc.adversary, Some((_, Adversary::DoubleVoter))) && sc.crash_after_decide.is_none()
-}
-
 /// Runs one schedule.
 pub fn run(sc: Scenario) -> Report {
     match Sim::new(sc) {
@@ -892,3 +955,4 @@ pub fn replay_command(sc: &Scenario) -> String {
 }
 
 mod byzantine;
+pub mod sweep;

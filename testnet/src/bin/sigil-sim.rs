@@ -97,6 +97,9 @@ enum Cmd {
         /// restarts (member `seed mod n + 1`).
         #[arg(long)]
         crash_only: bool,
+        /// Threads to spread the schedules over.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
     },
     /// Committee-size scaling table.
     Bench {
@@ -154,59 +157,30 @@ fn main() -> anyhow::Result<()> {
             nodes,
             start,
             crash_only,
+            jobs,
         } => {
+            let scs = member::sweep::scenarios(nodes, start..start + seeds, crash_only);
             let t = Instant::now();
-            let mut count = 0u64;
-            let mut failures = 0u64;
-            let mut known = 0u64;
-            let mut peak = (0usize, 0usize);
-            let mut slowest = 0u64;
-            for seed in start..start + seeds {
-                let adversaries: Vec<Option<Adversary>> = if crash_only {
-                    vec![None]
-                } else {
-                    Adversary::ALL.iter().copied().map(Some).collect()
-                };
-                for a in adversaries {
-                    let byz = (seed % u64::from(nodes)) as u16 + 1;
-                    let mut sc = member::Scenario::new(nodes, seed, a.map(|a| (byz, a)));
-                    if a.is_none() {
-                        sc.crash_after_decide = Some(byz);
-                    } else if seed.is_multiple_of(3) {
-                        sc.crash_after_decide = Some(byz % nodes + 1);
-                    }
-                    let r = member::run(sc.clone());
-                    count += 1;
-                    peak = (peak.0.max(r.peak_state), peak.1.max(r.peak_wal));
-                    slowest = slowest.max(r.done_ms.unwrap_or(0));
-                    if let Some(v) = r.violation {
-                        failures += 1;
-                        println!("FAIL {v}\n  replay: {}", member::replay_command(&sc));
-                    } else if let Some(s) = r.stalled {
-                        if member::liveness_owed(&sc) {
-                            failures += 1;
-                            println!("FAIL {s}\n  replay: {}", member::replay_command(&sc));
-                        } else {
-                            known += 1;
-                        }
-                    }
-                }
-                if (seed - start + 1).is_multiple_of(1000) {
-                    println!(
-                        "{count} schedules, {failures} violations, {:.1?}",
-                        t.elapsed()
-                    );
-                }
+            let total = scs.len();
+            let s = member::sweep::sweep(scs, jobs, &|done| {
+                println!("{done}/{total} schedules, {:.1?}", t.elapsed());
+            });
+            for f in &s.failures {
+                println!("{f}");
             }
-            let secs = t.elapsed().as_secs_f64();
             println!(
-                "{count} whole-member schedules (n = {nodes}), {failures} violations, {known} stalls in known liveness gaps, {secs:.1} s, {:.1} schedules/s, slowest done at {slowest} virtual ms, peak driver state {} entries, peak WAL {} records",
-                count as f64 / secs,
-                peak.0,
-                peak.1
+                "{} whole-member schedules (n = {nodes}, seeds {start}..{}), {} failing (safety or liveness), {:.1} s on {jobs} threads, {:.1} schedules/s, slowest done at {} virtual ms, peak driver state {} entries, peak WAL {} records",
+                s.schedules,
+                start + seeds,
+                s.failures.len(),
+                s.seconds,
+                s.rate(),
+                s.slowest_ms,
+                s.peak_state,
+                s.peak_wal
             );
-            if failures > 0 {
-                anyhow::bail!("{failures} failing schedules");
+            if !s.failures.is_empty() {
+                anyhow::bail!("{} failing schedules", s.failures.len());
             }
         }
         Cmd::Run {

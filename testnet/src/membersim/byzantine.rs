@@ -162,7 +162,8 @@ impl Sim {
                     let base = (u64::from(m) + n - 1 + n - h % n) % n;
                     let near = u32::try_from(base).unwrap_or(0);
                     let top = u32::MAX - ((u32::MAX as u64 + n - base) % n) as u32;
-                    for attempt in [near, near + u32::try_from(n).unwrap_or(4), top] {
+                    let step = u32::try_from(n).unwrap_or(4);
+                    for attempt in [near, near + step, top] {
                         if attempt == 0 {
                             continue;
                         }
@@ -174,6 +175,24 @@ impl Sim {
                         };
                         let env = self.seal(m, pb::body::Kind::SignRequest(req));
                         self.gossip(m, env.encode_to_vec(), None);
+                    }
+                    // Attempts it coordinates that the others may have passed, naming real,
+                    // unused commitments of honest members: each is answered at most once per
+                    // attempt, so this burns a bounded number of honest nonces.
+                    if let Some(signers) = self.harvested_commitments(m) {
+                        for k in 0..8u32 {
+                            let attempt = near.saturating_add(k.saturating_mul(step));
+                            if attempt == 0 {
+                                continue;
+                            }
+                            let req = pb::SignRequest {
+                                height: h,
+                                attempt,
+                                signers: signers.clone(),
+                            };
+                            let env = self.seal(m, pb::body::Kind::SignRequest(req));
+                            self.gossip(m, env.encode_to_vec(), None);
+                        }
                     }
                 }
             }
@@ -229,6 +248,24 @@ impl Sim {
     }
 
     /// t commitments, well-formed points, for members 1..=t, with ids no one issued.
+    /// t real commitments (one per member, honest members first) that member `m` received
+    /// in gossip, if it has that many.
+    fn harvested_commitments(&self, m: Member) -> Option<Vec<pb::Commitment>> {
+        let (_, t) = sigil_crypto::keys::thresholds(self.sc.n);
+        let mut out: Vec<pb::Commitment> = self
+            .harvest
+            .iter()
+            .filter(|(owner, _)| **owner != m)
+            .filter_map(|(_, list)| list.last().cloned())
+            .take(usize::from(t))
+            .collect();
+        if out.len() < usize::from(t) {
+            return None;
+        }
+        out.sort_by_key(|c| c.member);
+        Some(out)
+    }
+
     fn fake_commitments(&mut self) -> Vec<pb::Commitment> {
         let (_, t) = sigil_crypto::keys::thresholds(self.sc.n);
         let kp = self.keys.key_packages[&1].clone();

@@ -32,6 +32,7 @@ use sigil_crypto::{BatchTree, GroupKey, NonceId, NonceLedger, NoncePool};
 use sigil_proto as pb;
 use std::collections::{BTreeMap, BTreeSet};
 
+mod retry;
 mod signing;
 #[cfg(test)]
 mod tests;
@@ -118,7 +119,8 @@ pub enum Effect {
         height: Height,
         /// The new attempt.
         attempt: u32,
-        /// Members excluded (non-responders and culprits).
+        /// Members the coordinator avoids: culprits, and members silent in the attempt that
+        /// timed out (ranked last, not excluded).
         excluded: Vec<Member>,
     },
     /// Our own signing request could not be served (e.g. unknown nonce after a restart).
@@ -140,13 +142,25 @@ struct Session {
     signers: BTreeSet<Member>,
     shares: BTreeMap<Member, SignatureShare>,
     culprits: BTreeSet<Member>,
-    silent: BTreeSet<Member>,
+    /// Attempts (with our package) each member stayed silent in: coordinators rank the
+    /// least silent first instead of excluding, so a member silent once (e.g. restarting)
+    /// is picked again and a withholder drifts to the end.
+    silence: BTreeMap<Member, u32>,
+    /// Attempts whose signing request this member applied or answered, each at most once
+    /// (at most [`ANSWERED_PER_SESSION`]; attempts below `answered_floor` are refused).
+    answered: BTreeSet<u32>,
+    /// Attempts below this are no longer answered (they fell out of `answered`).
+    answered_floor: u32,
     done: bool,
     attestation: Option<pb::Attestation>,
     /// The signing request for the next attempt from its coordinator, received before this
     /// member's share timeout moved it there (at most one: keyed by attempt).
     held: BTreeMap<u32, pb::SignRequest>,
 }
+
+/// Most attempts a session remembers having answered (a coordinator's request per attempt
+/// is answered once; see [`App::on_sign_request`]).
+const ANSWERED_PER_SESSION: usize = 256;
 
 /// Most (member, nonce id) pairs remembered as used per member; older ids fall out (the
 /// member's own durable ledger still refuses them, so this only bounds memory).
@@ -392,7 +406,7 @@ impl App {
         }
         let (leaves, _, _) = self.leaves(&ranges).ok()?;
         let root = BatchTree::new(&leaves).ok()?.root();
-        let signers = self.pick_signers(height, &BTreeSet::new())?;
+        let signers = self.pick_signers(height, &BTreeSet::new(), &BTreeMap::new())?;
         Some(Block(pb::Block {
             height,
             epoch: self.p.epoch,

@@ -63,19 +63,22 @@ impl App {
         Ok(Some(list))
     }
 
+    /// t commitments for a signing attempt coordinated by us: ours first, then the others
+    /// least silent first (`silence`: attempts each stayed silent in), suspects (recent
+    /// culprits, members reported offline) last, ties in the rotating order
+    /// `(height + k) mod n + 1`; never a member in `exclude`. `None` when fewer than t members
+    /// have an unused commitment.
     pub(super) fn pick_signers(
         &self,
         height: Height,
         exclude: &BTreeSet<Member>,
+        silence: &BTreeMap<Member, u32>,
     ) -> Option<Vec<pb::Commitment>> {
         let n = self.p.n;
         let mut order: Vec<Member> = Vec::new();
-        if let Some(me) = self.p.me {
-            order.push(me);
-        }
         for k in 0..n {
             let m = ((height + u64::from(k)) % u64::from(n)) as Member + 1;
-            if !order.contains(&m) {
+            if Some(m) != self.p.me && !order.contains(&m) {
                 order.push(m);
             }
         }
@@ -83,8 +86,10 @@ impl App {
             self.suspects.get(m).is_some_and(|until| *until >= height)
                 || self.online.as_ref().is_some_and(|on| !on.contains(m))
         };
-        let mut ranked: Vec<Member> = order.iter().copied().filter(|m| !suspect(m)).collect();
-        ranked.extend(order.iter().copied().filter(|m| suspect(m)));
+        // Stable sort: the rotating order breaks ties.
+        order.sort_by_key(|m| (suspect(m), silence.get(m).copied().unwrap_or(0)));
+        let mut ranked: Vec<Member> = self.p.me.into_iter().collect();
+        ranked.extend(order);
         let mut out = Vec::new();
         for m in ranked {
             if exclude.contains(&m) {
@@ -161,7 +166,9 @@ impl App {
             signers: BTreeSet::new(),
             shares: BTreeMap::new(),
             culprits: BTreeSet::new(),
-            silent: BTreeSet::new(),
+            silence: BTreeMap::new(),
+            answered: BTreeSet::from([0]),
+            answered_floor: 0,
             done: false,
             attestation: None,
             held: BTreeMap::new(),
@@ -200,7 +207,7 @@ impl App {
         }
     }
 
-    fn commitments_of(
+    pub(super) fn commitments_of(
         &self,
         signers: &[pb::Commitment],
     ) -> Result<BTreeMap<Member, (u64, SigningCommitments)>, ()> {
@@ -213,7 +220,7 @@ impl App {
         Ok(map)
     }
 
-    fn start_attempt(
+    pub(super) fn start_attempt(
         &mut self,
         s: &mut Session,
         height: Height,
@@ -262,7 +269,7 @@ impl App {
         self.try_aggregate(s, height, out);
     }
 
-    fn drain_early(&mut self, height: Height, out: &mut Vec<Effect>) {
+    pub(super) fn drain_early(&mut self, height: Height, out: &mut Vec<Effect>) {
         let keys: Vec<(Height, u32)> = self
             .early_shares
             .range((height, 0)..=(height, u32::MAX))
@@ -364,7 +371,7 @@ impl App {
         out
     }
 
-    fn try_aggregate(&mut self, s: &mut Session, height: Height, out: &mut Vec<Effect>) {
+    pub(super) fn try_aggregate(&mut self, s: &mut Session, height: Height, out: &mut Vec<Effect>) {
         if s.done || s.shares.len() < s.signers.len() {
             return;
         }
@@ -442,181 +449,6 @@ impl App {
             message_ids: s.message_ids.iter().map(|i| i.to_vec()).collect(),
             ..a.clone()
         })]
-    }
-
-    /// The member coordinating retry `attempt` of `height`: `(height + attempt) mod n + 1`.
-    pub fn coordinator(&self, height: Height, attempt: u32) -> Member {
-        let n = u64::from(self.p.n.max(1));
-        Member::try_from(height.wrapping_add(u64::from(attempt)) % n).map_or(1, |m| m + 1)
-    }
-
-    /// A signing request (retry) from `from`.
-    ///
-    /// Accepted only from the coordinator of `req.attempt`, and only once per attempt: the
-    /// current attempt (when it has no package yet) is applied; the next one is held and
-    /// applied when this member's own share timeout moves it there (one attempt per
-    /// `share_timeout_ms`). So no member can bump attempts, clear collected shares or burn
-    /// honest nonces, and no attempt number overflows. A done member answers with the
-    /// attestation instead of signing again.
-    pub fn on_sign_request(
-        &mut self,
-        from: Member,
-        req: &pb::SignRequest,
-        now_ms: u64,
-    ) -> Vec<Effect> {
-        let mut out = Vec::new();
-        if req.attempt == 0 || from != self.coordinator(req.height, req.attempt) {
-            self.stats.requests_refused += 1;
-            return out;
-        }
-        let Some(mut s) = self.sessions.remove(&req.height) else {
-            self.stats.requests_refused += 1;
-            return out;
-        };
-        if s.done {
-            // The requester has not got the signature: send it again instead of signing again.
-            if let Some(a) = s.attestation.clone() {
-                out.push(Effect::Broadcast(pb::body::Kind::Attestation(a)));
-            }
-            self.sessions.insert(req.height, s);
-            return out;
-        }
-        if Some(req.attempt) == s.attempt.checked_add(1) {
-            // Early: our share timeout has not fired yet. Hold it (one per attempt) until it
-            // does.
-            if !s.held.contains_key(&req.attempt) && self.request_well_formed(req) {
-                s.held.insert(req.attempt, req.clone());
-            } else {
-                self.stats.requests_refused += 1;
-            }
-            self.sessions.insert(req.height, s);
-            return out;
-        }
-        if req.attempt != s.attempt || s.package.is_some() || !self.request_well_formed(req) {
-            self.stats.requests_refused += 1;
-            self.sessions.insert(req.height, s);
-            return out;
-        }
-        self.apply_request(&mut s, req, now_ms, &mut out);
-        self.sessions.insert(req.height, s);
-        self.drain_early(req.height, &mut out);
-        out
-    }
-
-    /// t distinct members, each commitment decodable and not used before.
-    fn request_well_formed(&self, req: &pb::SignRequest) -> bool {
-        if req.signers.len() != usize::from(self.p.t) {
-            return false;
-        }
-        let mut members = BTreeSet::new();
-        req.signers.iter().all(|c| {
-            u16::try_from(c.member).is_ok_and(|m| {
-                (1..=self.p.n).contains(&m)
-                    && members.insert(m)
-                    && !self.used.contains(&(m, c.nonce_id))
-                    && SigningCommitments::deserialize(&c.commitments).is_ok()
-            })
-        })
-    }
-
-    fn apply_request(
-        &mut self,
-        s: &mut Session,
-        req: &pb::SignRequest,
-        now_ms: u64,
-        out: &mut Vec<Effect>,
-    ) {
-        let Ok(map) = self.commitments_of(&req.signers) else {
-            self.stats.requests_refused += 1;
-            return;
-        };
-        for (m, (id, _)) in &map {
-            self.mark_used(*m, *id);
-        }
-        self.start_attempt(s, req.height, req.attempt, map, now_ms, out);
-    }
-
-    /// Advances signing timers: an attempt without t valid shares after `share_timeout_ms`
-    /// moves to the next attempt (by one); its coordinator (if us) picks fresh commitments
-    /// excluding culprits and non-responders, and a request held for that attempt is applied.
-    pub fn tick(&mut self, now_ms: u64) -> Vec<Effect> {
-        let mut out = Vec::new();
-        let heights: Vec<Height> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| !s.done)
-            .map(|(h, _)| *h)
-            .collect();
-        for h in heights {
-            let Some(mut s) = self.sessions.remove(&h) else {
-                continue;
-            };
-            let Some(attempt) = s.attempt.checked_add(1) else {
-                self.sessions.insert(h, s);
-                continue;
-            };
-            if now_ms.saturating_sub(s.started_ms) < self.p.share_timeout_ms {
-                self.sessions.insert(h, s);
-                continue;
-            }
-            if s.package.is_some() {
-                let silent: Vec<Member> = s
-                    .signers
-                    .iter()
-                    .filter(|m| !s.shares.contains_key(m))
-                    .copied()
-                    .collect();
-                s.silent.extend(silent);
-            }
-            let mut excluded: BTreeSet<Member> = s.culprits.clone();
-            excluded.extend(s.silent.iter().copied());
-            self.stats.retries += 1;
-            s.attempt = attempt;
-            s.package = None;
-            s.started_ms = now_ms;
-            s.shares.clear();
-            out.push(Effect::Retry {
-                height: h,
-                attempt,
-                excluded: excluded.iter().copied().collect(),
-            });
-            let held = s.held.remove(&attempt);
-            s.held.retain(|a, _| *a > attempt);
-            if self.p.me == Some(self.coordinator(h, attempt)) {
-                let pick = self
-                    .pick_signers(h, &excluded)
-                    .or_else(|| self.pick_signers(h, &s.culprits));
-                if let Some(signers) = pick {
-                    let req = pb::SignRequest {
-                        height: h,
-                        attempt,
-                        signers,
-                    };
-                    out.push(Effect::Broadcast(pb::body::Kind::SignRequest(req.clone())));
-                    self.apply_request(&mut s, &req, now_ms, &mut out);
-                }
-            } else if let Some(req) = held {
-                if self.request_well_formed(&req) {
-                    self.apply_request(&mut s, &req, now_ms, &mut out);
-                } else {
-                    self.stats.requests_refused += 1;
-                }
-            }
-            self.sessions.insert(h, s);
-            self.drain_early(h, &mut out);
-        }
-        // Forget finished sessions far behind.
-        let floor = self.height.saturating_sub(64);
-        self.sessions.retain(|h, s| !s.done || *h >= floor);
-        // Early shares are worth keeping only for an attempt not yet passed of an unfinished
-        // session, or for a height not decided here yet: stale ones would fill the buffer.
-        let sessions = &self.sessions;
-        let height = self.height;
-        self.early_shares.retain(|(h, a), _| match sessions.get(h) {
-            Some(s) => !s.done && *a >= s.attempt,
-            None => *h >= height,
-        });
-        out
     }
 
     /// Heights decided but not yet attested.

@@ -385,3 +385,119 @@ fn used_nonces_stay_bounded() {
     }
     assert!(apps[0].used.len() <= super::USED_PER_MEMBER);
 }
+
+/// Liveness after a late decision (catch-up, or a restart between decision and
+/// attestation): members advance one attempt per local timeout from when each decided, so
+/// the late member trails. Members 1 and 2 decided at 0 and reached attempt 5 alone (member
+/// 4 is silent, t = 3); member 3 decides at 5 s. When member 3 coordinates its attempt 1,
+/// members 1 and 2 — long past attempt 1 — answer it once each, and member 3 aggregates.
+#[test]
+fn members_ahead_answer_a_trailing_coordinator_once() {
+    let mut apps = committee(4);
+    let block = apps[0].build_block(1, 0).unwrap();
+    let mut log = Vec::new();
+    for i in 0..2 {
+        let e = apps[i].on_decided(1, &block, None, 0);
+        route(&mut apps[..2], i as Member + 1, e, None, 0, &mut log);
+    }
+    for now in (1_000..=5_000).step_by(1_000) {
+        for i in 0..2 {
+            let e = apps[i].tick(now);
+            route(&mut apps[..2], i as Member + 1, e, None, now, &mut log);
+        }
+    }
+    assert_eq!(apps[0].attempt(1), Some(5));
+    assert!(
+        apps[0].unattested().contains(&1),
+        "t = 3 needs a third member"
+    );
+    let e = apps[2].on_decided(1, &block, None, 5_000);
+    route(&mut apps[..3], 3, e, None, 5_000, &mut log);
+    assert_eq!(apps[2].coordinator(1, 1), 3);
+    let mut attested_at = None;
+    for now in (6_000..=20_000).step_by(1_000) {
+        // The driver re-publishes each member's unused commitments every gossip period.
+        let lists: Vec<_> = (0..3)
+            .map(|i| apps[i].refresh_commitments().unwrap().unwrap())
+            .collect();
+        for (i, l) in lists.iter().enumerate() {
+            for (j, a) in apps[..3].iter_mut().enumerate() {
+                if i != j {
+                    a.on_commitments(i as Member + 1, l);
+                }
+            }
+        }
+        for i in 0..3 {
+            let e = apps[i].tick(now);
+            route(&mut apps[..3], i as Member + 1, e, None, now, &mut log);
+        }
+        if log
+            .iter()
+            .any(|(src, e)| *src == 3 && matches!(e, Effect::Attested(_)))
+        {
+            attested_at = Some(now);
+            break;
+        }
+    }
+    let at = attested_at.expect("the trailing coordinator aggregates shares from members ahead");
+    assert!(at <= 14_000, "within three of its coordination turns: {at}");
+    let a = log
+        .iter()
+        .find_map(|(src, e)| match e {
+            Effect::Attested(a) if *src == 3 => Some(a.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let sig = OnchainSignature::from_bytes(&a.signature)
+        .unwrap()
+        .to_frost()
+        .unwrap();
+    let digest = sigil_crypto::batch_digest(1, 1, B256::from_slice(&a.root));
+    sigil_crypto::signing::verify(apps[0].group_key().unwrap(), digest, &sig).unwrap();
+
+    // A passed attempt is answered once: the same request again, or another one for that
+    // attempt from its coordinator, draws no second share.
+    let mut apps = committee(4);
+    for a in apps.iter_mut() {
+        let _ = a.on_decided(1, &block, None, 0);
+    }
+    for now in [1_000, 2_000] {
+        let _ = apps[0].tick(now);
+    }
+    let passed = 1u32;
+    let coord = apps[0].coordinator(1, passed);
+    let shares = |out: &[Effect]| {
+        out.iter()
+            .filter(|e| matches!(e, Effect::Broadcast(pb::body::Kind::Share(_))))
+            .count()
+    };
+    let mut req = fake_request(&apps, 1, passed);
+    req.signers[0] = {
+        let c = apps[0].commitments.get(&1).unwrap().iter().next().unwrap();
+        pb::Commitment {
+            member: 1,
+            nonce_id: *c.0,
+            commitments: c.1.serialize().unwrap(),
+        }
+    };
+    req.signers.sort_by_key(|c| c.member);
+    let wrong = apps[0].coordinator(1, passed + 1);
+    assert_eq!(shares(&apps[0].on_sign_request(wrong, &req, 2_100)), 0);
+    assert_eq!(
+        shares(&apps[0].on_sign_request(coord, &req, 2_100)),
+        1,
+        "answered"
+    );
+    assert_eq!(
+        apps[0].attempt(1),
+        Some(2),
+        "the attempt in progress is kept"
+    );
+    let refused = apps[0].stats.requests_refused;
+    assert_eq!(shares(&apps[0].on_sign_request(coord, &req, 2_200)), 0);
+    assert_eq!(
+        apps[0].stats.requests_refused,
+        refused + 1,
+        "replay refused"
+    );
+}

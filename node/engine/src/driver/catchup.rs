@@ -394,7 +394,7 @@ impl<S: Storage> Driver<S> {
         a: &pb::Attestation,
         cb: &pb::CommittedBlock,
     ) -> bool {
-        let block = self.stored_block(&cb);
+        let block = self.stored_block(cb);
         block.is_some_and(|b| self.attestation_verifies(a, &Block(b)))
     }
 }
