@@ -29,6 +29,17 @@ library FrostVerifier {
     bytes private constant DST_PRIME_BYTES = "FROST-secp256k1-SHA256-v1chal\x1d";
     /// @dev The SHA-256 precompile.
     uint256 private constant SHA256_PRECOMPILE = 0x02;
+    /// @dev n - 1, for the one-comparison range check 0 < x < n  <=>  x - 1 < n - 1 (mod 2^256).
+    uint256 private constant N_MINUS_1 = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364140;
+    /// @dev msg_prime bytes 162..193: l_i_b_str 0x0030, I2OSP(0, 1) and DST_prime[0..29]; byte
+    ///      194 is DST_prime's last byte, its length 0x1d.
+    bytes32 private constant L_I_B_DST = 0x00300046524f53542d736563703235366b312d5348413235362d76316368616c;
+    /// @dev 0x01 | DST_prime, left-aligned: the tail of b1's input.
+    bytes32 private constant ONE_DST = 0x0146524f53542d736563703235366b312d5348413235362d76316368616c1d00;
+    /// @dev 0x02 | DST_prime, left-aligned: the tail of b2's input.
+    bytes32 private constant TWO_DST = 0x0246524f53542d736563703235366b312d5348413235362d76316368616c1d00;
+    /// @dev Low 160 bits.
+    uint256 private constant ADDRESS_MASK = (1 << 160) - 1;
 
     /// @notice A group public key: the x-coordinate (must be < n) and the parity of y (0 even, 1 odd).
     struct PublicKey {
@@ -51,13 +62,75 @@ library FrostVerifier {
         return _check(key, sig, challenge(key, sig, message));
     }
 
-    /// @notice Verifies `sig` over a 32-byte digest (Sigil's EIP-712 batch digest).
-    /// @dev Same result as `verify(key, sig, abi.encodePacked(digest))`, computed without
-    ///      allocating: about 5.5k gas of execution.
-    /// @return true when the signature is valid; false for any malformed or invalid input. Never reverts.
-    function verifyDigest(PublicKey memory key, Signature memory sig, bytes32 digest) internal view returns (bool) {
-        if (!_wellFormed(key, sig)) return false;
-        return _check(key, sig, challengeDigest(key, sig, digest));
+    /// @notice Verifies `sig` over a 32-byte digest (Sigil's EIP-712 batch and rotation digests).
+    /// @dev Same result as `verify(key, sig, abi.encodePacked(digest))`, computed in one
+    ///      assembly block over scratch memory (nothing is allocated): about 4.1k gas of
+    ///      execution, of which 3,000 is `ecrecover`, 3 x (100 + 60..144) the SHA-256 precompile
+    ///      and 42 the keccak256 of R. Checks, in order: 0 < key.x < n, key.parity <= 1,
+    ///      0 < z < n, R.x < p, R.y < p, R on the curve; the RFC 9591 challenge c (via
+    ///      `expand_message_xmd`, see `challengeDigest`) is non-zero; `ecrecover` succeeds,
+    ///      returns a non-zero address and that address equals address(R).
+    /// @return ok true when the signature is valid; false for any malformed or invalid input. Never reverts.
+    function verifyDigest(PublicKey memory key, Signature memory sig, bytes32 digest)
+        internal
+        view
+        returns (bool ok)
+    {
+        assembly ("memory-safe") {
+            let px := mload(key)
+            let parity := mload(add(key, 0x20))
+            let rx := mload(sig)
+            let ry := mload(add(sig, 0x20))
+            let z := mload(add(sig, 0x40))
+            // 0 < px < n and 0 < z < n (x - 1 wraps to 2^256 - 1 for x = 0), parity in {0, 1}.
+            ok := and(and(lt(sub(px, 1), N_MINUS_1), lt(sub(z, 1), N_MINUS_1)), lt(parity, 2))
+            // R on the curve: rx, ry < p and ry^2 == rx^3 + 7 (mod p).
+            ok := and(ok, and(lt(rx, P), lt(ry, P)))
+            ok := and(ok, eq(mulmod(ry, ry, P), addmod(mulmod(mulmod(rx, rx, P), rx, P), 7, P)))
+            if ok {
+                // msg_prime (195 bytes) at m: Z_pad(64) | 02/03 | R.x | 02/03 | Y.x | digest
+                // | 0x0030 | 0x00 | DST_prime(30). Written with overlapping stores, low to high.
+                let m := mload(0x40)
+                mstore(m, 0)
+                mstore(add(m, 0x20), 0)
+                mstore8(add(m, 0x40), add(2, and(ry, 1)))
+                mstore(add(m, 0x41), rx)
+                mstore8(add(m, 0x61), add(2, parity))
+                mstore(add(m, 0x62), px)
+                mstore(add(m, 0x82), digest)
+                mstore(add(m, 0xa2), L_I_B_DST)
+                mstore8(add(m, 0xc2), 0x1d)
+                // b0 = H(msg_prime), left at m.
+                ok := staticcall(gas(), 0x02, m, 195, m, 0x20)
+                let b0 := mload(m)
+                // b1 = H(b0 | 0x01 | DST_prime): 63 bytes, the last byte of the word is ignored.
+                mstore(add(m, 0x20), ONE_DST)
+                ok := and(ok, staticcall(gas(), 0x02, m, 63, add(m, 0x20), 0x20))
+                let b1 := mload(add(m, 0x20))
+                // b2 = H((b0 ^ b1) | 0x02 | DST_prime).
+                mstore(m, xor(b0, b1))
+                mstore(add(m, 0x20), TWO_DST)
+                ok := and(ok, staticcall(gas(), 0x02, m, 63, m, 0x20))
+                // c = (b1 || b2[0..16]) mod n, the 48 uniform bytes as a big-endian integer.
+                let c := addmod(mulmod(b1, 0x100000000000000000000000000000000, N), shr(128, mload(m)), N)
+                ok := and(ok, iszero(iszero(c)))
+                // ecrecover(hash = -z*Y.x, v = 27 + parity, r = Y.x, s = -c*Y.x) returns the
+                // address of r^-1 * (s*Y - hash*G) = z*G - c*Y. Both products are non-zero
+                // (n prime, factors in (0, n)), so hash and s lie in (0, n).
+                mstore(m, sub(N, mulmod(z, px, N)))
+                mstore(add(m, 0x20), add(27, parity))
+                mstore(add(m, 0x40), px)
+                mstore(add(m, 0x60), sub(N, mulmod(c, px, N)))
+                // On failure ecrecover returns no data: require exactly one word back.
+                ok := and(ok, staticcall(gas(), 0x01, m, 0x80, m, 0x20))
+                ok := and(ok, eq(returndatasize(), 0x20))
+                let q := mload(m)
+                // address(R) = low 160 bits of keccak256(R.x || R.y), hashed in scratch space.
+                mstore(0x00, rx)
+                mstore(0x20, ry)
+                ok := and(ok, and(iszero(iszero(q)), eq(q, and(keccak256(0x00, 0x40), ADDRESS_MASK))))
+            }
+        }
     }
 
     /// @notice True when (x, y) is an affine point on secp256k1 (y^2 = x^3 + 7 mod p).

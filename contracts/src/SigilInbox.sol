@@ -2,21 +2,31 @@
 pragma solidity ^0.8.24;
 
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
-import {MessageHashUtils} from "@openzeppelin/contracts/utils/cryptography/MessageHashUtils.sol";
 import {FrostVerifier} from "./FrostVerifier.sol";
 import {ISigilReceiver} from "./ISigilReceiver.sol";
 
 /// @title SigilInbox
 /// @notice Destination-chain end of Sigil. A relayer submits a batch root with the committee's
 ///         single FROST signature (`submitBatch`), then delivers each message of the batch with
-///         its Merkle proof (`deliver`, or `deliverBatch` with a multiproof).
-/// @dev Formats (DESIGN.md "On-chain formats"):
+///         its Merkle proof (`deliver`, or `deliverBatch` with a multiproof). Each recipient is
+///         called with exactly the gas limit its sender chose; a recipient that reverts or runs
+///         out of that gas leaves its message Failed, and anyone may `retry` it later.
+/// @dev On-chain format v2 (contracts/V2.md has the full specification):
 ///      - messageId = keccak256(abi.encode(sourceChainId, sourceGateway, nonce))
 ///      - leaf = keccak256(bytes.concat(keccak256(abi.encode(sourceChainId, sourceGateway, nonce,
-///        sender, destChainId, recipient, keccak256(payload))))), OpenZeppelin StandardMerkleTree
-///        convention (sorted-pair inner nodes), so `MerkleProof` accepts the nodes' proofs.
-///      - batch digest: EIP-712 with domain {name: "Sigil", version: "1"} (no chainId: one
-///        attestation serves every destination) over Batch(uint64 epoch,uint64 height,bytes32 root).
+///        sender, destChainId, destInbox, recipient, gasLimit, keccak256(payload))))),
+///        OpenZeppelin StandardMerkleTree convention (sorted-pair inner nodes).
+///      - batch digest: EIP-712, domain {name: "Sigil", version: "2"} (no chainId, no verifying
+///        contract: one attestation serves every destination) over
+///        Batch(uint64 epoch,uint64 height,bytes32 root). A message names its inbox
+///        (destChainId, destInbox), so a batch is only useful to the inbox each message names.
+///      - rotation digest: EIP-712, domain {name: "Sigil", version: "2", chainId: block.chainid,
+///        verifyingContract: this inbox} over KeyRotation(uint64 oldEpoch,uint256 oldKeyX,
+///        uint8 oldKeyParity,uint64 newEpoch,uint256 newKeyX,uint8 newKeyParity).
+///      - replay protection: one bit per (sourceChainId, sourceGateway, nonce) in 256-bit words
+///        keyed by keccak256(abi.encode(sourceChainId, sourceGateway, nonce >> 8)), bit nonce & 255,
+///        set once the message is processed (Delivered or Failed); a Failed message also keeps
+///        its leaf under its messageId until a retry succeeds.
 contract SigilInbox {
     /// @notice One cross-chain message, exactly as the source gateway emitted it.
     struct Message {
@@ -25,11 +35,14 @@ contract SigilInbox {
         uint64 nonce;
         address sender;
         uint64 destChainId;
+        address destInbox;
         address recipient;
+        uint32 gasLimit;
         bytes payload;
     }
 
-    /// @notice Delivery state of a message id.
+    /// @notice Delivery state of a message: None (not processed), Delivered, or Failed
+    ///         (the recipient reverted or ran out of its gas limit; retryable).
     enum Status {
         None,
         Delivered,
@@ -54,14 +67,24 @@ contract SigilInbox {
     /// @notice EIP-712 type hash of the batch struct.
     bytes32 public constant BATCH_TYPEHASH = keccak256("Batch(uint64 epoch,uint64 height,bytes32 root)");
     /// @notice EIP-712 type hash of a key rotation.
-    bytes32 public constant KEY_ROTATION_TYPEHASH =
-        keccak256("KeyRotation(uint64 newEpoch,uint256 keyX,uint8 keyParity)");
-    /// @notice EIP-712 domain separator for {name: "Sigil", version: "1"}.
-    bytes32 public immutable DOMAIN_SEPARATOR;
+    bytes32 public constant KEY_ROTATION_TYPEHASH = keccak256(
+        "KeyRotation(uint64 oldEpoch,uint256 oldKeyX,uint8 oldKeyParity,uint64 newEpoch,uint256 newKeyX,uint8 newKeyParity)"
+    );
+    /// @notice Longest accepted grace period (seconds): keeps `block.timestamp + gracePeriod`
+    ///         far inside uint64.
+    uint64 public constant MAX_GRACE_PERIOD = 365 days;
+    /// @notice Gas kept back, beyond the 1/64 of EIP-150, for the work before the recipient
+    ///         call (at most a cold account access, 2,600, plus a few opcodes) and after it
+    ///         (marking a failure: a fresh 22,100 SSTORE of the leaf and a 4-topic event).
+    ///         See `_callRecipient` and contracts/V2.md for the arithmetic.
+    uint256 public constant CALL_RESERVE = 30_000;
+
+    /// @notice EIP-712 domain separator of batch digests: {name: "Sigil", version: "2"}.
+    bytes32 public immutable BATCH_DOMAIN_SEPARATOR;
 
     /// @notice May call `initialize` once to register the first group key (after DKG).
     address public immutable admin;
-    /// @notice Seconds a rotated-out key stays valid for `submitBatch`.
+    /// @notice Seconds a rotated-out key stays valid for `submitBatch` (at most MAX_GRACE_PERIOD).
     uint64 public immutable gracePeriod;
 
     /// @notice The newest epoch; 0 until `initialize`.
@@ -69,24 +92,31 @@ contract SigilInbox {
 
     mapping(uint64 epoch => EpochKey) internal _keys;
     mapping(bytes32 root => BatchRecord) internal _batches;
-    mapping(bytes32 messageId => Status) internal _status;
+    /// @dev keccak256(abi.encode(sourceChainId, sourceGateway, nonce >> 8)) => processed bits.
+    mapping(bytes32 wordKey => uint256 bits) internal _processed;
+    /// @dev messageId => leaf of a Failed message; zero once delivered (or never failed).
     mapping(bytes32 messageId => bytes32 leaf) internal _failedLeaf;
 
     /// @notice A group key was registered for `epoch`.
     event GroupKeySet(uint64 indexed epoch, uint256 keyX, uint8 keyParity);
     /// @notice The committee rotated from `oldEpoch` to `newEpoch`; the old key expires at `oldKeyValidUntil`.
-    event KeyRotated(uint64 indexed oldEpoch, uint64 indexed newEpoch, uint256 keyX, uint8 keyParity, uint64 oldKeyValidUntil);
+    event KeyRotated(
+        uint64 indexed oldEpoch, uint64 indexed newEpoch, uint256 keyX, uint8 keyParity, uint64 oldKeyValidUntil
+    );
     /// @notice A batch root was accepted.
     event BatchSubmitted(bytes32 indexed root, uint64 indexed epoch, uint64 indexed height);
-    /// @notice A message reached its recipient.
+    /// @notice A message reached its recipient (first delivery or a successful retry).
     event MessageDelivered(bytes32 indexed messageId, uint64 indexed sourceChainId, address indexed recipient);
-    /// @notice The recipient reverted; the message is kept and can be retried.
+    /// @notice The recipient reverted or ran out of the message's gas limit (or has no code);
+    ///         the message is Failed and can be retried by anyone.
     event MessageFailed(bytes32 indexed messageId, uint64 indexed sourceChainId, address indexed recipient);
 
     /// @notice Caller is not the admin.
     error NotAdmin(address caller);
     /// @notice `initialize` was already called.
     error AlreadyInitialized();
+    /// @notice The constructor's grace period exceeds MAX_GRACE_PERIOD.
+    error GracePeriodTooLong(uint64 gracePeriod, uint64 max);
     /// @notice No key is registered for this epoch.
     error UnknownEpoch(uint64 epoch);
     /// @notice The epoch's key was rotated out and its grace period ended at `validUntil`.
@@ -101,26 +131,28 @@ contract SigilInbox {
     error BatchAlreadySubmitted(bytes32 root);
     /// @notice The proof leads to a root that was never submitted.
     error UnknownRoot(bytes32 root);
-    /// @notice The message is for another chain.
-    error WrongDestination(uint64 destChainId);
+    /// @notice The message names another chain or another inbox.
+    error WrongInbox(uint64 destChainId, address destInbox);
     /// @notice The message was already delivered, or already failed (use `retry`).
     error AlreadyProcessed(bytes32 messageId, Status status);
     /// @notice `retry` was called for a message that is not in the Failed state, or with other content.
     error NotRetryable(bytes32 messageId);
-    /// @notice The recipient reverted during `retry`.
+    /// @notice The recipient reverted (or ran out of its gas limit) during `retry`.
     error RecipientFailed(bytes32 messageId);
-    /// @notice The call to the recipient ran out of the gas it was given; send more gas.
+    /// @notice The transaction has too little gas left to give the recipient its full gas
+    ///         limit and finish; send more gas. Nothing was marked.
     error InsufficientGas();
     /// @notice `deliverBatch` needs at least one message.
     error EmptyBatch();
 
     /// @param admin_ Account allowed to register the first group key.
-    /// @param gracePeriod_ Seconds a rotated-out key keeps being accepted.
+    /// @param gracePeriod_ Seconds a rotated-out key keeps being accepted (<= MAX_GRACE_PERIOD).
     constructor(address admin_, uint64 gracePeriod_) {
+        if (gracePeriod_ > MAX_GRACE_PERIOD) revert GracePeriodTooLong(gracePeriod_, MAX_GRACE_PERIOD);
         admin = admin_;
         gracePeriod = gracePeriod_;
-        DOMAIN_SEPARATOR = keccak256(
-            abi.encode(keccak256("EIP712Domain(string name,string version)"), keccak256("Sigil"), keccak256("1"))
+        BATCH_DOMAIN_SEPARATOR = keccak256(
+            abi.encode(keccak256("EIP712Domain(string name,string version)"), keccak256("Sigil"), keccak256("2"))
         );
     }
 
@@ -140,15 +172,19 @@ contract SigilInbox {
     }
 
     /// @notice Moves to a new committee key, authorised by a FROST signature of the current key
-    ///         over the EIP-712 `KeyRotation(newEpoch, keyX, keyParity)`. The current key stays
+    ///         over `rotationDigest(currentEpoch, currentKey, newEpoch, newKey)`, which binds the
+    ///         old epoch and key and this inbox (chain id and address). The current key stays
     ///         valid for `gracePeriod` seconds; an epoch is never accepted twice.
     function rotateKey(uint64 newEpoch, uint256 keyX, uint256 keyY, FrostVerifier.Signature calldata sig) external {
         uint64 oldEpoch = currentEpoch;
         if (oldEpoch == 0) revert UnknownEpoch(0);
         if (newEpoch <= oldEpoch) revert EpochNotIncreasing(newEpoch, oldEpoch);
         uint8 parity = _checkKey(keyX, keyY);
-        bytes32 digest = rotationDigest(newEpoch, keyX, parity);
-        if (!FrostVerifier.verifyDigest(_activeKey(oldEpoch), sig, digest)) revert InvalidSignature();
+        FrostVerifier.PublicKey memory oldKey = _activeKey(oldEpoch);
+        bytes32 digest = rotationDigest(oldEpoch, oldKey.x, oldKey.parity, newEpoch, keyX, parity);
+        if (!FrostVerifier.verifyDigest(oldKey, sig, digest)) revert InvalidSignature();
+        // Cannot overflow: gracePeriod <= MAX_GRACE_PERIOD (1 year) and block.timestamp is far
+        // below 2^64 - 1 year.
         uint64 until = uint64(block.timestamp) + gracePeriod;
         _keys[oldEpoch].validUntil = until;
         _keys[newEpoch] = EpochKey(keyX, parity, type(uint64).max);
@@ -173,21 +209,25 @@ contract SigilInbox {
     // ---------------------------------------------------------------- delivery
 
     /// @notice Delivers one message of a submitted batch, proven by an OpenZeppelin Merkle proof.
-    /// @dev Reverts UnknownRoot, WrongDestination, AlreadyProcessed or InsufficientGas. A reverting
-    ///      recipient does not revert this call: the message is marked Failed and stays retryable.
+    /// @dev Reverts UnknownRoot, WrongInbox, AlreadyProcessed or InsufficientGas. A recipient that
+    ///      reverts or runs out of the message's gas limit does not revert this call: the message
+    ///      is marked Failed and stays retryable.
     function deliver(Message calldata message, bytes32[] calldata proof) external {
+        _checkInbox(message);
         bytes32 leaf = leafOf(message);
         bytes32 root = MerkleProof.processProofCalldata(proof, leaf);
         if (_batches[root].submittedAt == 0) revert UnknownRoot(root);
-        bytes32 id = messageIdOf(message);
-        Status s = _status[id];
-        if (s != Status.None) revert AlreadyProcessed(id, s);
+        bytes32 id = _messageId(message);
+        if (!_markProcessed(message)) revert AlreadyProcessed(id, _failedLeaf[id] == 0 ? Status.Delivered : Status.Failed);
         _deliver(message, id, leaf);
     }
 
     /// @notice Delivers several messages of one submitted batch with a single multiproof
     ///         (`proof`, `proofFlags` as produced by OpenZeppelin's `getMultiProof`, leaves in
-    ///         the order that multiproof lists them). Already-processed messages are skipped.
+    ///         the order that multiproof lists them). Already-processed messages are skipped;
+    ///         a failing recipient marks its message Failed and the rest are still delivered.
+    /// @dev Reverts EmptyBatch, WrongInbox (any message), UnknownRoot or InsufficientGas (the
+    ///      transaction cannot give some recipient its full gas limit).
     function deliverBatch(Message[] calldata messages, bytes32[] calldata proof, bool[] calldata proofFlags)
         external
     {
@@ -195,25 +235,30 @@ contract SigilInbox {
         if (count == 0) revert EmptyBatch();
         bytes32[] memory leaves = new bytes32[](count);
         for (uint256 i = 0; i < count; ++i) {
+            _checkInbox(messages[i]);
             leaves[i] = leafOf(messages[i]);
         }
         bytes32 root = MerkleProof.processMultiProofCalldata(proof, proofFlags, leaves);
         if (_batches[root].submittedAt == 0) revert UnknownRoot(root);
         for (uint256 i = 0; i < count; ++i) {
-            bytes32 id = messageIdOf(messages[i]);
-            if (_status[id] != Status.None) continue;
-            _deliver(messages[i], id, leaves[i]);
+            Message calldata m = messages[i];
+            // Read from storage each time: a recipient may have re-entered and delivered a
+            // later message of this batch.
+            if (!_markProcessed(m)) continue;
+            _deliver(m, _messageId(m), leaves[i]);
         }
     }
 
-    /// @notice Retries a message whose recipient reverted before. Anyone may call it.
-    /// @dev Reverts NotRetryable unless the message is Failed with identical content, and
-    ///      RecipientFailed (leaving it Failed) if the recipient reverts again.
+    /// @notice Retries a Failed message (its recipient reverted or ran out of gas before).
+    ///         Anyone may call it. The recipient again gets exactly `message.gasLimit` gas.
+    /// @dev Reverts NotRetryable unless the message is Failed with identical content,
+    ///      InsufficientGas if the transaction cannot give the recipient its full gas limit,
+    ///      and RecipientFailed (leaving it Failed) if the recipient fails again. Success marks
+    ///      it Delivered.
     function retry(Message calldata message) external {
-        bytes32 id = messageIdOf(message);
+        bytes32 id = _messageId(message);
         bytes32 leaf = leafOf(message);
-        if (_status[id] != Status.Failed || _failedLeaf[id] != leaf) revert NotRetryable(id);
-        _status[id] = Status.Delivered;
+        if (leaf != _failedLeaf[id]) revert NotRetryable(id);
         delete _failedLeaf[id];
         if (!_callRecipient(message)) revert RecipientFailed(id);
         emit MessageDelivered(id, message.sourceChainId, message.recipient);
@@ -221,16 +266,52 @@ contract SigilInbox {
 
     // ---------------------------------------------------------------- views
 
-    /// @notice The EIP-712 digest the committee signs for a batch.
-    function batchDigest(uint64 epoch, uint64 height, bytes32 root) public view returns (bytes32) {
-        return MessageHashUtils.toTypedDataHash(DOMAIN_SEPARATOR, keccak256(abi.encode(BATCH_TYPEHASH, epoch, height, root)));
+    /// @notice The EIP-712 digest the committee signs for a batch (domain without chain id).
+    function batchDigest(uint64 epoch, uint64 height, bytes32 root) public view returns (bytes32 digest) {
+        bytes32 domain = BATCH_DOMAIN_SEPARATOR;
+        bytes32 typehash = BATCH_TYPEHASH;
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, typehash)
+            mstore(add(m, 0x20), epoch)
+            mstore(add(m, 0x40), height)
+            mstore(add(m, 0x60), root)
+            let structHash := keccak256(m, 0x80)
+            mstore(m, shl(240, 0x1901))
+            mstore(add(m, 0x02), domain)
+            mstore(add(m, 0x22), structHash)
+            digest := keccak256(m, 0x42)
+        }
     }
 
-    /// @notice The EIP-712 digest the current key signs to rotate to (`newEpoch`, key).
-    function rotationDigest(uint64 newEpoch, uint256 keyX, uint8 keyParity) public view returns (bytes32) {
-        return MessageHashUtils.toTypedDataHash(
-            DOMAIN_SEPARATOR, keccak256(abi.encode(KEY_ROTATION_TYPEHASH, newEpoch, keyX, keyParity))
+    /// @notice EIP-712 domain separator of rotation digests:
+    ///         {name: "Sigil", version: "2", chainId: block.chainid, verifyingContract: this}.
+    function rotationDomainSeparator() public view returns (bytes32) {
+        return keccak256(
+            abi.encode(
+                keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"),
+                keccak256("Sigil"),
+                keccak256("2"),
+                block.chainid,
+                address(this)
+            )
         );
+    }
+
+    /// @notice The EIP-712 digest the key of `oldEpoch` signs to hand over to `newEpoch`'s key,
+    ///         bound to this inbox (`rotationDomainSeparator`).
+    function rotationDigest(
+        uint64 oldEpoch,
+        uint256 oldKeyX,
+        uint8 oldKeyParity,
+        uint64 newEpoch,
+        uint256 newKeyX,
+        uint8 newKeyParity
+    ) public view returns (bytes32) {
+        bytes32 structHash = keccak256(
+            abi.encode(KEY_ROTATION_TYPEHASH, oldEpoch, oldKeyX, oldKeyParity, newEpoch, newKeyX, newKeyParity)
+        );
+        return keccak256(abi.encodePacked(hex"1901", rotationDomainSeparator(), structHash));
     }
 
     /// @notice messageId = keccak256(abi.encode(sourceChainId, sourceGateway, nonce)).
@@ -238,17 +319,64 @@ contract SigilInbox {
         return keccak256(abi.encode(m.sourceChainId, m.sourceGateway, m.nonce));
     }
 
-    /// @notice The double-hashed Merkle leaf of a message (see contract docs).
-    function leafOf(Message calldata m) public pure returns (bytes32) {
-        return keccak256(
-            bytes.concat(
-                keccak256(
-                    abi.encode(
-                        m.sourceChainId, m.sourceGateway, m.nonce, m.sender, m.destChainId, m.recipient, keccak256(m.payload)
-                    )
-                )
-            )
-        );
+    /// @notice The double-hashed Merkle leaf of a message:
+    ///         keccak256(bytes.concat(keccak256(abi.encode(sourceChainId, sourceGateway, nonce,
+    ///         sender, destChainId, destInbox, recipient, gasLimit, keccak256(payload))))).
+    function leafOf(Message calldata m) public pure returns (bytes32 leaf) {
+        // Decoding each field through Solidity validates it (clean high bits); the encoding
+        // is then built in scratch memory without allocating, so a batch of N messages does
+        // not grow memory N times.
+        uint64 sourceChainId = m.sourceChainId;
+        address sourceGateway = m.sourceGateway;
+        uint64 nonce = m.nonce;
+        address sender = m.sender;
+        uint64 destChainId = m.destChainId;
+        address destInbox = m.destInbox;
+        address recipient = m.recipient;
+        uint32 gasLimit = m.gasLimit;
+        bytes calldata payload = m.payload;
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            calldatacopy(p, payload.offset, payload.length)
+            let payloadHash := keccak256(p, payload.length)
+            mstore(p, sourceChainId)
+            mstore(add(p, 0x20), sourceGateway)
+            mstore(add(p, 0x40), nonce)
+            mstore(add(p, 0x60), sender)
+            mstore(add(p, 0x80), destChainId)
+            mstore(add(p, 0xa0), destInbox)
+            mstore(add(p, 0xc0), recipient)
+            mstore(add(p, 0xe0), gasLimit)
+            mstore(add(p, 0x100), payloadHash)
+            mstore(0x00, keccak256(p, 0x120))
+            leaf := keccak256(0x00, 0x20)
+        }
+    }
+
+    /// @notice Delivery status of the message (sourceChainId, sourceGateway, nonce):
+    ///         None until processed, then Delivered or Failed (Failed until a retry succeeds).
+    /// @dev v2 takes the message's coordinates instead of its id: replay protection is a
+    ///      bitmap keyed by (sourceChainId, sourceGateway, nonce >> 8).
+    function statusOf(uint64 sourceChainId, address sourceGateway, uint64 nonce) external view returns (Status) {
+        uint256 bits = _processed[_wordKey(sourceChainId, sourceGateway, nonce)];
+        if ((bits >> (nonce & 255)) & 1 == 0) return Status.None;
+        bytes32 id = keccak256(abi.encode(sourceChainId, sourceGateway, nonce));
+        return _failedLeaf[id] == 0 ? Status.Delivered : Status.Failed;
+    }
+
+    /// @notice The processed bits of nonces [256 * wordIndex, 256 * wordIndex + 255] of one
+    ///         source gateway (bit i for nonce 256 * wordIndex + i): one call answers 256 messages.
+    function processedWord(uint64 sourceChainId, address sourceGateway, uint64 wordIndex)
+        external
+        view
+        returns (uint256)
+    {
+        return _processed[keccak256(abi.encode(sourceChainId, sourceGateway, wordIndex))];
+    }
+
+    /// @notice The leaf kept for a Failed message (zero unless the message is Failed).
+    function failedLeafOf(bytes32 messageId) external view returns (bytes32) {
+        return _failedLeaf[messageId];
     }
 
     /// @notice The key registered for `epoch` (x = 0 when none).
@@ -259,11 +387,6 @@ contract SigilInbox {
     /// @notice The record of a submitted root (submittedAt = 0 when unknown).
     function batchOf(bytes32 root) external view returns (BatchRecord memory) {
         return _batches[root];
-    }
-
-    /// @notice Delivery status of a message id.
-    function statusOf(bytes32 messageId) external view returns (Status) {
-        return _status[messageId];
     }
 
     // ---------------------------------------------------------------- internals
@@ -286,30 +409,103 @@ contract SigilInbox {
         parity = uint8(y & 1);
     }
 
+    /// @dev Reverts WrongInbox unless the message names this chain and this contract.
+    function _checkInbox(Message calldata m) internal view {
+        uint64 destChainId = m.destChainId;
+        address destInbox = m.destInbox;
+        if (destChainId != block.chainid || destInbox != address(this)) revert WrongInbox(destChainId, destInbox);
+    }
+
+    function _messageId(Message calldata m) internal pure returns (bytes32 id) {
+        uint64 sourceChainId = m.sourceChainId;
+        address sourceGateway = m.sourceGateway;
+        uint64 nonce = m.nonce;
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            mstore(p, sourceChainId)
+            mstore(add(p, 0x20), sourceGateway)
+            mstore(add(p, 0x40), nonce)
+            id := keccak256(p, 0x60)
+        }
+    }
+
+    function _wordKey(uint64 sourceChainId, address sourceGateway, uint64 nonce) internal pure returns (bytes32 key) {
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            mstore(p, sourceChainId)
+            mstore(add(p, 0x20), sourceGateway)
+            mstore(add(p, 0x40), shr(8, nonce))
+            key := keccak256(p, 0x60)
+        }
+    }
+
+    /// @dev Sets the message's processed bit; false (and no change) when it was already set.
+    function _markProcessed(Message calldata m) internal returns (bool) {
+        uint64 nonce = m.nonce;
+        bytes32 key = _wordKey(m.sourceChainId, m.sourceGateway, nonce);
+        uint256 bits = _processed[key];
+        // forge-lint: disable-next-line(incorrect-shift)
+        uint256 bit = 1 << (nonce & 255);
+        if (bits & bit != 0) return false;
+        _processed[key] = bits | bit;
+        return true;
+    }
+
+    /// @dev The message is already marked processed; calls the recipient and records a failure.
     function _deliver(Message calldata message, bytes32 id, bytes32 leaf) internal {
-        if (message.destChainId != block.chainid) revert WrongDestination(message.destChainId);
-        _status[id] = Status.Delivered;
         if (_callRecipient(message)) {
             emit MessageDelivered(id, message.sourceChainId, message.recipient);
         } else {
-            _status[id] = Status.Failed;
             _failedLeaf[id] = leaf;
             emit MessageFailed(id, message.sourceChainId, message.recipient);
         }
     }
 
-    /// @dev Calls the recipient without copying its return data. A recipient without code
-    ///      counts as failed. If the call failed because it was starved of gas (EIP-150 63/64
-    ///      rule), the whole transaction reverts so a relayer cannot force a failure.
+    /// @dev Calls `receiveMessage` on the recipient with exactly `message.gasLimit` gas and
+    ///      without copying its return data; a recipient without code counts as failed.
+    ///
+    ///      Starvation rule: the CALL forwards min(gasLimit, a - floor(a / 64)) where a is the
+    ///      gas left once the CALL's own cost is paid (EIP-150). So that the recipient always
+    ///      gets its full gasLimit, and the failure bookkeeping afterwards always completes, the
+    ///      call is made only when
+    ///          gasleft() >= gasLimit + gasLimit / 63 + 1 + CALL_RESERVE
+    ///      right before it; otherwise the whole transaction reverts InsufficientGas, so a relayer
+    ///      cannot push a recipient into failure by sending too little gas. Between that check
+    ///      and the CALL at most ~2,700 gas is spent (the CALL's access cost, 2,600 if the
+    ///      recipient were cold, it is warm after EXTCODESIZE; a few stack opcodes; no memory
+    ///      expansion as the arguments are already written and no return data is copied), so
+    ///      a >= gasLimit + gasLimit / 63 + 1 + 27,300 >= ceil(gasLimit * 64 / 63) and the
+    ///      recipient receives exactly gasLimit. After the call at least 27,300 gas remains
+    ///      (plus floor(a / 64)), which covers the Failed bookkeeping (22,100 SSTORE + event).
     function _callRecipient(Message calldata message) internal returns (bool ok) {
         address to = message.recipient;
         if (to.code.length == 0) return false;
-        bytes memory data =
-            abi.encodeCall(ISigilReceiver.receiveMessage, (message.sourceChainId, message.sender, message.payload));
-        uint256 before = gasleft();
+        uint64 sourceChainId = message.sourceChainId;
+        address sender = message.sender;
+        uint256 gasLimit = message.gasLimit;
+        bytes calldata payload = message.payload;
+        bytes4 selector = ISigilReceiver.receiveMessage.selector;
+        uint256 reserve = CALL_RESERVE;
+        bool enough;
         assembly ("memory-safe") {
-            ok := call(gas(), to, 0, add(data, 32), mload(data), 0, 0)
+            // receiveMessage(uint64 sourceChainId, address sender, bytes payload), in scratch
+            // memory past the free pointer (not allocated: reused for every message).
+            let p := mload(0x40)
+            let len := payload.length
+            mstore(p, selector)
+            mstore(add(p, 0x04), sourceChainId)
+            mstore(add(p, 0x24), sender)
+            mstore(add(p, 0x44), 0x60)
+            mstore(add(p, 0x64), len)
+            // Zero the last word first so the payload's padding is clean.
+            mstore(add(add(p, 0x84), and(len, not(31))), 0)
+            calldatacopy(add(p, 0x84), payload.offset, len)
+            let size := add(0x84, and(add(len, 31), not(31)))
+            enough := iszero(lt(gas(), add(add(add(gasLimit, div(gasLimit, 63)), 1), reserve)))
+            if enough {
+                ok := call(gasLimit, to, 0, p, size, 0, 0)
+            }
         }
-        if (!ok && gasleft() <= before / 64) revert InsufficientGas();
+        if (!enough) revert InsufficientGas();
     }
 }

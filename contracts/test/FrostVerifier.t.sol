@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
-import {Test, console} from "./utils/Test.sol";
+import {TestSigner} from "./utils/TestSigner.sol";
 import {FrostVerifier} from "../src/FrostVerifier.sol";
 
 /// @dev Exposes the library through external calls so tests can measure and fuzz it.
@@ -39,7 +39,7 @@ contract FrostVerifierHarness {
     }
 }
 
-contract FrostVerifierTest is Test {
+contract FrostVerifierTest is TestSigner {
     FrostVerifierHarness internal h;
 
     uint256 internal constant N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141;
@@ -127,5 +127,67 @@ contract FrostVerifierTest is Test {
             k.x ^= m;
             assertFalse(h.verify(k, rfcSig(), bytes("test")), "flipped key");
         }
+    }
+
+    /// Signatures made by the test signer (used by the inbox tests) verify in both forms, and
+    /// not for another digest.
+    function testFuzz_test_signer_signatures_verify(bytes32 d, uint8 seed) public {
+        TestKey memory k = testKey(seed);
+        FrostVerifier.Signature memory s = frostSign(k, d);
+        assertTrue(h.verifyDigest(pub(k), s, d), "digest form");
+        assertTrue(h.verify(pub(k), s, abi.encodePacked(d)), "bytes form");
+        bytes32 other = bytes32(uint256(d) ^ 1);
+        assertFalse(h.verifyDigest(pub(k), s, other), "other digest");
+    }
+
+    /// The assembly verifyDigest and the Solidity verify agree on mutated valid signatures.
+    function testFuzz_verify_digest_agrees_with_generic_form(bytes32 d, uint256 flip, uint8 field) public {
+        TestKey memory k = testKey(7);
+        FrostVerifier.Signature memory s = frostSign(k, d);
+        FrostVerifier.PublicKey memory key = pub(k);
+        field %= 6;
+        if (field == 0) s.rx ^= flip;
+        else if (field == 1) s.ry ^= flip;
+        else if (field == 2) s.z ^= flip;
+        else if (field == 3) key.x ^= flip;
+        else if (field == 4) key.parity = uint8(flip);
+        else d ^= bytes32(flip);
+        bool expected = flip == 0 || (field == 4 && uint8(flip) == k.parity);
+        assertTrue(h.verifyDigest(key, s, d) == expected, "digest form");
+        assertTrue(h.verify(key, s, abi.encodePacked(d)) == expected, "bytes form");
+    }
+
+    /// Edge values of every range check, in both forms.
+    function test_range_checks_digest_form() public {
+        TestKey memory k = testKey(9);
+        bytes32 d = keccak256("edge");
+        FrostVerifier.Signature memory s = frostSign(k, d);
+        assertTrue(h.verifyDigest(pub(k), s, d), "valid");
+        uint256[5] memory zs = [uint256(0), N, N + 1, type(uint256).max, N - s.z];
+        for (uint256 i = 0; i < zs.length; ++i) {
+            FrostVerifier.Signature memory t = FrostVerifier.Signature(s.rx, s.ry, zs[i]);
+            assertFalse(h.verifyDigest(pub(k), t, d), "bad z");
+            assertFalse(h.verify(pub(k), t, abi.encodePacked(d)), "bad z (bytes)");
+        }
+        uint256 p = FrostVerifier.P;
+        // Coordinates >= p, R at the zero encoding, -R (on the curve, wrong point).
+        FrostVerifier.Signature[4] memory rs = [
+            FrostVerifier.Signature(p, s.ry, s.z),
+            FrostVerifier.Signature(s.rx, p, s.z),
+            FrostVerifier.Signature(0, 0, s.z),
+            FrostVerifier.Signature(s.rx, p - s.ry, s.z)
+        ];
+        for (uint256 i = 0; i < rs.length; ++i) {
+            assertFalse(h.verifyDigest(pub(k), rs[i], d), "bad R");
+            assertFalse(h.verify(pub(k), rs[i], abi.encodePacked(d)), "bad R (bytes)");
+        }
+        uint256[3] memory xs = [uint256(0), N, type(uint256).max];
+        for (uint256 i = 0; i < xs.length; ++i) {
+            FrostVerifier.PublicKey memory key = FrostVerifier.PublicKey(xs[i], k.parity);
+            assertFalse(h.verifyDigest(key, s, d), "bad key x");
+            assertFalse(h.verify(key, s, abi.encodePacked(d)), "bad key x (bytes)");
+        }
+        assertFalse(h.verifyDigest(FrostVerifier.PublicKey(k.x, 2), s, d), "parity 2");
+        assertFalse(h.verifyDigest(FrostVerifier.PublicKey(k.x, 255), s, d), "parity 255");
     }
 }

@@ -1,14 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
-import {ISigilReceiver} from "../ISigilReceiver.sol";
+import {SigilReceiverBase} from "../SigilReceiverBase.sol";
 
 /// @title RecordingReceiver
 /// @notice Example recipient that records every message the inbox delivers; used by tests and
-///         the devnet to count deliveries and detect duplicates.
-contract RecordingReceiver is ISigilReceiver {
-    /// @notice The inbox allowed to call `receiveMessage`.
-    address public immutable inbox;
+///         the devnet to count deliveries and detect duplicates. It trusts every
+///         (sourceChainId, sender): a real application would check them in `_onSigilMessage`.
+contract RecordingReceiver is SigilReceiverBase {
     /// @notice Number of messages received.
     uint256 public count;
     /// @notice How many times each payload hash was received (a value above 1 is a duplicate).
@@ -19,24 +18,18 @@ contract RecordingReceiver is ISigilReceiver {
     /// @notice Emitted per received message.
     event Received(uint64 indexed sourceChainId, address indexed sender, bytes32 indexed payloadHash, bytes payload);
 
-    /// @notice Caller is not the inbox.
-    error NotInbox(address caller);
     /// @notice `rejecting` is set.
     error Rejecting();
 
     /// @param inbox_ The inbox whose deliveries are accepted.
-    constructor(address inbox_) {
-        inbox = inbox_;
-    }
+    constructor(address inbox_) SigilReceiverBase(inbox_) {}
 
     /// @notice Turns the failure mode on or off.
     function setRejecting(bool value) external {
         rejecting = value;
     }
 
-    /// @inheritdoc ISigilReceiver
-    function receiveMessage(uint64 sourceChainId, address sender, bytes calldata payload) external {
-        if (msg.sender != inbox) revert NotInbox(msg.sender);
+    function _onSigilMessage(uint64 sourceChainId, address sender, bytes calldata payload) internal override {
         if (rejecting) revert Rejecting();
         bytes32 h = keccak256(payload);
         count += 1;

@@ -7,6 +7,8 @@ import {SigilInbox} from "../../src/SigilInbox.sol";
 import {RecordingReceiver} from "../../src/examples/RecordingReceiver.sol";
 
 /// @notice Reads test/fixtures/frost.json (written by the Rust test `sigil-crypto/tests/fixtures.rs`).
+///         Format v2: the file gains top-level `destInbox` (where the tests place the inbox)
+///         and `gasLimit` (every scenario message's gas limit); see contracts/V2.md.
 abstract contract Fixtures is Test {
     string internal fx;
     SigilInbox internal inbox;
@@ -18,11 +20,20 @@ abstract contract Fixtures is Test {
         recipient = vm.parseJsonAddress(fx, ".recipient");
     }
 
-    /// Deploys an inbox (admin = this test) and etches a RecordingReceiver bound to it at the
-    /// fixture's recipient address.
+    /// The inbox address every fixture message names (format v2).
+    function fixtureInbox() internal view returns (address) {
+        return vm.parseJsonAddress(fx, ".destInbox");
+    }
+
+    /// Deploys an inbox (admin = this test) at the fixture's `destInbox` address (deploy, then
+    /// etch the runtime code there: the constructor writes immutables only) and etches a
+    /// RecordingReceiver bound to it at the fixture's recipient address.
     function deployInbox() internal {
-        inbox = new SigilInbox(address(this), GRACE);
-        RecordingReceiver r = new RecordingReceiver(address(inbox));
+        address at = fixtureInbox();
+        SigilInbox deployed = new SigilInbox(address(this), GRACE);
+        vm.etch(at, address(deployed).code);
+        inbox = SigilInbox(at);
+        RecordingReceiver r = new RecordingReceiver(at);
         vm.etch(recipient, address(r).code);
     }
 
@@ -48,7 +59,9 @@ abstract contract Fixtures is Test {
         m.nonce = n;
         m.sender = vm.parseJsonAddress(fx, ".sender");
         m.destChainId = uint64(vm.parseJsonUint(fx, ".destChainId"));
+        m.destInbox = fixtureInbox();
         m.recipient = recipient;
+        m.gasLimit = uint32(vm.parseJsonUint(fx, ".gasLimit"));
         m.payload = abi.encode(uint256(n));
     }
 

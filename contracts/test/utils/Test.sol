@@ -3,6 +3,13 @@ pragma solidity ^0.8.24;
 
 /// @notice The Foundry cheatcodes these tests use (a subset of forge-std's Vm interface).
 interface Vm {
+    struct Wallet {
+        address addr;
+        uint256 publicKeyX;
+        uint256 publicKeyY;
+        uint256 privateKey;
+    }
+
     function expectRevert() external;
     function expectRevert(bytes4 selector) external;
     function expectRevert(bytes calldata revertData) external;
@@ -25,6 +32,10 @@ interface Vm {
     function sign(uint256 privateKey, bytes32 digest) external pure returns (uint8 v, bytes32 r, bytes32 s);
     function addr(uint256 privateKey) external pure returns (address);
     function toString(uint256 value) external pure returns (string memory);
+    function toString(address value) external pure returns (string memory);
+    function createWallet(uint256 privateKey) external returns (Wallet memory wallet);
+    function cool(address target) external;
+    function keyExistsJson(string calldata json, string calldata key) external view returns (bool);
 }
 
 /// @notice console.log through Foundry's console address (a subset of forge-std's console).
@@ -52,6 +63,7 @@ abstract contract Test {
     error AssertionFailed(string what);
     error NotEqualUint(string what, uint256 left, uint256 right);
     error NotEqualBytes32(string what, bytes32 left, bytes32 right);
+    error NotLessOrEqual(string what, uint256 left, uint256 right);
 
     function assertTrue(bool cond, string memory what) internal pure {
         if (!cond) revert AssertionFailed(what);
@@ -67,6 +79,10 @@ abstract contract Test {
 
     function assertEq(bytes32 a, bytes32 b, string memory what) internal pure {
         if (a != b) revert NotEqualBytes32(what, a, b);
+    }
+
+    function assertLe(uint256 a, uint256 b, string memory what) internal pure {
+        if (a > b) revert NotLessOrEqual(what, a, b);
     }
 
     function assertEq(address a, address b, string memory what) internal pure {
