@@ -63,73 +63,83 @@ library FrostVerifier {
     }
 
     /// @notice Verifies `sig` over a 32-byte digest (Sigil's EIP-712 batch and rotation digests).
-    /// @dev Same result as `verify(key, sig, abi.encodePacked(digest))`, computed in one
-    ///      assembly block over scratch memory (nothing is allocated): about 4.1k gas of
-    ///      execution, of which 3,000 is `ecrecover`, 3 x (100 + 60..144) the SHA-256 precompile
-    ///      and 42 the keccak256 of R. Checks, in order: 0 < key.x < n, key.parity <= 1,
-    ///      0 < z < n, R.x < p, R.y < p, R on the curve; the RFC 9591 challenge c (via
-    ///      `expand_message_xmd`, see `challengeDigest`) is non-zero; `ecrecover` succeeds,
-    ///      returns a non-zero address and that address equals address(R).
-    /// @return ok true when the signature is valid; false for any malformed or invalid input. Never reverts.
+    /// @dev Same result as `verify(key, sig, abi.encodePacked(digest))`, in one branch-free
+    ///      assembly block over scratch memory (nothing is allocated): about 4.2k gas of
+    ///      execution, of which 3,000 + 100 is `ecrecover`, 3 x 100 + 144 + 84 + 84 the SHA-256
+    ///      precompile and 42 the keccak256 of R. It checks: 0 < key.x < n, key.parity <= 1,
+    ///      0 < z < n, R.x < p, R.y < p, R on the curve, the RFC 9591 challenge c (via
+    ///      `expand_message_xmd`, see `challengeDigest`) is non-zero, `ecrecover` returns one
+    ///      word, a non-zero address, and that address equals address(R).
+    ///      The SHA-256 calls' success flags are not read: the precompile only fails when out of
+    ///      gas, and then less than 3 gas remains, so the `ecrecover` after it fails too (or the
+    ///      frame runs out of gas): a failed hash can never yield `true`.
+    /// @return ok true when the signature is valid; false for any malformed or invalid input.
+    ///         Never reverts (except out of gas).
     function verifyDigest(PublicKey memory key, Signature memory sig, bytes32 digest)
         internal
         view
         returns (bool ok)
     {
         assembly ("memory-safe") {
+            let n := N
             let px := mload(key)
             let parity := mload(add(key, 0x20))
             let rx := mload(sig)
             let ry := mload(add(sig, 0x20))
+            let m := mload(0x40)
+            // msg_prime (195 bytes) at m: Z_pad(64) | 02/03 | R.x | 02/03 | Y.x | digest
+            // | 0x0030 | 0x00 | DST_prime(30), written low to high with overlapping stores;
+            // Z_pad is zeroed by copying from past the end of calldata.
+            calldatacopy(m, calldatasize(), 0x40)
+            mstore8(add(m, 0x40), add(2, and(ry, 1)))
+            mstore(add(m, 0x41), rx)
+            mstore8(add(m, 0x61), add(2, parity))
+            mstore(add(m, 0x62), px)
+            mstore(add(m, 0x82), digest)
+            mstore(add(m, 0xa2), L_I_B_DST)
+            mstore8(add(m, 0xc2), 0x1d)
+            // b0 = H(msg_prime), left at m.
+            pop(staticcall(gas(), 0x02, m, 195, m, 0x20))
+            // b1 = H(b0 | 0x01 | DST_prime): 63 bytes, the word's last byte is not hashed.
+            mstore(add(m, 0x20), ONE_DST)
+            pop(staticcall(gas(), 0x02, m, 63, add(m, 0x20), 0x20))
+            let b1 := mload(add(m, 0x20))
+            // b2 = H((b0 ^ b1) | 0x02 | DST_prime), left at m.
+            mstore(m, xor(mload(m), b1))
+            mstore(add(m, 0x20), TWO_DST)
+            pop(staticcall(gas(), 0x02, m, 63, m, 0x20))
+            // c = (b1 || b2[0..16]) mod n: the 48 uniform bytes as a big-endian integer.
+            let c := addmod(mulmod(b1, 0x100000000000000000000000000000000, n), shr(128, mload(m)), n)
             let z := mload(add(sig, 0x40))
-            // 0 < px < n and 0 < z < n (x - 1 wraps to 2^256 - 1 for x = 0), parity in {0, 1}.
-            ok := and(and(lt(sub(px, 1), N_MINUS_1), lt(sub(z, 1), N_MINUS_1)), lt(parity, 2))
-            // R on the curve: rx, ry < p and ry^2 == rx^3 + 7 (mod p).
-            ok := and(ok, and(lt(rx, P), lt(ry, P)))
-            ok := and(ok, eq(mulmod(ry, ry, P), addmod(mulmod(mulmod(rx, rx, P), rx, P), 7, P)))
-            if ok {
-                // msg_prime (195 bytes) at m: Z_pad(64) | 02/03 | R.x | 02/03 | Y.x | digest
-                // | 0x0030 | 0x00 | DST_prime(30). Written with overlapping stores, low to high.
-                let m := mload(0x40)
-                mstore(m, 0)
-                mstore(add(m, 0x20), 0)
-                mstore8(add(m, 0x40), add(2, and(ry, 1)))
-                mstore(add(m, 0x41), rx)
-                mstore8(add(m, 0x61), add(2, parity))
-                mstore(add(m, 0x62), px)
-                mstore(add(m, 0x82), digest)
-                mstore(add(m, 0xa2), L_I_B_DST)
-                mstore8(add(m, 0xc2), 0x1d)
-                // b0 = H(msg_prime), left at m.
-                ok := staticcall(gas(), 0x02, m, 195, m, 0x20)
-                let b0 := mload(m)
-                // b1 = H(b0 | 0x01 | DST_prime): 63 bytes, the last byte of the word is ignored.
-                mstore(add(m, 0x20), ONE_DST)
-                ok := and(ok, staticcall(gas(), 0x02, m, 63, add(m, 0x20), 0x20))
-                let b1 := mload(add(m, 0x20))
-                // b2 = H((b0 ^ b1) | 0x02 | DST_prime).
-                mstore(m, xor(b0, b1))
-                mstore(add(m, 0x20), TWO_DST)
-                ok := and(ok, staticcall(gas(), 0x02, m, 63, m, 0x20))
-                // c = (b1 || b2[0..16]) mod n, the 48 uniform bytes as a big-endian integer.
-                let c := addmod(mulmod(b1, 0x100000000000000000000000000000000, N), shr(128, mload(m)), N)
-                ok := and(ok, iszero(iszero(c)))
-                // ecrecover(hash = -z*Y.x, v = 27 + parity, r = Y.x, s = -c*Y.x) returns the
-                // address of r^-1 * (s*Y - hash*G) = z*G - c*Y. Both products are non-zero
-                // (n prime, factors in (0, n)), so hash and s lie in (0, n).
-                mstore(m, sub(N, mulmod(z, px, N)))
-                mstore(add(m, 0x20), add(27, parity))
-                mstore(add(m, 0x40), px)
-                mstore(add(m, 0x60), sub(N, mulmod(c, px, N)))
-                // On failure ecrecover returns no data: require exactly one word back.
-                ok := and(ok, staticcall(gas(), 0x01, m, 0x80, m, 0x20))
-                ok := and(ok, eq(returndatasize(), 0x20))
-                let q := mload(m)
-                // address(R) = low 160 bits of keccak256(R.x || R.y), hashed in scratch space.
-                mstore(0x00, rx)
-                mstore(0x20, ry)
-                ok := and(ok, and(iszero(iszero(q)), eq(q, and(keccak256(0x00, 0x40), ADDRESS_MASK))))
-            }
+            // ecrecover(hash = -z*Y.x, v = 27 + parity, r = Y.x, s = -c*Y.x) is the address of
+            // r^-1 * (s*Y - hash*G) = z*G - c*Y. For valid inputs both products are non-zero
+            // (n prime, factors in (0, n)), so hash and s lie in (0, n).
+            mstore(m, sub(n, mulmod(z, px, n)))
+            mstore(add(m, 0x20), add(27, parity))
+            mstore(add(m, 0x40), px)
+            mstore(add(m, 0x60), sub(n, mulmod(c, px, n)))
+            // On failure ecrecover returns no data: require exactly one word back.
+            pop(staticcall(gas(), 0x01, m, 0x80, m, 0x20))
+            let q := mload(m)
+            // address(R): low 160 bits of keccak256(R.x || R.y), in scratch space.
+            mstore(0x00, rx)
+            mstore(0x20, ry)
+            let p := P
+            ok := and(
+                and(
+                    // 0 < key.x < n, 0 < z < n (x - 1 wraps for x = 0), parity <= 1.
+                    and(and(lt(sub(px, 1), sub(n, 1)), lt(sub(z, 1), sub(n, 1))), lt(parity, 2)),
+                    // R.x, R.y < p and R.y^2 == R.x^3 + 7 (mod p).
+                    and(
+                        and(lt(rx, p), lt(ry, p)),
+                        eq(mulmod(ry, ry, p), addmod(mulmod(mulmod(rx, rx, p), rx, p), 7, p))
+                    )
+                ),
+                and(
+                    and(eq(returndatasize(), 0x20), iszero(iszero(c))),
+                    and(iszero(iszero(q)), eq(q, and(keccak256(0x00, 0x40), ADDRESS_MASK)))
+                )
+            )
         }
     }
 

@@ -144,6 +144,8 @@ contract SigilInbox {
     error InsufficientGas();
     /// @notice `deliverBatch` needs at least one message.
     error EmptyBatch();
+    /// @notice The multiproof does not fit its leaves (lengths, or a step reads a node not yet computed).
+    error InvalidMultiproof();
 
     /// @param admin_ Account allowed to register the first group key.
     /// @param gracePeriod_ Seconds a rotated-out key keeps being accepted (<= MAX_GRACE_PERIOD).
@@ -209,16 +211,15 @@ contract SigilInbox {
     // ---------------------------------------------------------------- delivery
 
     /// @notice Delivers one message of a submitted batch, proven by an OpenZeppelin Merkle proof.
-    /// @dev Reverts UnknownRoot, WrongInbox, AlreadyProcessed or InsufficientGas. A recipient that
+    /// @dev Reverts WrongInbox, UnknownRoot, AlreadyProcessed or InsufficientGas. A recipient that
     ///      reverts or runs out of the message's gas limit does not revert this call: the message
     ///      is marked Failed and stays retryable.
     function deliver(Message calldata message, bytes32[] calldata proof) external {
-        _checkInbox(message);
-        bytes32 leaf = leafOf(message);
+        bytes32 leaf = _checkedLeaf(message);
         bytes32 root = MerkleProof.processProofCalldata(proof, leaf);
         if (_batches[root].submittedAt == 0) revert UnknownRoot(root);
-        bytes32 id = _messageId(message);
-        if (!_markProcessed(message)) revert AlreadyProcessed(id, _failedLeaf[id] == 0 ? Status.Delivered : Status.Failed);
+        (bool fresh, bytes32 id) = _markProcessed(message);
+        if (!fresh) revert AlreadyProcessed(id, _failedLeaf[id] == 0 ? Status.Delivered : Status.Failed);
         _deliver(message, id, leaf);
     }
 
@@ -226,26 +227,31 @@ contract SigilInbox {
     ///         (`proof`, `proofFlags` as produced by OpenZeppelin's `getMultiProof`, leaves in
     ///         the order that multiproof lists them). Already-processed messages are skipped;
     ///         a failing recipient marks its message Failed and the rest are still delivered.
-    /// @dev Reverts EmptyBatch, WrongInbox (any message), UnknownRoot or InsufficientGas (the
-    ///      transaction cannot give some recipient its full gas limit).
+    /// @dev Reverts EmptyBatch, WrongInbox (any message), InvalidMultiproof, UnknownRoot or
+    ///      InsufficientGas (the transaction cannot give some recipient its full gas limit).
+    ///      The multiproof is processed as OpenZeppelin's `processMultiProof` does (a queue of
+    ///      the leaves then the computed nodes), with one more check: a step may not read a node
+    ///      that is not computed yet.
     function deliverBatch(Message[] calldata messages, bytes32[] calldata proof, bool[] calldata proofFlags)
         external
     {
         uint256 count = messages.length;
         if (count == 0) revert EmptyBatch();
-        bytes32[] memory leaves = new bytes32[](count);
+        uint256 flagsLen = proofFlags.length;
+        if (count + proof.length != flagsLen + 1) revert InvalidMultiproof();
+        // The multiproof's queue: the leaves, then the nodes it computes.
+        bytes32[] memory queue = new bytes32[](count + flagsLen);
         for (uint256 i = 0; i < count; ++i) {
-            _checkInbox(messages[i]);
-            leaves[i] = leafOf(messages[i]);
+            queue[i] = _checkedLeaf(_at(messages, i));
         }
-        bytes32 root = MerkleProof.processMultiProofCalldata(proof, proofFlags, leaves);
+        bytes32 root = _multiProofRoot(queue, count, proof, proofFlags);
         if (_batches[root].submittedAt == 0) revert UnknownRoot(root);
         for (uint256 i = 0; i < count; ++i) {
-            Message calldata m = messages[i];
+            Message calldata m = _at(messages, i);
             // Read from storage each time: a recipient may have re-entered and delivered a
             // later message of this batch.
-            if (!_markProcessed(m)) continue;
-            _deliver(m, _messageId(m), leaves[i]);
+            (bool fresh, bytes32 id) = _markProcessed(m);
+            if (fresh) _deliver(m, id, queue[i]);
         }
     }
 
@@ -256,7 +262,7 @@ contract SigilInbox {
     ///      and RecipientFailed (leaving it Failed) if the recipient fails again. Success marks
     ///      it Delivered.
     function retry(Message calldata message) external {
-        bytes32 id = _messageId(message);
+        bytes32 id = messageIdOf(message);
         bytes32 leaf = leafOf(message);
         if (leaf != _failedLeaf[id]) revert NotRetryable(id);
         delete _failedLeaf[id];
@@ -322,31 +328,17 @@ contract SigilInbox {
     /// @notice The double-hashed Merkle leaf of a message:
     ///         keccak256(bytes.concat(keccak256(abi.encode(sourceChainId, sourceGateway, nonce,
     ///         sender, destChainId, destInbox, recipient, gasLimit, keccak256(payload))))).
+    /// @dev Hashes the message's eight static ABI words as they are in calldata (no per-field
+    ///      decoding; a non-canonical encoding only yields a leaf no committee ever signed), in
+    ///      scratch memory past the free pointer (nothing is allocated).
     function leafOf(Message calldata m) public pure returns (bytes32 leaf) {
-        // Decoding each field through Solidity validates it (clean high bits); the encoding
-        // is then built in scratch memory without allocating, so a batch of N messages does
-        // not grow memory N times.
-        uint64 sourceChainId = m.sourceChainId;
-        address sourceGateway = m.sourceGateway;
-        uint64 nonce = m.nonce;
-        address sender = m.sender;
-        uint64 destChainId = m.destChainId;
-        address destInbox = m.destInbox;
-        address recipient = m.recipient;
-        uint32 gasLimit = m.gasLimit;
-        bytes calldata payload = m.payload;
         assembly ("memory-safe") {
             let p := mload(0x40)
-            calldatacopy(p, payload.offset, payload.length)
-            let payloadHash := keccak256(p, payload.length)
-            mstore(p, sourceChainId)
-            mstore(add(p, 0x20), sourceGateway)
-            mstore(add(p, 0x40), nonce)
-            mstore(add(p, 0x60), sender)
-            mstore(add(p, 0x80), destChainId)
-            mstore(add(p, 0xa0), destInbox)
-            mstore(add(p, 0xc0), recipient)
-            mstore(add(p, 0xe0), gasLimit)
+            let payload := add(m, calldataload(add(m, 0x100)))
+            let len := calldataload(payload)
+            calldatacopy(p, add(payload, 0x20), len)
+            let payloadHash := keccak256(p, len)
+            calldatacopy(p, m, 0x100)
             mstore(add(p, 0x100), payloadHash)
             mstore(0x00, keccak256(p, 0x120))
             leaf := keccak256(0x00, 0x20)
@@ -409,23 +401,94 @@ contract SigilInbox {
         parity = uint8(y & 1);
     }
 
-    /// @dev Reverts WrongInbox unless the message names this chain and this contract.
-    function _checkInbox(Message calldata m) internal view {
-        uint64 destChainId = m.destChainId;
-        address destInbox = m.destInbox;
-        if (destChainId != block.chainid || destInbox != address(this)) revert WrongInbox(destChainId, destInbox);
+    /// @dev messages[i] without per-element ABI validation: a malformed offset only yields a
+    ///      leaf no committee signed (or reads past calldata, which is zeros).
+    function _at(Message[] calldata messages, uint256 i) internal pure returns (Message calldata m) {
+        assembly ("memory-safe") {
+            m := add(messages.offset, calldataload(add(messages.offset, shl(5, i))))
+        }
     }
 
-    function _messageId(Message calldata m) internal pure returns (bytes32 id) {
-        uint64 sourceChainId = m.sourceChainId;
-        address sourceGateway = m.sourceGateway;
-        uint64 nonce = m.nonce;
+    /// @dev Reverts WrongInbox unless the message names this chain and this contract, then
+    ///      returns its leaf. Every later read of the message's static words relies on this
+    ///      leaf being proven against a signed root.
+    function _checkedLeaf(Message calldata m) internal view returns (bytes32) {
+        uint256 destChainId;
+        uint256 destInbox;
+        assembly ("memory-safe") {
+            destChainId := calldataload(add(m, 0x80))
+            destInbox := calldataload(add(m, 0xa0))
+        }
+        // Whole-word equality: a dirty encoding never matches.
+        if (destChainId != block.chainid || destInbox != uint256(uint160(address(this)))) {
+            // casting is for the error only: a clean word fits, a dirty one is refused anyway.
+            // forge-lint: disable-next-line(unsafe-typecast)
+            revert WrongInbox(uint64(destChainId), address(uint160(destInbox)));
+        }
+        return leafOf(m);
+    }
+
+    /// @dev OpenZeppelin's multiproof processing over one queue (leaves then computed nodes)
+    ///      that may not be read past what is written. `queue` has `leavesLen` leaves and room
+    ///      for `proofFlags.length` nodes; leavesLen + proof.length == proofFlags.length + 1 and
+    ///      leavesLen >= 1 are checked by the caller.
+    function _multiProofRoot(
+        bytes32[] memory queue,
+        uint256 leavesLen,
+        bytes32[] calldata proof,
+        bool[] calldata proofFlags
+    ) internal pure returns (bytes32 root) {
+        bool bad;
+        assembly ("memory-safe") {
+            let read := add(queue, 0x20)
+            let write := add(read, shl(5, leavesLen))
+            let proofPtr := proof.offset
+            let flag := proofFlags.offset
+            let flagsEnd := add(flag, shl(5, proofFlags.length))
+            for {} lt(flag, flagsEnd) { flag := add(flag, 0x20) } {
+                let a := mload(read)
+                let b
+                switch calldataload(flag)
+                case 0 {
+                    b := calldataload(proofPtr)
+                    proofPtr := add(proofPtr, 0x20)
+                    read := add(read, 0x20)
+                }
+                default {
+                    b := mload(add(read, 0x20))
+                    read := add(read, 0x40)
+                }
+                // Nothing may be read that is not written yet.
+                bad := or(bad, gt(read, write))
+                // Sorted pair: min first.
+                let swap := mul(xor(a, b), gt(a, b))
+                mstore(0x00, xor(a, swap))
+                mstore(0x20, xor(b, swap))
+                mstore(write, keccak256(0x00, 0x40))
+                write := add(write, 0x20)
+            }
+            bad := or(bad, iszero(eq(proofPtr, add(proof.offset, shl(5, proof.length)))))
+            root := mload(sub(write, 0x20))
+        }
+        if (bad) revert InvalidMultiproof();
+    }
+
+    /// @dev Sets the message's processed bit (false, no change, when it was already set) and
+    ///      returns its id. Reads the message's first three words raw (see `_checkedLeaf`).
+    function _markProcessed(Message calldata m) internal returns (bool fresh, bytes32 id) {
         assembly ("memory-safe") {
             let p := mload(0x40)
-            mstore(p, sourceChainId)
-            mstore(add(p, 0x20), sourceGateway)
-            mstore(add(p, 0x40), nonce)
+            calldatacopy(p, m, 0x60)
             id := keccak256(p, 0x60)
+            let nonce := mload(add(p, 0x40))
+            mstore(add(p, 0x40), shr(8, nonce))
+            mstore(0x00, keccak256(p, 0x60))
+            mstore(0x20, _processed.slot)
+            let slot := keccak256(0x00, 0x40)
+            let bits := sload(slot)
+            let bit := shl(and(nonce, 0xff), 1)
+            fresh := iszero(and(bits, bit))
+            if fresh { sstore(slot, or(bits, bit)) }
         }
     }
 
@@ -439,25 +502,19 @@ contract SigilInbox {
         }
     }
 
-    /// @dev Sets the message's processed bit; false (and no change) when it was already set.
-    function _markProcessed(Message calldata m) internal returns (bool) {
-        uint64 nonce = m.nonce;
-        bytes32 key = _wordKey(m.sourceChainId, m.sourceGateway, nonce);
-        uint256 bits = _processed[key];
-        // forge-lint: disable-next-line(incorrect-shift)
-        uint256 bit = 1 << (nonce & 255);
-        if (bits & bit != 0) return false;
-        _processed[key] = bits | bit;
-        return true;
-    }
-
     /// @dev The message is already marked processed; calls the recipient and records a failure.
     function _deliver(Message calldata message, bytes32 id, bytes32 leaf) internal {
-        if (_callRecipient(message)) {
-            emit MessageDelivered(id, message.sourceChainId, message.recipient);
-        } else {
-            _failedLeaf[id] = leaf;
-            emit MessageFailed(id, message.sourceChainId, message.recipient);
+        bool ok = _callRecipient(message);
+        uint256 sourceChainId;
+        uint256 recipient;
+        assembly ("memory-safe") {
+            sourceChainId := calldataload(message)
+            recipient := calldataload(add(message, 0xc0))
+        }
+        if (!ok) _failedLeaf[id] = leaf;
+        bytes32 topic0 = ok ? MessageDelivered.selector : MessageFailed.selector;
+        assembly ("memory-safe") {
+            log4(0, 0, topic0, id, sourceChainId, recipient)
         }
     }
 
@@ -471,39 +528,36 @@ contract SigilInbox {
     ///          gasleft() >= gasLimit + gasLimit / 63 + 1 + CALL_RESERVE
     ///      right before it; otherwise the whole transaction reverts InsufficientGas, so a relayer
     ///      cannot push a recipient into failure by sending too little gas. Between that check
-    ///      and the CALL at most ~2,700 gas is spent (the CALL's access cost, 2,600 if the
-    ///      recipient were cold, it is warm after EXTCODESIZE; a few stack opcodes; no memory
-    ///      expansion as the arguments are already written and no return data is copied), so
-    ///      a >= gasLimit + gasLimit / 63 + 1 + 27,300 >= ceil(gasLimit * 64 / 63) and the
-    ///      recipient receives exactly gasLimit. After the call at least 27,300 gas remains
-    ///      (plus floor(a / 64)), which covers the Failed bookkeeping (22,100 SSTORE + event).
+    ///      and the CALL fewer than 100 gas of opcodes run, plus the CALL's access cost (100: the
+    ///      recipient is warm after EXTCODESIZE; 2,600 if it were cold), and no memory expands
+    ///      (arguments already written, no return data copied). So the gas available to the
+    ///      CALL is a >= gasLimit + gasLimit / 63 + 1 + 27,300 >= ceil(gasLimit * 64 / 63), and
+    ///      the recipient receives exactly gasLimit. After the call at least 27,300 + a / 64 gas
+    ///      remains, more than the Failed bookkeeping needs (a fresh 22,100 SSTORE of the leaf,
+    ///      a 1,875 four-topic log and a few hundred gas of opcodes).
     function _callRecipient(Message calldata message) internal returns (bool ok) {
-        address to = message.recipient;
-        if (to.code.length == 0) return false;
-        uint64 sourceChainId = message.sourceChainId;
-        address sender = message.sender;
-        uint256 gasLimit = message.gasLimit;
-        bytes calldata payload = message.payload;
-        bytes4 selector = ISigilReceiver.receiveMessage.selector;
         uint256 reserve = CALL_RESERVE;
-        bool enough;
+        bytes4 selector = ISigilReceiver.receiveMessage.selector;
+        bool enough = true;
         assembly ("memory-safe") {
-            // receiveMessage(uint64 sourceChainId, address sender, bytes payload), in scratch
-            // memory past the free pointer (not allocated: reused for every message).
-            let p := mload(0x40)
-            let len := payload.length
-            mstore(p, selector)
-            mstore(add(p, 0x04), sourceChainId)
-            mstore(add(p, 0x24), sender)
-            mstore(add(p, 0x44), 0x60)
-            mstore(add(p, 0x64), len)
-            // Zero the last word first so the payload's padding is clean.
-            mstore(add(add(p, 0x84), and(len, not(31))), 0)
-            calldatacopy(add(p, 0x84), payload.offset, len)
-            let size := add(0x84, and(add(len, 31), not(31)))
-            enough := iszero(lt(gas(), add(add(add(gasLimit, div(gasLimit, 63)), 1), reserve)))
-            if enough {
-                ok := call(gasLimit, to, 0, p, size, 0, 0)
+            let to := calldataload(add(message, 0xc0))
+            if extcodesize(to) {
+                let gasLimit := calldataload(add(message, 0xe0))
+                let payload := add(message, calldataload(add(message, 0x100)))
+                let len := calldataload(payload)
+                // receiveMessage(uint64 sourceChainId, address sender, bytes payload), in
+                // scratch memory past the free pointer (reused for every message).
+                let p := mload(0x40)
+                mstore(p, selector)
+                mstore(add(p, 0x04), calldataload(message))
+                mstore(add(p, 0x24), calldataload(add(message, 0x60)))
+                mstore(add(p, 0x44), 0x60)
+                // Zero the last word first so the payload's padding is clean.
+                mstore(add(add(p, 0x84), and(len, not(31))), 0)
+                calldatacopy(add(p, 0x64), payload, add(len, 0x20))
+                let size := add(0x84, and(add(len, 31), not(31)))
+                enough := iszero(lt(gas(), add(add(add(gasLimit, div(gasLimit, 63)), 1), reserve)))
+                if enough { ok := call(gasLimit, to, 0, p, size, 0, 0) }
             }
         }
         if (!enough) revert InsufficientGas();
