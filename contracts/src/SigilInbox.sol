@@ -79,6 +79,18 @@ contract SigilInbox {
     ///         See `_callRecipient` and contracts/V2.md for the arithmetic.
     uint256 public constant CALL_RESERVE = 30_000;
 
+    /// @dev Literal copies for inline assembly; a test checks each against the compiler's value.
+    /// @dev ISigilReceiver.receiveMessage.selector, left-aligned.
+    bytes32 internal constant RECEIVE_MESSAGE_SELECTOR =
+        0x3bee62df00000000000000000000000000000000000000000000000000000000;
+    /// @dev InsufficientGas.selector, left-aligned.
+    bytes32 internal constant INSUFFICIENT_GAS_SELECTOR =
+        0x1c26714c00000000000000000000000000000000000000000000000000000000;
+    /// @dev MessageDelivered.selector.
+    bytes32 internal constant MESSAGE_DELIVERED_TOPIC = 0xdd9126c7f1d025fea10a31314acd0bf4ec3cdc8695cf03d501e3ba849cc969b1;
+    /// @dev MessageFailed.selector.
+    bytes32 internal constant MESSAGE_FAILED_TOPIC = 0x0393061846873db8f618b9c48fa61f334124bf9769721e3e8d2b60b1f9441057;
+
     /// @notice EIP-712 domain separator of batch digests: {name: "Sigil", version: "2"}.
     bytes32 public immutable BATCH_DOMAIN_SEPARATOR;
 
@@ -218,9 +230,8 @@ contract SigilInbox {
         bytes32 leaf = _checkedLeaf(message);
         bytes32 root = MerkleProof.processProofCalldata(proof, leaf);
         if (_batches[root].submittedAt == 0) revert UnknownRoot(root);
-        (bool fresh, bytes32 id) = _markProcessed(message);
+        (bool fresh, bytes32 id) = _deliverOne(message, leaf);
         if (!fresh) revert AlreadyProcessed(id, _failedLeaf[id] == 0 ? Status.Delivered : Status.Failed);
-        _deliver(message, id, leaf);
     }
 
     /// @notice Delivers several messages of one submitted batch with a single multiproof
@@ -241,18 +252,10 @@ contract SigilInbox {
         if (count + proof.length != flagsLen + 1) revert InvalidMultiproof();
         // The multiproof's queue: the leaves, then the nodes it computes.
         bytes32[] memory queue = new bytes32[](count + flagsLen);
-        for (uint256 i = 0; i < count; ++i) {
-            queue[i] = _checkedLeaf(_at(messages, i));
-        }
+        _checkedLeaves(messages, queue);
         bytes32 root = _multiProofRoot(queue, count, proof, proofFlags);
         if (_batches[root].submittedAt == 0) revert UnknownRoot(root);
-        for (uint256 i = 0; i < count; ++i) {
-            Message calldata m = _at(messages, i);
-            // Read from storage each time: a recipient may have re-entered and delivered a
-            // later message of this batch.
-            (bool fresh, bytes32 id) = _markProcessed(m);
-            if (fresh) _deliver(m, id, queue[i]);
-        }
+        _deliverAll(messages, queue);
     }
 
     /// @notice Retries a Failed message (its recipient reverted or ran out of gas before).
@@ -401,18 +404,10 @@ contract SigilInbox {
         parity = uint8(y & 1);
     }
 
-    /// @dev messages[i] without per-element ABI validation: a malformed offset only yields a
-    ///      leaf no committee signed (or reads past calldata, which is zeros).
-    function _at(Message[] calldata messages, uint256 i) internal pure returns (Message calldata m) {
-        assembly ("memory-safe") {
-            m := add(messages.offset, calldataload(add(messages.offset, shl(5, i))))
-        }
-    }
-
     /// @dev Reverts WrongInbox unless the message names this chain and this contract, then
     ///      returns its leaf. Every later read of the message's static words relies on this
     ///      leaf being proven against a signed root.
-    function _checkedLeaf(Message calldata m) internal view returns (bytes32) {
+    function _checkedLeaf(Message calldata m) internal view returns (bytes32 leaf) {
         uint256 destChainId;
         uint256 destInbox;
         assembly ("memory-safe") {
@@ -425,7 +420,51 @@ contract SigilInbox {
             // forge-lint: disable-next-line(unsafe-typecast)
             revert WrongInbox(uint64(destChainId), address(uint160(destInbox)));
         }
-        return leafOf(m);
+        assembly ("memory-safe") {
+            // As `leafOf`.
+            let p := mload(0x40)
+            let payload := add(m, calldataload(add(m, 0x100)))
+            let len := calldataload(payload)
+            calldatacopy(p, add(payload, 0x20), len)
+            let payloadHash := keccak256(p, len)
+            calldatacopy(p, m, 0x100)
+            mstore(add(p, 0x100), payloadHash)
+            mstore(0x00, keccak256(p, 0x120))
+            leaf := keccak256(0x00, 0x20)
+        }
+    }
+
+    /// @dev `_checkedLeaf` of every message, written to queue[0..messages.length), in one loop.
+    function _checkedLeaves(Message[] calldata messages, bytes32[] memory queue) internal view {
+        bytes4 wrongInbox = WrongInbox.selector;
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            let base := messages.offset
+            let end := add(base, shl(5, messages.length))
+            let out := add(queue, 0x20)
+            for { let e := base } lt(e, end) { e := add(e, 0x20) } {
+                let m := add(base, calldataload(e))
+                let destChainId := calldataload(add(m, 0x80))
+                let destInbox := calldataload(add(m, 0xa0))
+                // Whole-word equality: a dirty encoding never matches.
+                if iszero(and(eq(destChainId, chainid()), eq(destInbox, address()))) {
+                    mstore(0x00, wrongInbox)
+                    mstore(0x04, and(destChainId, 0xffffffffffffffff))
+                    mstore(0x24, and(destInbox, 0xffffffffffffffffffffffffffffffffffffffff))
+                    revert(0x00, 0x44)
+                }
+                // As `leafOf`.
+                let payload := add(m, calldataload(add(m, 0x100)))
+                let len := calldataload(payload)
+                calldatacopy(p, add(payload, 0x20), len)
+                let payloadHash := keccak256(p, len)
+                calldatacopy(p, m, 0x100)
+                mstore(add(p, 0x100), payloadHash)
+                mstore(0x00, keccak256(p, 0x120))
+                mstore(out, keccak256(0x00, 0x20))
+                out := add(out, 0x20)
+            }
+        }
     }
 
     /// @dev OpenZeppelin's multiproof processing over one queue (leaves then computed nodes)
@@ -473,25 +512,6 @@ contract SigilInbox {
         if (bad) revert InvalidMultiproof();
     }
 
-    /// @dev Sets the message's processed bit (false, no change, when it was already set) and
-    ///      returns its id. Reads the message's first three words raw (see `_checkedLeaf`).
-    function _markProcessed(Message calldata m) internal returns (bool fresh, bytes32 id) {
-        assembly ("memory-safe") {
-            let p := mload(0x40)
-            calldatacopy(p, m, 0x60)
-            id := keccak256(p, 0x60)
-            let nonce := mload(add(p, 0x40))
-            mstore(add(p, 0x40), shr(8, nonce))
-            mstore(0x00, keccak256(p, 0x60))
-            mstore(0x20, _processed.slot)
-            let slot := keccak256(0x00, 0x40)
-            let bits := sload(slot)
-            let bit := shl(and(nonce, 0xff), 1)
-            fresh := iszero(and(bits, bit))
-            if fresh { sstore(slot, or(bits, bit)) }
-        }
-    }
-
     function _wordKey(uint64 sourceChainId, address sourceGateway, uint64 nonce) internal pure returns (bytes32 key) {
         assembly ("memory-safe") {
             let p := mload(0x40)
@@ -502,19 +522,93 @@ contract SigilInbox {
         }
     }
 
-    /// @dev The message is already marked processed; calls the recipient and records a failure.
-    function _deliver(Message calldata message, bytes32 id, bytes32 leaf) internal {
-        bool ok = _callRecipient(message);
-        uint256 sourceChainId;
-        uint256 recipient;
+    /// @dev Processes one proven message: if its bit is already set, returns fresh = false and
+    ///      changes nothing; otherwise sets the bit, calls the recipient, and on failure keeps
+    ///      the leaf for `retry`; emits MessageDelivered or MessageFailed. Reads the message's
+    ///      static words raw (authenticated by the leaf, see `_checkedLeaf`).
+    function _deliverOne(Message calldata m, bytes32 leaf) internal returns (bool fresh, bytes32 id) {
+        uint256 processedSlot;
         assembly ("memory-safe") {
-            sourceChainId := calldataload(message)
-            recipient := calldataload(add(message, 0xc0))
+            processedSlot := _processed.slot
+            let p := mload(0x40)
+            calldatacopy(p, m, 0x60)
+            id := keccak256(p, 0x60)
+            let nonce := mload(add(p, 0x40))
+            mstore(add(p, 0x40), shr(8, nonce))
+            mstore(0x00, keccak256(p, 0x60))
+            mstore(0x20, processedSlot)
+            let slot := keccak256(0x00, 0x40)
+            let bits := sload(slot)
+            let bit := shl(and(nonce, 0xff), 1)
+            fresh := iszero(and(bits, bit))
+            if fresh { sstore(slot, or(bits, bit)) }
         }
+        if (!fresh) return (false, id);
+        bool ok = _callRecipient(m);
         if (!ok) _failedLeaf[id] = leaf;
         bytes32 topic0 = ok ? MessageDelivered.selector : MessageFailed.selector;
         assembly ("memory-safe") {
-            log4(0, 0, topic0, id, sourceChainId, recipient)
+            log4(0, 0, topic0, id, calldataload(m), calldataload(add(m, 0xc0)))
+        }
+    }
+
+    /// @dev `_deliverOne` for every message of a proven batch (leaves[i] is message i's leaf),
+    ///      skipping processed ones, in one loop. The recipient call is `_callRecipient`'s,
+    ///      inlined: same calldata, same starvation rule and reserve (see there).
+    function _deliverAll(Message[] calldata messages, bytes32[] memory leaves) internal {
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            let leaf := add(leaves, 0x20)
+            for { let e := messages.offset } lt(e, add(messages.offset, shl(5, messages.length))) {
+                e := add(e, 0x20)
+                leaf := add(leaf, 0x20)
+            } {
+                let m := add(messages.offset, calldataload(e))
+                // The processed bit, read from storage each time: a recipient may have
+                // re-entered and delivered a later message of this batch.
+                calldatacopy(p, m, 0x60)
+                let id := keccak256(p, 0x60)
+                let fresh
+                {
+                    let nonce := mload(add(p, 0x40))
+                    mstore(add(p, 0x40), shr(8, nonce))
+                    mstore(0x00, keccak256(p, 0x60))
+                    mstore(0x20, _processed.slot)
+                    let slot := keccak256(0x00, 0x40)
+                    let bits := sload(slot)
+                    let bit := shl(and(nonce, 0xff), 1)
+                    fresh := iszero(and(bits, bit))
+                    if fresh { sstore(slot, or(bits, bit)) }
+                }
+                if fresh {
+                    let to := calldataload(add(m, 0xc0))
+                    let ok := 0
+                    if extcodesize(to) {
+                        let gasLimit := calldataload(add(m, 0xe0))
+                        let payload := add(m, calldataload(add(m, 0x100)))
+                        let len := calldataload(payload)
+                        mstore(p, RECEIVE_MESSAGE_SELECTOR)
+                        mstore(add(p, 0x04), calldataload(m))
+                        mstore(add(p, 0x24), calldataload(add(m, 0x60)))
+                        mstore(add(p, 0x44), 0x60)
+                        mstore(add(add(p, 0x84), and(len, not(31))), 0)
+                        calldatacopy(add(p, 0x64), payload, add(len, 0x20))
+                        if lt(gas(), add(add(add(gasLimit, div(gasLimit, 63)), 1), CALL_RESERVE)) {
+                            mstore(0x00, INSUFFICIENT_GAS_SELECTOR)
+                            revert(0x00, 0x04)
+                        }
+                        ok := call(gasLimit, to, 0, p, add(0x84, and(add(len, 31), not(31))), 0, 0)
+                    }
+                    switch ok
+                    case 0 {
+                        mstore(0x00, id)
+                        mstore(0x20, _failedLeaf.slot)
+                        sstore(keccak256(0x00, 0x40), mload(leaf))
+                        log4(0, 0, MESSAGE_FAILED_TOPIC, id, calldataload(m), to)
+                    }
+                    default { log4(0, 0, MESSAGE_DELIVERED_TOPIC, id, calldataload(m), to) }
+                }
+            }
         }
     }
 

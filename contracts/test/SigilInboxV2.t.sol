@@ -40,6 +40,15 @@ contract ReentrantReceiver is SigilReceiverBase {
     }
 }
 
+/// Exposes the inbox's literal constants.
+contract InboxConstants is SigilInbox {
+    constructor() SigilInbox(address(0), 0) {}
+
+    function constants() external pure returns (bytes32, bytes32, bytes32, bytes32) {
+        return (RECEIVE_MESSAGE_SELECTOR, INSUFFICIENT_GAS_SELECTOR, MESSAGE_DELIVERED_TOPIC, MESSAGE_FAILED_TOPIC);
+    }
+}
+
 contract SigilInboxV2Test is InboxBase {
     RecordingReceiver internal rec;
     NoopReceiver internal noop;
@@ -132,6 +141,14 @@ contract SigilInboxV2Test is InboxBase {
             keccak256(abi.encodePacked(hex"1901", rotDomain, rotStruct)),
             "rotation"
         );
+    }
+
+    function test_assembly_constants_match_the_compiler() public {
+        (bytes32 recv, bytes32 insufficient, bytes32 delivered, bytes32 failed) = new InboxConstants().constants();
+        assertEq(recv, bytes32(ISigilReceiver.receiveMessage.selector), "receiveMessage selector");
+        assertEq(insufficient, bytes32(SigilInbox.InsufficientGas.selector), "InsufficientGas selector");
+        assertEq(delivered, SigilInbox.MessageDelivered.selector, "MessageDelivered topic");
+        assertEq(failed, SigilInbox.MessageFailed.selector, "MessageFailed topic");
     }
 
     // ------------------------------------------------------------ delivery
@@ -250,6 +267,37 @@ contract SigilInboxV2Test is InboxBase {
                 assertEq(probe.lastGas(), ample, "the full limit, even at the minimal gas");
             }
         }
+    }
+
+    /// The same through deliverBatch: starving any message of the batch reverts the whole
+    /// transaction; at the smallest gas that works every recipient got its full limit.
+    function test_starved_batch_reverts_instead_of_marking() public {
+        SigilInbox.Message[] memory ms = new SigilInbox.Message[](4);
+        ms[0] = msgFor(inbox, address(noop), 0, 100_000);
+        ms[1] = msgFor(inbox, address(burner), 1, 300_000);
+        ms[2] = msgFor(inbox, address(noop), 2, 100_000);
+        ms[3] = msgFor(inbox, address(probe), 3, 300_000);
+        submitBatchOf(inbox, k1, 1, ms);
+        (bytes32[] memory p, bool[] memory f) = TestMerkle.fullMultiproof(4);
+        bytes memory cd = abi.encodeCall(SigilInbox.deliverBatch, (ms, p, f));
+        uint256 snap = vm.snapshotState();
+        (bool ok,) = address(inbox).call{gas: 10_000_000}(cd);
+        assertTrue(ok, "ample gas works");
+        uint256 ample = probe.lastGas();
+        vm.revertToState(snap);
+        uint256 g = minimalGas(address(inbox), cd, 1, 2_000_000);
+        bytes memory ret;
+        (ok, ret) = address(inbox).call{gas: g - 1}(cd);
+        assertFalse(ok, "one gas less reverts");
+        assertEq(bytes32(ret), bytes32(SigilInbox.InsufficientGas.selector), "with InsufficientGas");
+        for (uint256 i = 0; i < 4; ++i) {
+            assertTrue(statusOf(inbox, ms[i]) == SigilInbox.Status.None, "and marks nothing");
+        }
+        (ok,) = address(inbox).call{gas: g}(cd);
+        assertTrue(ok, "minimal gas works");
+        assertTrue(statusOf(inbox, ms[1]) == SigilInbox.Status.Failed, "burner Failed");
+        assertTrue(statusOf(inbox, ms[3]) == SigilInbox.Status.Delivered, "probe Delivered");
+        assertEq(probe.lastGas(), ample, "the probe got its full limit at the minimal gas");
     }
 
     /// The recipient's gas is exactly gasLimit, however much the relayer sends: the probe reads
