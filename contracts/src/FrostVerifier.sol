@@ -128,7 +128,7 @@ library FrostVerifier {
             ok := and(
                 and(
                     // 0 < key.x < n, 0 < z < n (x - 1 wraps for x = 0), parity <= 1.
-                    and(and(lt(sub(px, 1), sub(n, 1)), lt(sub(z, 1), sub(n, 1))), lt(parity, 2)),
+                    and(and(lt(sub(px, 1), N_MINUS_1), lt(sub(z, 1), N_MINUS_1)), lt(parity, 2)),
                     // R.x, R.y < p and R.y^2 == R.x^3 + 7 (mod p).
                     and(
                         and(lt(rx, p), lt(ry, p)),

@@ -11,6 +11,7 @@ import {RecordingReceiver} from "../src/examples/RecordingReceiver.sol";
 import {NoopReceiver} from "../src/examples/NoopReceiver.sol";
 import {GasBurnerReceiver} from "../src/examples/GasBurnerReceiver.sol";
 import {FixableReceiver} from "../src/examples/FixableReceiver.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 
 /// Records the gas it was called with (gasleft() a few opcodes after entry).
 contract GasProbeReceiver is ISigilReceiver {
@@ -46,6 +47,32 @@ contract InboxConstants is SigilInbox {
 
     function constants() external pure returns (bytes32, bytes32, bytes32, bytes32) {
         return (RECEIVE_MESSAGE_SELECTOR, INSUFFICIENT_GAS_SELECTOR, MESSAGE_DELIVERED_TOPIC, MESSAGE_FAILED_TOPIC);
+    }
+}
+
+/// Runs the inbox's multiproof processing and OpenZeppelin's on the same input.
+contract MultiproofHarness is SigilInbox {
+    constructor() SigilInbox(address(0), 0) {}
+
+    function inboxRoot(bytes32[] calldata proof, bool[] calldata flags, bytes32[] calldata leaves)
+        external
+        pure
+        returns (bytes32)
+    {
+        if (leaves.length == 0 || leaves.length + proof.length != flags.length + 1) revert InvalidMultiproof();
+        bytes32[] memory queue = new bytes32[](leaves.length + flags.length);
+        for (uint256 i = 0; i < leaves.length; ++i) {
+            queue[i] = leaves[i];
+        }
+        return _multiProofRoot(queue, leaves.length, proof, flags);
+    }
+
+    function ozRoot(bytes32[] calldata proof, bool[] calldata flags, bytes32[] calldata leaves)
+        external
+        pure
+        returns (bytes32)
+    {
+        return MerkleProof.processMultiProofCalldata(proof, flags, leaves);
     }
 }
 
@@ -207,6 +234,65 @@ contract SigilInboxV2Test is InboxBase {
         vm.expectRevert();
         inbox.deliverBatch(ms, p, f);
         assertEq(rec.count(), 0, "nothing delivered");
+    }
+
+    /// Any subset of a 16-message batch is delivered with its own multiproof (proof nodes and
+    /// mixed flags), and only that subset.
+    function testFuzz_partial_multiproof_delivers_the_subset(uint16 mask) public {
+        if (mask == 0) mask = 1;
+        SigilInbox.Message[] memory all = recBatch(0, 16);
+        (bytes32[] memory leaves,) = submitBatchOf(inbox, k1, 1, all);
+        uint256 n;
+        for (uint256 i = 0; i < 16; ++i) {
+            if (mask & (1 << i) != 0) ++n;
+        }
+        uint256[] memory idx = new uint256[](n);
+        SigilInbox.Message[] memory sub = new SigilInbox.Message[](n);
+        n = 0;
+        for (uint256 i = 0; i < 16; ++i) {
+            if (mask & (1 << i) != 0) {
+                idx[n] = i;
+                sub[n++] = all[i];
+            }
+        }
+        (bytes32[] memory p, bool[] memory f) = TestMerkle.multiproof(leaves, idx);
+        inbox.deliverBatch(sub, p, f);
+        for (uint256 i = 0; i < 16; ++i) {
+            SigilInbox.Status want = mask & (1 << i) != 0 ? SigilInbox.Status.Delivered : SigilInbox.Status.None;
+            assertTrue(statusOf(inbox, all[i]) == want, "exactly the subset");
+        }
+        assertEq(rec.count(), n, "count");
+    }
+
+    /// On arbitrary multiproofs of consistent lengths the inbox's queue processing agrees with
+    /// OpenZeppelin's whenever it accepts, and rejects whatever OpenZeppelin rejects (it is
+    /// stricter only where OpenZeppelin would read a node not computed yet, as zero).
+    function testFuzz_multiproof_agrees_with_openzeppelin(bytes32 seed, uint8 leavesLen, uint8 proofLen, uint256 flagBits)
+        public
+    {
+        MultiproofHarness mh = new MultiproofHarness();
+        uint256 nl = uint256(leavesLen) % 9 + 1;
+        uint256 np = uint256(proofLen) % 9;
+        bytes32[] memory leaves = new bytes32[](nl);
+        bytes32[] memory proof = new bytes32[](np);
+        bool[] memory flags = new bool[](nl + np - 1);
+        for (uint256 i = 0; i < nl; ++i) {
+            leaves[i] = keccak256(abi.encode(seed, "leaf", i));
+        }
+        for (uint256 i = 0; i < np; ++i) {
+            proof[i] = keccak256(abi.encode(seed, "proof", i));
+        }
+        for (uint256 i = 0; i < flags.length; ++i) {
+            flags[i] = (flagBits >> i) & 1 == 1;
+        }
+        (bool okMine, bytes memory mine) =
+            address(mh).call(abi.encodeCall(MultiproofHarness.inboxRoot, (proof, flags, leaves)));
+        (bool okOz, bytes memory oz) = address(mh).call(abi.encodeCall(MultiproofHarness.ozRoot, (proof, flags, leaves)));
+        if (okMine) {
+            assertTrue(okOz, "OpenZeppelin accepts what the inbox accepts");
+            assertEq(keccak256(mine), keccak256(oz), "same root");
+        }
+        if (!okOz) assertFalse(okMine, "the inbox rejects what OpenZeppelin rejects");
     }
 
     function test_empty_batch_rejected() public {

@@ -33,6 +33,8 @@ interface Vm {
     function addr(uint256 privateKey) external pure returns (address);
     function toString(uint256 value) external pure returns (string memory);
     function toString(address value) external pure returns (string memory);
+    function toString(bytes32 value) external pure returns (string memory);
+    function toString(bytes calldata value) external pure returns (string memory);
     function createWallet(uint256 privateKey) external returns (Wallet memory wallet);
     function cool(address target) external;
     function keyExistsJson(string calldata json, string calldata key) external view returns (bool);

@@ -91,6 +91,47 @@ library TestMerkle {
         }
     }
 
+    /// OpenZeppelin-style multiproof of the leaves at `indices` (strictly increasing), to be
+    /// given with those leaves in that order: level by level, ascending, a known node whose
+    /// sibling is known takes a true flag, otherwise the sibling goes into the proof.
+    function multiproof(bytes32[] memory leaves, uint256[] memory indices)
+        internal
+        pure
+        returns (bytes32[] memory proof, bool[] memory flags)
+    {
+        _checkSize(leaves.length);
+        proof = new bytes32[](leaves.length);
+        flags = new bool[](leaves.length);
+        uint256 np;
+        uint256 nf;
+        bytes32[] memory level = leaves;
+        uint256[] memory known = indices;
+        while (level.length > 1) {
+            uint256[] memory up = new uint256[](known.length);
+            uint256 nu;
+            for (uint256 k = 0; k < known.length; ++k) {
+                uint256 i = known[k];
+                if (k + 1 < known.length && known[k + 1] == (i ^ 1)) {
+                    flags[nf++] = true;
+                    ++k;
+                } else {
+                    flags[nf++] = false;
+                    proof[np++] = level[i ^ 1];
+                }
+                up[nu++] = i >> 1;
+            }
+            assembly {
+                mstore(up, nu)
+            }
+            known = up;
+            level = _next(level);
+        }
+        assembly {
+            mstore(proof, np)
+            mstore(flags, nf)
+        }
+    }
+
     /// The multiproof of every leaf, leaves in their order.
     function fullMultiproof(uint256 n) internal pure returns (bytes32[] memory p, bool[] memory flags) {
         _checkSize(n);
