@@ -208,7 +208,7 @@ contract GasReport is InboxBase {
         (uint256 bExec, uint256 bCalldata) = baselinePerMessage();
         uint256 baseline = bExec + bCalldata;
         console.log("");
-        console.log(string.concat("Receiver: ", name, "; payload 32 bytes; gasLimit 200,000. Gas per message."));
+        console.log(string.concat("Receiver: ", name, "; 32-byte payload; gasLimit 200,000. Gas per message."));
         console.log("");
         console.log(
             "| batch | submitBatch tx | submit share | deliver tx (avg) | **single-proof total** | deliverBatch tx | delivery share | **multiproof total** | auth overhead | baseline 13-of-19 ECDSA | ratio |"
@@ -235,6 +235,14 @@ contract GasReport is InboxBase {
         NoopReceiver noop = new NoopReceiver(address(inbox));
         uint256 multiAt256 = table(address(noop), "NoopReceiver", 0);
         assertLe(multiAt256, 8_000, "multiproof per-message total at batch 256 must be <= 8,000");
+    }
+
+    /// The no-op table again with 32 high-entropy payload bytes (keccak output) instead of
+    /// abi.encode(uint256(nonce)): 30 more non-zero calldata bytes per message.
+    function test_gas_table_noop_high_entropy_payload() public {
+        highEntropyPayload = true;
+        NoopReceiver noop = new NoopReceiver(address(inbox));
+        table(address(noop), "NoopReceiver, high-entropy payload", 200_000);
     }
 
     /// The same with the example RecordingReceiver (two storage writes and an event per message).

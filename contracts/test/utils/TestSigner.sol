@@ -97,11 +97,11 @@ library TestMerkle {
     function multiproof(bytes32[] memory leaves, uint256[] memory indices)
         internal
         pure
-        returns (bytes32[] memory proof, bool[] memory flags)
+        returns (bytes32[] memory mp, bool[] memory mflags)
     {
         _checkSize(leaves.length);
-        proof = new bytes32[](leaves.length);
-        flags = new bool[](leaves.length);
+        mp = new bytes32[](leaves.length);
+        mflags = new bool[](leaves.length);
         uint256 np;
         uint256 nf;
         bytes32[] memory level = leaves;
@@ -112,11 +112,11 @@ library TestMerkle {
             for (uint256 k = 0; k < known.length; ++k) {
                 uint256 i = known[k];
                 if (k + 1 < known.length && known[k + 1] == (i ^ 1)) {
-                    flags[nf++] = true;
+                    mflags[nf++] = true;
                     ++k;
                 } else {
-                    flags[nf++] = false;
-                    proof[np++] = level[i ^ 1];
+                    mflags[nf++] = false;
+                    mp[np++] = level[i ^ 1];
                 }
                 up[nu++] = i >> 1;
             }
@@ -127,8 +127,8 @@ library TestMerkle {
             level = _next(level);
         }
         assembly {
-            mstore(proof, np)
-            mstore(flags, nf)
+            mstore(mp, np)
+            mstore(mflags, nf)
         }
     }
 
