@@ -64,7 +64,7 @@ library FrostVerifier {
 
     /// @notice Verifies `sig` over a 32-byte digest (Sigil's EIP-712 batch and rotation digests).
     /// @dev Same result as `verify(key, sig, abi.encodePacked(digest))`, in one branch-free
-    ///      assembly block over scratch memory (nothing is allocated): about 4.2k gas of
+    ///      assembly block over scratch memory (nothing is allocated): about 4.55k gas of
     ///      execution, of which 3,000 + 100 is `ecrecover`, 3 x 100 + 144 + 84 + 84 the SHA-256
     ///      precompile and 42 the keccak256 of R. It checks: 0 < key.x < n, key.parity <= 1,
     ///      0 < z < n, R.x < p, R.y < p, R on the curve, the RFC 9591 challenge c (via

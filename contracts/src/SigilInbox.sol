@@ -282,8 +282,9 @@ contract SigilInbox {
         assembly ("memory-safe") {
             let m := mload(0x40)
             mstore(m, typehash)
-            mstore(add(m, 0x20), epoch)
-            mstore(add(m, 0x40), height)
+            // Small types may carry dirty high bits on the stack: clean them.
+            mstore(add(m, 0x20), and(epoch, 0xffffffffffffffff))
+            mstore(add(m, 0x40), and(height, 0xffffffffffffffff))
             mstore(add(m, 0x60), root)
             let structHash := keccak256(m, 0x80)
             mstore(m, shl(240, 0x1901))
@@ -515,9 +516,9 @@ contract SigilInbox {
     function _wordKey(uint64 sourceChainId, address sourceGateway, uint64 nonce) internal pure returns (bytes32 key) {
         assembly ("memory-safe") {
             let p := mload(0x40)
-            mstore(p, sourceChainId)
-            mstore(add(p, 0x20), sourceGateway)
-            mstore(add(p, 0x40), shr(8, nonce))
+            mstore(p, and(sourceChainId, 0xffffffffffffffff))
+            mstore(add(p, 0x20), and(sourceGateway, 0xffffffffffffffffffffffffffffffffffffffff))
+            mstore(add(p, 0x40), shr(8, and(nonce, 0xffffffffffffffff)))
             key := keccak256(p, 0x60)
         }
     }
