@@ -519,9 +519,15 @@ mod tests {
         assert_eq!(last, now);
         let text = scrape(&m);
         assert_eq!(value(&text, "sigil_signing_shares_sent_total"), Some(3));
-        assert_eq!(value(&text, "sigil_signing_requests_refused_total"), Some(1));
+        assert_eq!(
+            value(&text, "sigil_signing_requests_refused_total"),
+            Some(1)
+        );
         assert_eq!(value(&text, "sigil_signing_dropped_inputs_total"), Some(2));
-        assert_eq!(value(&text, "sigil_consensus_dropped_inputs_total"), Some(5));
+        assert_eq!(
+            value(&text, "sigil_consensus_dropped_inputs_total"),
+            Some(5)
+        );
         now.shares_sent = 4;
         m.export_engine(&mut last, now);
         assert_eq!(m.signing.shares_sent.get(), 4);
