@@ -1,5 +1,19 @@
 //! Prometheus metrics (prometheus-client), one registry per node, served at `/metrics`.
-//! Names follow `sigil_<subsystem>_<what>[_total|_seconds]`.
+//!
+//! One struct per subsystem — [`ChainMetrics`] (watchers), [`ConsensusMetrics`],
+//! [`SigningMetrics`], [`P2pMetrics`], [`RelayerMetrics`] — held by [`Metrics`], whose
+//! [`Metrics::register`] adds them all to one [`Registry`]. Each subsystem gets only its
+//! own struct where it can (the relayer's helpers take `&RelayerMetrics`).
+//!
+//! Names follow `sigil_<subsystem>_<what>[_seconds]`; the text encoding appends `_total` to
+//! every counter, so the counter registered as `sigil_signing_shares_sent` is scraped as
+//! `sigil_signing_shares_sent_total`. Names are stable (the devnet and docs read them): a
+//! few older chain counters (`sigil_rpc_errors`, `sigil_dropped_logs`,
+//! `sigil_finality_violations`, `sigil_observations`) predate the rule and keep their names.
+//!
+//! The engine keeps some counts itself (it has no metrics handle): [`EngineTotals`] is
+//! their cumulative value, and [`Metrics::export_engine`] brings the counters up to it on
+//! every host tick.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,133 +25,86 @@ use prometheus_client::registry::Registry;
 /// Label of per-chain metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChainLabel {
-    /// Chain id.
+    /// EVM chain id of the watched source chain (`chains[].chain_id` in the config).
     pub chain: u64,
+}
+
+impl ChainLabel {
+    /// The label of chain `chain` (EVM chain id).
+    pub fn new(chain: u64) -> Self {
+        Self { chain }
+    }
 }
 
 /// Label of rejected peer messages.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
-    /// Why.
+    /// Short static reason the engine or host gave (e.g. `decode`, `non-member request`).
     pub reason: String,
 }
 
-/// Every metric of a node.
-#[derive(Debug)]
-pub struct Metrics {
-    /// Latest source chain head (block number).
-    pub chain_head: Family<ChainLabel, Gauge>,
-    /// Latest final block (number).
-    pub chain_finalized: Family<ChainLabel, Gauge>,
-    /// head − observed cursor (blocks).
-    pub chain_lag: Family<ChainLabel, Gauge>,
-    /// RPC errors (after which the call is retried).
-    pub rpc_errors: Family<ChainLabel, Counter>,
-    /// RPC latency (s).
-    pub rpc_latency: Family<ChainLabel, Histogram, fn() -> Histogram>,
-    /// Logs dropped because their block left the canonical chain.
-    pub dropped_logs: Family<ChainLabel, Counter>,
-    /// Finality violations (a final block changed hash); the chain is halted.
-    pub finality_violations: Family<ChainLabel, Counter>,
-    /// Messages observed at finality.
-    pub observations: Family<ChainLabel, Counter>,
-    /// Consensus height.
-    pub height: Gauge,
-    /// Consensus round.
-    pub round: Gauge,
-    /// Consensus timeouts fired.
-    pub timeouts: Counter,
-    /// Heights decided.
-    pub decided: Counter,
-    /// Messages in decided blocks.
-    pub decided_messages: Counter,
-    /// Equivocations detected.
-    pub equivocations: Counter,
-    /// Attestations formed.
-    pub attestations: Counter,
-    /// Decision-to-attestation latency (s).
-    pub signing_latency: Histogram,
-    /// Members that sent invalid shares.
-    pub culprits: Counter,
-    /// Signing attempts after the first.
-    pub signing_retries: Counter,
-    /// Connected committee peers.
-    pub peers: Gauge,
-    /// Peer messages dropped, by reason.
-    pub rejected: Family<ReasonLabel, Counter>,
-    /// Connections refused or closed because the peer is not a member.
-    pub denied_connections: Counter,
-    /// Relayer: transactions pending.
-    pub relayer_pending: Gauge,
-    /// Relayer: failed transactions.
-    pub relayer_failed: Counter,
-    /// Relayer: transactions replaced with higher fees (stuck or dropped).
-    pub relayer_replaced: Counter,
-    /// Relayer: gas spent.
-    pub relayer_gas: Counter,
-    /// Relayer: messages delivered.
-    pub relayer_delivered: Counter,
-}
-
+/// Latency buckets (s): 5 ms doubling 14 times, up to ~41 s.
 fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Source-chain watchers: progress, RPC health and what was observed, per chain
+/// ([`ChainLabel`]).
+#[derive(Debug)]
+pub struct ChainMetrics {
+    /// Latest source chain head (block number). `sigil_chain_head`.
+    pub head: Family<ChainLabel, Gauge>,
+    /// Latest final block (block number). `sigil_chain_finalized`.
+    pub finalized: Family<ChainLabel, Gauge>,
+    /// Head minus the observed cursor (blocks). `sigil_chain_lag_blocks`.
+    pub lag: Family<ChainLabel, Gauge>,
+    /// RPC calls that failed or passed their deadline (calls; each is retried).
+    /// `sigil_rpc_errors_total`.
+    pub rpc_errors: Family<ChainLabel, Counter>,
+    /// Latency of successful RPC calls (s). `sigil_rpc_latency_seconds`.
+    pub rpc_latency: Family<ChainLabel, Histogram, fn() -> Histogram>,
+    /// Logs dropped because their block left the canonical chain (logs).
+    /// `sigil_dropped_logs_total`.
+    pub dropped_logs: Family<ChainLabel, Counter>,
+    /// Final blocks that later changed hash (blocks); each halts its chain.
+    /// `sigil_finality_violations_total`.
+    pub finality_violations: Family<ChainLabel, Counter>,
+    /// Gateway messages observed at finality (messages). `sigil_observations_total`.
+    pub observations: Family<ChainLabel, Counter>,
 }
 
-impl Metrics {
-    /// Fresh metrics.
-    pub fn new() -> Self {
+impl Default for ChainMetrics {
+    fn default() -> Self {
         Self {
-            chain_head: Default::default(),
-            chain_finalized: Default::default(),
-            chain_lag: Default::default(),
+            head: Default::default(),
+            finalized: Default::default(),
+            lag: Default::default(),
             rpc_errors: Default::default(),
             rpc_latency: Family::new_with_constructor(latency),
             dropped_logs: Default::default(),
             finality_violations: Default::default(),
             observations: Default::default(),
-            height: Default::default(),
-            round: Default::default(),
-            timeouts: Default::default(),
-            decided: Default::default(),
-            decided_messages: Default::default(),
-            equivocations: Default::default(),
-            attestations: Default::default(),
-            signing_latency: latency(),
-            culprits: Default::default(),
-            signing_retries: Default::default(),
-            peers: Default::default(),
-            rejected: Default::default(),
-            denied_connections: Default::default(),
-            relayer_pending: Default::default(),
-            relayer_failed: Default::default(),
-            relayer_replaced: Default::default(),
-            relayer_gas: Default::default(),
-            relayer_delivered: Default::default(),
         }
     }
+}
 
-    /// Registers every metric in `r`.
+impl ChainMetrics {
+    /// Registers the chain metrics in `r`.
     pub fn register(&self, r: &mut Registry) {
         r.register(
             "sigil_chain_head",
             "Source chain head block number",
-            self.chain_head.clone(),
+            self.head.clone(),
         );
         r.register(
             "sigil_chain_finalized",
             "Final block number",
-            self.chain_finalized.clone(),
+            self.finalized.clone(),
         );
         r.register(
             "sigil_chain_lag_blocks",
             "Head minus observed cursor, blocks",
-            self.chain_lag.clone(),
+            self.lag.clone(),
         );
         r.register(
             "sigil_rpc_errors",
@@ -164,6 +131,37 @@ impl Metrics {
             "Messages observed at finality",
             self.observations.clone(),
         );
+    }
+}
+
+/// The consensus machine as the host sees it: where it is, how it moves, what it decided
+/// and what it threw away.
+#[derive(Debug, Default)]
+pub struct ConsensusMetrics {
+    /// Consensus height in progress (height number). `sigil_consensus_height`.
+    pub height: Gauge,
+    /// Round in progress at that height (0-based). `sigil_consensus_round`.
+    pub round: Gauge,
+    /// Propose/prevote/precommit timeouts fired (timeouts).
+    /// `sigil_consensus_timeouts_total`.
+    pub timeouts: Counter,
+    /// Heights decided, live or by catch-up (heights). `sigil_consensus_decided_total`.
+    pub decided: Counter,
+    /// Gateway messages in decided blocks (messages).
+    /// `sigil_consensus_decided_messages_total`.
+    pub decided_messages: Counter,
+    /// Equivocation evidence seen: a member's second, different vote (votes).
+    /// `sigil_consensus_equivocations_total`.
+    pub equivocations: Counter,
+    /// Inputs the consensus machine dropped as out of window or malformed (far-future
+    /// height or round, full buffer, non-member, wrong proposer) (messages). Copied from
+    /// the engine's cumulative count on each tick. `sigil_consensus_dropped_inputs_total`.
+    pub dropped_inputs: Counter,
+}
+
+impl ConsensusMetrics {
+    /// Registers the consensus metrics in `r`.
+    pub fn register(&self, r: &mut Registry) {
         r.register(
             "sigil_consensus_height",
             "Consensus height",
@@ -195,6 +193,57 @@ impl Metrics {
             self.equivocations.clone(),
         );
         r.register(
+            "sigil_consensus_dropped_inputs",
+            "Messages the consensus machine dropped as out of window or malformed",
+            self.dropped_inputs.clone(),
+        );
+    }
+}
+
+/// Threshold signing of decided blocks: attestations, their latency, misbehaving signers,
+/// retries, and the signing core's own counts (`AppStats` in the engine).
+#[derive(Debug)]
+pub struct SigningMetrics {
+    /// Attestations stored for decided blocks, formed here or adopted from a peer
+    /// (attestations). `sigil_signing_attestations_total`.
+    pub attestations: Counter,
+    /// Decision-to-attestation latency (s). `sigil_signing_latency_seconds`.
+    pub latency: Histogram,
+    /// Invalid signature shares seen (shares; one per culprit member and attempt).
+    /// `sigil_signing_culprits_total`.
+    pub culprits: Counter,
+    /// Signing attempts after the first (attempts). `sigil_signing_retries_total`.
+    pub retries: Counter,
+    /// Signature shares this member released (shares; `AppStats::shares_sent`).
+    /// `sigil_signing_shares_sent_total`.
+    pub shares_sent: Counter,
+    /// Signing requests this member refused: wrong coordinator, not the next attempt,
+    /// replayed or stale commitments (requests; `AppStats::requests_refused`).
+    /// `sigil_signing_requests_refused_total`.
+    pub requests_refused: Counter,
+    /// Signing inputs dropped as stale, unknown or malformed: commitments, shares,
+    /// attestations (inputs; `AppStats::dropped`). `sigil_signing_dropped_inputs_total`.
+    pub dropped_inputs: Counter,
+}
+
+impl Default for SigningMetrics {
+    fn default() -> Self {
+        Self {
+            attestations: Default::default(),
+            latency: latency(),
+            culprits: Default::default(),
+            retries: Default::default(),
+            shares_sent: Default::default(),
+            requests_refused: Default::default(),
+            dropped_inputs: Default::default(),
+        }
+    }
+}
+
+impl SigningMetrics {
+    /// Registers the signing metrics in `r`.
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
             "sigil_signing_attestations",
             "Attestations formed",
             self.attestations.clone(),
@@ -202,7 +251,7 @@ impl Metrics {
         r.register(
             "sigil_signing_latency_seconds",
             "Decision to attestation",
-            self.signing_latency.clone(),
+            self.latency.clone(),
         );
         r.register(
             "sigil_signing_culprits",
@@ -212,8 +261,41 @@ impl Metrics {
         r.register(
             "sigil_signing_retries",
             "Signing attempts after the first",
-            self.signing_retries.clone(),
+            self.retries.clone(),
         );
+        r.register(
+            "sigil_signing_shares_sent",
+            "Signature shares this member released",
+            self.shares_sent.clone(),
+        );
+        r.register(
+            "sigil_signing_requests_refused",
+            "Signing requests refused (wrong coordinator or attempt, stale commitments)",
+            self.requests_refused.clone(),
+        );
+        r.register(
+            "sigil_signing_dropped_inputs",
+            "Signing inputs dropped as stale, unknown or malformed",
+            self.dropped_inputs.clone(),
+        );
+    }
+}
+
+/// The libp2p side: committee connectivity and what peers sent that was not accepted.
+#[derive(Debug, Default)]
+pub struct P2pMetrics {
+    /// Connected committee members, this node excluded (peers). `sigil_p2p_peers`.
+    pub peers: Gauge,
+    /// Peer messages dropped, by [`ReasonLabel`] (messages). `sigil_p2p_rejected_total`.
+    pub rejected: Family<ReasonLabel, Counter>,
+    /// Connections refused or closed because the peer is not a member (connections).
+    /// `sigil_p2p_denied_connections_total`.
+    pub denied_connections: Counter,
+}
+
+impl P2pMetrics {
+    /// Registers the p2p metrics in `r`.
+    pub fn register(&self, r: &mut Registry) {
         r.register(
             "sigil_p2p_peers",
             "Connected committee peers",
@@ -229,34 +311,9 @@ impl Metrics {
             "Non-member connections refused",
             self.denied_connections.clone(),
         );
-        r.register(
-            "sigil_relayer_pending",
-            "Relayer transactions pending",
-            self.relayer_pending.clone(),
-        );
-        r.register(
-            "sigil_relayer_failed",
-            "Relayer transactions failed",
-            self.relayer_failed.clone(),
-        );
-        r.register(
-            "sigil_relayer_replaced",
-            "Relayer transactions replaced with higher fees",
-            self.relayer_replaced.clone(),
-        );
-        r.register(
-            "sigil_relayer_gas",
-            "Relayer gas spent",
-            self.relayer_gas.clone(),
-        );
-        r.register(
-            "sigil_relayer_delivered",
-            "Messages delivered",
-            self.relayer_delivered.clone(),
-        );
     }
 
-    /// Counts a dropped peer message.
+    /// Counts one dropped peer message under `reason`.
     pub fn reject(&self, reason: &str) {
         self.rejected
             .get_or_create(&ReasonLabel {
@@ -264,9 +321,219 @@ impl Metrics {
             })
             .inc();
     }
+}
 
-    /// Per-chain label.
-    pub fn chain(chain: u64) -> ChainLabel {
-        ChainLabel { chain }
+/// The relayer: destination-chain transactions and the messages they delivered.
+#[derive(Debug, Default)]
+pub struct RelayerMetrics {
+    /// Transactions sent and not yet mined or replaced (transactions).
+    /// `sigil_relayer_pending`.
+    pub pending: Gauge,
+    /// Reverted transactions plus failed relay attempts of a batch to a chain (failures;
+    /// each is retried). `sigil_relayer_failed_total`.
+    pub failed: Counter,
+    /// Transactions replaced with the same nonce and higher fees because they were stuck
+    /// or dropped (transactions). `sigil_relayer_replaced_total`.
+    pub replaced: Counter,
+    /// Gas used by mined relayer transactions (gas units). `sigil_relayer_gas_total`.
+    pub gas: Counter,
+    /// Gateway messages delivered to destination inboxes (messages).
+    /// `sigil_relayer_delivered_total`.
+    pub delivered: Counter,
+}
+
+impl RelayerMetrics {
+    /// Registers the relayer metrics in `r`.
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "sigil_relayer_pending",
+            "Relayer transactions pending",
+            self.pending.clone(),
+        );
+        r.register(
+            "sigil_relayer_failed",
+            "Relayer transactions failed",
+            self.failed.clone(),
+        );
+        r.register(
+            "sigil_relayer_replaced",
+            "Relayer transactions replaced with higher fees",
+            self.replaced.clone(),
+        );
+        r.register("sigil_relayer_gas", "Relayer gas spent", self.gas.clone());
+        r.register(
+            "sigil_relayer_delivered",
+            "Messages delivered",
+            self.delivered.clone(),
+        );
+    }
+}
+
+/// Every metric of a node, one struct per subsystem.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Source-chain watchers.
+    pub chain: ChainMetrics,
+    /// Consensus machine.
+    pub consensus: ConsensusMetrics,
+    /// Threshold signing.
+    pub signing: SigningMetrics,
+    /// libp2p connectivity and rejected peer messages.
+    pub p2p: P2pMetrics,
+    /// Relayer transactions.
+    pub relayer: RelayerMetrics,
+}
+
+/// Cumulative counts the engine keeps itself (it has no metrics handle), read by the host
+/// on each tick. Counts only what no engine `Event`/`Effect` already reports: culprits,
+/// retries and attestations reach the host as `Event::Culprit`, `Event::SigningRetry` and
+/// `Effect::Attested` and are counted there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineTotals {
+    /// Signature shares released (shares; `AppStats::shares_sent`).
+    pub shares_sent: u64,
+    /// Signing requests refused (requests; `AppStats::requests_refused`).
+    pub requests_refused: u64,
+    /// Signing inputs dropped (inputs; `AppStats::dropped`).
+    pub signing_dropped: u64,
+    /// Inputs the consensus machine dropped (messages; `Driver::consensus_dropped`).
+    pub consensus_dropped: u64,
+}
+
+/// Raises `counter` by what the cumulative count `now` adds to `last`. A count below
+/// `last` means the engine started again from zero, so all of `now` is new; the counter
+/// never decreases.
+fn advance(counter: &Counter, last: u64, now: u64) {
+    let new = now.checked_sub(last).unwrap_or(now);
+    if new > 0 {
+        counter.inc_by(new);
+    }
+}
+
+impl Metrics {
+    /// Fresh metrics, all zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers every metric of every subsystem in `r`.
+    pub fn register(&self, r: &mut Registry) {
+        self.chain.register(r);
+        self.consensus.register(r);
+        self.signing.register(r);
+        self.p2p.register(r);
+        self.relayer.register(r);
+    }
+
+    /// Brings the engine-kept counters up to `now` (the engine's cumulative counts), given
+    /// the counts `last` exported before; then remembers `now` in `last`.
+    pub fn export_engine(&self, last: &mut EngineTotals, now: EngineTotals) {
+        advance(&self.signing.shares_sent, last.shares_sent, now.shares_sent);
+        advance(
+            &self.signing.requests_refused,
+            last.requests_refused,
+            now.requests_refused,
+        );
+        advance(
+            &self.signing.dropped_inputs,
+            last.signing_dropped,
+            now.signing_dropped,
+        );
+        advance(
+            &self.consensus.dropped_inputs,
+            last.consensus_dropped,
+            now.consensus_dropped,
+        );
+        *last = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape(m: &Metrics) -> String {
+        let mut reg = Registry::default();
+        m.register(&mut reg);
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, &reg).unwrap();
+        s
+    }
+
+    fn value(text: &str, name: &str) -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .map(|v| v.trim().parse::<f64>().unwrap() as u64)
+    }
+
+    #[test]
+    fn existing_names_are_kept_and_new_ones_are_exported() {
+        let m = Metrics::new();
+        m.chain.head.get_or_create(&ChainLabel::new(1)).set(7);
+        m.p2p.reject("decode");
+        let text = scrape(&m);
+        for name in [
+            "sigil_chain_head{",
+            "sigil_p2p_rejected_total{",
+            "sigil_consensus_height ",
+            "sigil_consensus_round ",
+            "sigil_consensus_timeouts_total ",
+            "sigil_consensus_decided_total ",
+            "sigil_consensus_decided_messages_total ",
+            "sigil_consensus_equivocations_total ",
+            "sigil_consensus_dropped_inputs_total ",
+            "sigil_signing_attestations_total ",
+            "sigil_signing_latency_seconds_count ",
+            "sigil_signing_culprits_total ",
+            "sigil_signing_retries_total ",
+            "sigil_signing_shares_sent_total ",
+            "sigil_signing_requests_refused_total ",
+            "sigil_signing_dropped_inputs_total ",
+            "sigil_p2p_peers ",
+            "sigil_p2p_denied_connections_total ",
+            "sigil_relayer_pending ",
+            "sigil_relayer_failed_total ",
+            "sigil_relayer_replaced_total ",
+            "sigil_relayer_gas_total ",
+            "sigil_relayer_delivered_total ",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(name)),
+                "{name} missing:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn engine_totals_are_exported_as_increments_and_never_decrease() {
+        let m = Metrics::new();
+        let mut last = EngineTotals::default();
+        let mut now = EngineTotals {
+            shares_sent: 3,
+            requests_refused: 1,
+            signing_dropped: 2,
+            consensus_dropped: 5,
+        };
+        m.export_engine(&mut last, now);
+        m.export_engine(&mut last, now);
+        assert_eq!(last, now);
+        let text = scrape(&m);
+        assert_eq!(value(&text, "sigil_signing_shares_sent_total"), Some(3));
+        assert_eq!(
+            value(&text, "sigil_signing_requests_refused_total"),
+            Some(1)
+        );
+        assert_eq!(value(&text, "sigil_signing_dropped_inputs_total"), Some(2));
+        assert_eq!(
+            value(&text, "sigil_consensus_dropped_inputs_total"),
+            Some(5)
+        );
+        now.shares_sent = 4;
+        m.export_engine(&mut last, now);
+        assert_eq!(m.signing.shares_sent.get(), 4);
+        // The engine counted again from zero: its new count is added, nothing subtracted.
+        now.consensus_dropped = 2;
+        m.export_engine(&mut last, now);
+        assert_eq!(m.consensus.dropped_inputs.get(), 7);
     }
 }

@@ -7,7 +7,7 @@
 use crate::config::Config;
 use crate::identity::{Committee, NodeKey};
 use crate::keyfiles::KeyShare;
-use crate::metrics::Metrics;
+use crate::metrics::{EngineTotals, Metrics};
 use crate::now_ms;
 use crate::p2p::{Behaviour, BehaviourEvent, Redial, Wire, topics};
 use crate::store::{RocksLedger, Store};
@@ -110,6 +110,9 @@ pub struct Node {
     channels: HashMap<u64, request_response::ResponseChannel<Wire>>,
     next_id: u64,
     chain_status: BTreeMap<u64, ChainStatus>,
+    /// The engine's cumulative counts as last exported to the metrics (see
+    /// [`Node::export_engine_counts`]).
+    exported: EngineTotals,
     /// Monotonic origin of the engine's clock.
     origin: Instant,
 }
@@ -234,6 +237,7 @@ impl Node {
             channels: HashMap::new(),
             next_id: 0,
             chain_status: BTreeMap::new(),
+            exported: EngineTotals::default(),
             origin,
         })
     }
@@ -307,8 +311,9 @@ impl Node {
                     block,
                     caught_up,
                 } => {
-                    self.metrics.decided.inc();
+                    self.metrics.consensus.decided.inc();
                     self.metrics
+                        .consensus
                         .decided_messages
                         .inc_by(u64::from(block.0.count));
                     tracing::info!(
@@ -323,9 +328,9 @@ impl Node {
                     attestation,
                     after_ms,
                 } => {
-                    self.metrics.attestations.inc();
+                    self.metrics.signing.attestations.inc();
                     if let Some(ms) = after_ms {
-                        self.metrics.signing_latency.observe(ms as f64 / 1000.0);
+                        self.metrics.signing.latency.observe(ms as f64 / 1000.0);
                     }
                     tracing::info!(height = attestation.height, "attested");
                 }
@@ -337,7 +342,7 @@ impl Node {
     fn on_event(&self, ev: Event) {
         match ev {
             Event::Rejected(reason) => {
-                self.metrics.reject(reason);
+                self.metrics.p2p.reject(reason);
                 tracing::debug!(reason, "peer message rejected");
             }
             Event::Equivocation {
@@ -345,11 +350,11 @@ impl Node {
                 height,
                 round,
             } => {
-                self.metrics.equivocations.inc();
+                self.metrics.consensus.equivocations.inc();
                 tracing::warn!(voter, height, round, "equivocation evidence");
             }
             Event::TimeoutFired => {
-                self.metrics.timeouts.inc();
+                self.metrics.consensus.timeouts.inc();
             }
             Event::ProposalInvalid { height, reason } => {
                 tracing::warn!(height, reason, "proposal invalid; prevoting nil")
@@ -359,7 +364,7 @@ impl Node {
                 attempt,
                 excluded,
             } => {
-                self.metrics.signing_retries.inc();
+                self.metrics.signing.retries.inc();
                 tracing::warn!(
                     height,
                     attempt,
@@ -372,7 +377,7 @@ impl Node {
                 attempt,
                 member,
             } => {
-                self.metrics.culprits.inc();
+                self.metrics.signing.culprits.inc();
                 tracing::warn!(height, attempt, member, "invalid signature share (culprit)");
             }
             Event::SignRefused { height, reason } => tracing::info!(height, reason, "not signing"),
@@ -463,9 +468,24 @@ impl Node {
             s.chains = self.chain_status.values().cloned().collect();
             s.ready = self.connected.len() + 1 >= t && chains_ok;
         }
-        self.metrics.peers.set(self.connected.len() as i64);
-        self.metrics.height.set(es.height as i64);
-        self.metrics.round.set(i64::from(es.round));
+        self.metrics.p2p.peers.set(self.connected.len() as i64);
+        self.metrics.consensus.height.set(es.height as i64);
+        self.metrics.consensus.round.set(i64::from(es.round));
+    }
+
+    /// Brings the counters the engine keeps itself (signing `AppStats`, the consensus
+    /// machine's dropped inputs) up to their cumulative values. Culprits, retries and
+    /// attestations are not read here: they arrive as events and effects and are counted in
+    /// [`Node::execute`].
+    fn export_engine_counts(&mut self) {
+        let stats = &self.engine.app().stats;
+        let now = EngineTotals {
+            shares_sent: stats.shares_sent,
+            requests_refused: stats.requests_refused,
+            signing_dropped: stats.dropped,
+            consensus_dropped: self.engine.consensus_dropped(),
+        };
+        self.metrics.export_engine(&mut self.exported, now);
     }
 
     fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
@@ -494,7 +514,7 @@ impl Node {
                     request, channel, ..
                 } => {
                     let Some(from) = self.committee.index_of_peer(&peer) else {
-                        self.metrics.reject("non-member request");
+                        self.metrics.p2p.reject("non-member request");
                         return;
                     };
                     self.next_id = self.next_id.wrapping_add(1);
@@ -532,7 +552,7 @@ impl Node {
                     tracing::info!(member = i, "peer connected");
                     self.drive(Input::PeerUp(i));
                 } else {
-                    self.metrics.denied_connections.inc();
+                    self.metrics.p2p.denied_connections.inc();
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                 }
             }
@@ -551,7 +571,7 @@ impl Node {
             }
             SwarmEvent::IncomingConnectionError { error, .. } => {
                 if matches!(error, libp2p::swarm::ListenError::Denied { .. }) {
-                    self.metrics.denied_connections.inc();
+                    self.metrics.p2p.denied_connections.inc();
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
@@ -580,6 +600,7 @@ impl Node {
                     self.drive(Input::Tick);
                     self.redial();
                     self.update_status();
+                    self.export_engine_counts();
                 }
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() { break; }

@@ -13,7 +13,7 @@
 use crate::api::BatchView;
 use crate::config::Config;
 use crate::contracts::SigilInbox;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RelayerMetrics};
 use alloy::network::{EthereumWallet, TransactionBuilder};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
@@ -164,7 +164,7 @@ async fn start(
     dest: &Dest,
     req: TransactionRequest,
     nonce: u64,
-    metrics: &Metrics,
+    metrics: &RelayerMetrics,
 ) -> Result<InFlight> {
     let fees = dest.provider.estimate_eip1559_fees().await?;
     let gas = dest
@@ -183,7 +183,7 @@ async fn start(
     Ok(f)
 }
 
-async fn resend(dest: &Dest, f: &mut InFlight, metrics: &Metrics) -> Result<()> {
+async fn resend(dest: &Dest, f: &mut InFlight, metrics: &RelayerMetrics) -> Result<()> {
     let tx = f
         .req
         .clone()
@@ -194,7 +194,7 @@ async fn resend(dest: &Dest, f: &mut InFlight, metrics: &Metrics) -> Result<()> 
         .with_max_priority_fee_per_gas(f.tip);
     let pending = dest.provider.send_transaction(tx).await?;
     f.hash = *pending.tx_hash();
-    metrics.relayer_pending.inc();
+    metrics.pending.inc();
     Ok(())
 }
 
@@ -205,7 +205,7 @@ async fn finish(
     dest: &Dest,
     mut f: InFlight,
     stuck_after: Duration,
-    metrics: &Metrics,
+    metrics: &RelayerMetrics,
 ) -> Result<TransactionReceipt> {
     let mut hashes = vec![f.hash];
     for bump in 0..=6 {
@@ -213,10 +213,10 @@ async fn finish(
         while tokio::time::Instant::now() < deadline {
             for h in &hashes {
                 if let Some(r) = dest.provider.get_transaction_receipt(*h).await? {
-                    metrics.relayer_pending.dec();
-                    metrics.relayer_gas.inc_by(r.gas_used);
+                    metrics.pending.dec();
+                    metrics.gas.inc_by(r.gas_used);
                     if !r.status() {
-                        metrics.relayer_failed.inc();
+                        metrics.failed.inc();
                         return Err(anyhow!("transaction {} reverted", r.transaction_hash));
                     }
                     return Ok(r);
@@ -234,8 +234,8 @@ async fn finish(
         );
         f.max_fee += f.max_fee / 4 + 1;
         f.tip += f.tip / 4 + 1;
-        metrics.relayer_pending.dec();
-        metrics.relayer_replaced.inc();
+        metrics.pending.dec();
+        metrics.replaced.inc();
         resend(dest, &mut f, metrics).await?;
         hashes.push(f.hash);
     }
@@ -250,7 +250,7 @@ async fn send(
     dest: &Dest,
     req: TransactionRequest,
     stuck_after: Duration,
-    metrics: &Metrics,
+    metrics: &RelayerMetrics,
 ) -> Result<TransactionReceipt> {
     let nonce = dest
         .provider
@@ -268,7 +268,7 @@ async fn relay_to(
     b: &BatchView,
     chunk: usize,
     stuck_after: Duration,
-    metrics: &Metrics,
+    metrics: &RelayerMetrics,
 ) -> Result<Vec<TxRecord>> {
     let mine: Vec<_> = b
         .messages
@@ -361,7 +361,7 @@ async fn relay_to(
     for (kind, count, f) in inflight {
         let r = finish(dest, f, stuck_after, metrics).await?;
         out.push(rec(kind, &r, count));
-        metrics.relayer_delivered.inc_by(count as u64);
+        metrics.delivered.inc_by(count as u64);
         tracing::debug!(height = b.height, chain = dest.chain.chain_id, tx = %r.transaction_hash, "delivered");
     }
     Ok(out)
@@ -423,7 +423,7 @@ pub async fn run(
         };
         let mut ok = true;
         for d in &dests {
-            match relay_to(d, &batch, cfg.chunk, cfg.stuck_after, &metrics).await {
+            match relay_to(d, &batch, cfg.chunk, cfg.stuck_after, &metrics.relayer).await {
                 Ok(recs) => {
                     if !recs.is_empty() {
                         use std::io::Write;
@@ -438,7 +438,7 @@ pub async fn run(
                 }
                 Err(e) => {
                     ok = false;
-                    metrics.relayer_failed.inc();
+                    metrics.relayer.failed.inc();
                     tracing::warn!(height = batch.height, chain = d.chain.chain_id, error = %e, "relaying failed; retrying");
                 }
             }

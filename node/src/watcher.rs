@@ -10,7 +10,7 @@
 
 use crate::config::{ChainSection, Finality};
 use crate::contracts::SigilGateway;
-use crate::metrics::Metrics;
+use crate::metrics::{ChainLabel, Metrics};
 use crate::store::{Cursor, Observation};
 use alloy::eips::BlockNumberOrTag;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
@@ -75,8 +75,8 @@ impl Watcher {
         })
     }
 
-    fn label(&self) -> crate::metrics::ChainLabel {
-        Metrics::chain(self.cfg.chain_id)
+    fn label(&self) -> ChainLabel {
+        ChainLabel::new(self.cfg.chain_id)
     }
 
     /// Calls `f` on every provider until `rpc_quorum` identical answers arrive, retrying with
@@ -95,17 +95,26 @@ impl Watcher {
                 match tokio::time::timeout(self.cfg.rpc_timeout, f(p.clone())).await {
                     Ok(Ok(v)) => {
                         self.metrics
+                            .chain
                             .rpc_latency
                             .get_or_create(&self.label())
                             .observe(t0.elapsed().as_secs_f64());
                         answers.push(v)
                     }
                     Ok(Err(e)) => {
-                        self.metrics.rpc_errors.get_or_create(&self.label()).inc();
+                        self.metrics
+                            .chain
+                            .rpc_errors
+                            .get_or_create(&self.label())
+                            .inc();
                         tracing::warn!(chain = self.cfg.chain_id, call = what, error = %e, "rpc error; retrying");
                     }
                     Err(_) => {
-                        self.metrics.rpc_errors.get_or_create(&self.label()).inc();
+                        self.metrics
+                            .chain
+                            .rpc_errors
+                            .get_or_create(&self.label())
+                            .inc();
                         tracing::warn!(
                             chain = self.cfg.chain_id,
                             call = what,
@@ -231,11 +240,13 @@ impl Watcher {
         let (head, fin) = self.final_number().await;
         let label = self.label();
         self.metrics
-            .chain_head
+            .chain
+            .head
             .get_or_create(&label)
             .set(head as i64);
         self.metrics
-            .chain_finalized
+            .chain
+            .finalized
             .get_or_create(&label)
             .set(fin as i64);
         // A block we treated as final must keep its hash.
@@ -244,7 +255,11 @@ impl Watcher {
         {
             let now = self.header(BlockNumberOrTag::Number(c.block_number)).await;
             if now.as_ref().map(|h| h.hash) != Some(c.block_hash) {
-                self.metrics.finality_violations.get_or_create(&label).inc();
+                self.metrics
+                    .chain
+                    .finality_violations
+                    .get_or_create(&label)
+                    .inc();
                 tracing::error!(
                     chain = self.cfg.chain_id,
                     block = c.block_number,
@@ -261,7 +276,8 @@ impl Watcher {
             .map_or(self.cfg.start_block, |c| c.block_number + 1);
         let mut next_nonce = self.cursor.map_or(0, |c| c.next_nonce);
         self.metrics
-            .chain_lag
+            .chain
+            .lag
             .get_or_create(&label)
             .set(head.saturating_sub(from.saturating_sub(1)) as i64);
         if from > fin {
@@ -282,7 +298,7 @@ impl Watcher {
         for l in logs {
             let canonical = headers.get(&l.block_number).and_then(|h| h.clone());
             let Some(h) = canonical.filter(|h| h.hash == l.block_hash) else {
-                self.metrics.dropped_logs.get_or_create(&label).inc();
+                self.metrics.chain.dropped_logs.get_or_create(&label).inc();
                 tracing::warn!(
                     chain = self.cfg.chain_id,
                     block = l.block_number,
@@ -304,7 +320,7 @@ impl Watcher {
                 return None;
             }
             next_nonce += 1;
-            self.metrics.observations.get_or_create(&label).inc();
+            self.metrics.chain.observations.get_or_create(&label).inc();
             observations.push(Observation {
                 message: l.message,
                 block_number: l.block_number,

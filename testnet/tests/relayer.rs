@@ -186,7 +186,7 @@ async fn relays_once_and_a_second_relayer_sends_nothing() {
         r1.iter().any(|r| r.kind == "deliverBatch"),
         "multiproof delivery used"
     );
-    assert_eq!(m.relayer_delivered.get(), want);
+    assert_eq!(m.relayer.delivered.get(), want);
     // A fresh relayer (no state) re-reads height 1: root stored, all delivered, nothing sent.
     let d2 = tempfile::tempdir().unwrap();
     let state = d2.path().join("relayer_state.json");
@@ -249,7 +249,7 @@ async fn a_dropped_transaction_is_replaced_with_higher_fees() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        m.relayer_replaced.get() >= 1,
+        m.relayer.replaced.get() >= 1,
         "the dropped transaction was replaced"
     );
     let _ = stop.send(true);

@@ -6,7 +6,7 @@
 use alloy::primitives::{Address, Bytes};
 use alloy::providers::Provider;
 use sigil_node::config::{ChainSection, Finality};
-use sigil_node::metrics::Metrics;
+use sigil_node::metrics::{ChainLabel, Metrics};
 use sigil_node::watcher::Watcher;
 use sigil_testnet::chain::{SigilGateway, deploy_gateway, provider_for, spawn_anvil};
 use std::sync::Arc;
@@ -183,8 +183,9 @@ async fn a_final_block_that_changes_hash_halts_the_chain() {
     assert_eq!(seen, ["a"], "nothing observed after the violation");
     assert_eq!(
         metrics
+            .chain
             .finality_violations
-            .get_or_create(&Metrics::chain(CHAIN))
+            .get_or_create(&ChainLabel::new(CHAIN))
             .get(),
         1
     );
@@ -324,8 +325,9 @@ async fn faulty_rpc_never_makes_it_observe_non_canonical_data_and_it_recovers() 
     }
     assert!(
         metrics
+            .chain
             .rpc_errors
-            .get_or_create(&Metrics::chain(CHAIN))
+            .get_or_create(&ChainLabel::new(CHAIN))
             .get()
             > 0,
         "errors counted"
