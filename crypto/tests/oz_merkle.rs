@@ -32,7 +32,9 @@ fn oz(messages: &[Message], multi: &[usize]) -> Value {
                 m.nonce.to_string(),
                 m.sender,
                 m.dest_chain_id.to_string(),
+                m.dest_inbox,
                 m.recipient,
+                m.gas_limit.to_string(),
                 keccak256(&m.payload)
             ])
         })
@@ -66,7 +68,9 @@ fn messages(n: usize, salt: u64) -> Vec<Message> {
             nonce: i * 3 + salt,
             sender: Address::from_word(keccak256((i ^ salt).to_be_bytes())),
             dest_chain_id: 31337,
+            dest_inbox: Address::from_word(keccak256((salt ^ 0x51b0).to_be_bytes())),
             recipient: Address::repeat_byte(0x51),
+            gas_limit: 10_000 + (i as u32 % 7) * 1_000_000,
             payload: Bytes::from(format!("payload {i} {salt}").into_bytes()),
         })
         .collect()

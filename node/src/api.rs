@@ -66,7 +66,8 @@ pub struct SignatureView {
     pub z: U256,
 }
 
-/// A message with its id and leaf.
+/// A message with its id and leaf. JSON: the message's fields flattened (camelCase, with
+/// `destInbox` and `gasLimit`), then `id` and `leaf`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageView {
@@ -208,7 +209,8 @@ pub fn proposal_block(cb: &pb::CommittedBlock) -> Option<pb::Block> {
 }
 
 /// Offline check of an attestation (what `sigil verify` runs): id and leaf recomputed from
-/// the message, the Merkle proof leads to the root, and the group signature verifies over
+/// the message (format v2 leaf: it covers `destInbox` and `gasLimit` too, so neither can be
+/// altered), the Merkle proof leads to the root, and the group signature verifies over
 /// the EIP-712 batch digest `Batch(epoch, height, root)` under `group_key` (compressed hex;
 /// default: the key in the attestation). Errors name the first check that fails.
 pub fn verify_attestation(a: &AttestationView, group_key: Option<&str>) -> anyhow::Result<()> {

@@ -302,13 +302,23 @@ pub struct RelayerSection {
     /// `<home>/relayer.key`. Never a committee key.
     #[serde(default)]
     pub key: String,
-    /// Messages per `deliverBatch` transaction.
+    /// Most messages per `deliverBatch` transaction.
     #[serde(default = "default_chunk")]
     pub chunk: usize,
+    /// Most gas per relayer transaction. A `deliverBatch` holds messages while the sum of
+    /// their gas limits plus the inbox's headroom (gas limit / 63 + 30,000 each) and a
+    /// per-message overhead stays under it; the relayer also stays under the destination's
+    /// block gas limit.
+    #[serde(default = "default_max_tx_gas")]
+    pub max_tx_gas: u64,
 }
 
 fn default_chunk() -> usize {
     64
+}
+
+fn default_max_tx_gas() -> u64 {
+    25_000_000
 }
 
 impl Default for RelayerSection {
@@ -317,6 +327,7 @@ impl Default for RelayerSection {
             enabled: false,
             key: String::new(),
             chunk: default_chunk(),
+            max_tx_gas: default_max_tx_gas(),
         }
     }
 }
@@ -533,6 +544,13 @@ impl Config {
         if self.relayer.chunk == 0 {
             return Err(invalid("relayer.chunk", "must be positive", "use e.g. 64"));
         }
+        if self.relayer.max_tx_gas < 1_000_000 {
+            return Err(invalid(
+                "relayer.max_tx_gas",
+                "below 1,000,000: too little for one message at the default gas limit",
+                "use e.g. 25000000",
+            ));
+        }
         Ok(())
     }
 
@@ -625,6 +643,7 @@ share_timeout = "3s"
 enabled = false
 # key = ""   # hex; empty reads <home>/relayer.key
 chunk = 64
+max_tx_gas = 25000000   # per transaction; each message needs its gas limit + 1/63 + 30000
 "#
     )
 }

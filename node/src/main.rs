@@ -58,9 +58,32 @@ enum Cmd {
         /// Transaction key (hex); prefer the environment variable.
         #[arg(long, env = "SIGIL_RELAYER_KEY", hide_env_values = true)]
         key: String,
-        /// Messages per deliverBatch transaction.
+        /// Most messages per deliverBatch transaction.
         #[arg(long, default_value_t = 64)]
         chunk: usize,
+        /// Most gas per transaction: a deliverBatch holds messages while the sum of their gas
+        /// limits plus the inbox's headroom (gas limit / 63 + 30,000 each) and overheads fits
+        /// (the destination's block gas limit bounds it too).
+        #[arg(long, default_value_t = 25_000_000)]
+        max_tx_gas: u64,
+        /// First retry of a Failed message after this long (doubling per attempt).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        retry_min: Duration,
+        /// Longest wait between two retries of a Failed message.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        retry_max: Duration,
+    },
+    /// Retry a Failed message (its recipient reverted or ran out of its gas limit) on the
+    /// inbox it names; anyone may. Uses an attestation file from `sigil attestation get`.
+    Retry {
+        /// The attestation file.
+        file: PathBuf,
+        /// JSON-RPC URL of the message's destination chain.
+        #[arg(long)]
+        rpc: String,
+        /// Transaction key (hex); prefer the environment variable.
+        #[arg(long, env = "SIGIL_RELAYER_KEY", hide_env_values = true)]
+        key: String,
     },
     /// Show a node's status (from its API).
     Status {
@@ -147,6 +170,70 @@ async fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
         let _ = tx.send(true);
     });
     rx
+}
+
+/// `sigil retry`: checks the message is Failed on the inbox it names, then sends
+/// `retry(message)` with the headroom the inbox requires. The recipient failing again is
+/// reported (RecipientFailed during estimation) without sending anything.
+async fn retry_message(a: &AttestationView, rpc: &str, key: &str) -> Result<()> {
+    use alloy::providers::Provider;
+    use sigil_node::contracts::{STATUS_DELIVERED, STATUS_FAILED, SigilInbox};
+    let m = &a.message;
+    if m.id() != a.message_id {
+        bail!("messageId does not match the message fields");
+    }
+    let signer: alloy::signers::local::PrivateKeySigner = key
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("--key: not a hex secp256k1 secret"))?;
+    let from = signer.address();
+    let provider = alloy::providers::ProviderBuilder::new()
+        .wallet(alloy::network::EthereumWallet::from(signer))
+        .connect_http(rpc.parse().map_err(|_| anyhow!("--rpc `{rpc}`: not a URL"))?);
+    let chain = provider.get_chain_id().await?;
+    if chain != m.dest_chain_id {
+        bail!(
+            "--rpc serves chain {chain}, but the message is for chain {}",
+            m.dest_chain_id
+        );
+    }
+    let inbox = SigilInbox::new(m.dest_inbox, &provider);
+    let status = inbox
+        .statusOf(m.source_chain_id, m.source_gateway, m.nonce)
+        .call()
+        .await?;
+    if status != STATUS_FAILED {
+        bail!(
+            "message {} is not Failed on inbox {} (status {status}; 0 = not processed, 1 = delivered)",
+            a.message_id,
+            m.dest_inbox
+        );
+    }
+    let call = inbox.retry(m.into()).from(from);
+    let est = match call.estimate_gas().await {
+        Ok(g) => g,
+        Err(e) if e.as_decoded_error::<SigilInbox::RecipientFailed>().is_some() => bail!(
+            "the recipient failed again (RecipientFailed); the message stays Failed, retry later"
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let gas = (est + est / 5).max(sigil_node::relayer::delivery_gas([m], 0));
+    let r = call.gas(gas).send().await?.get_receipt().await?;
+    let after = inbox
+        .statusOf(m.source_chain_id, m.source_gateway, m.nonce)
+        .call()
+        .await?;
+    if !r.status() || after != STATUS_DELIVERED {
+        bail!(
+            "retry transaction {} did not deliver the message (status {after})",
+            r.transaction_hash
+        );
+    }
+    println!(
+        "OK: message {} delivered by retry in {}",
+        a.message_id, r.transaction_hash
+    );
+    Ok(())
 }
 
 #[tokio::main]
@@ -236,6 +323,9 @@ async fn run() -> Result<()> {
             chains,
             key,
             chunk,
+            max_tx_gas,
+            retry_min,
+            retry_max,
         } => {
             init_logs(false);
             let mut list = Vec::new();
@@ -266,8 +356,11 @@ async fn run() -> Result<()> {
                     .map_err(|_| anyhow!("--key: not a hex secp256k1 secret"))?,
                 state_dir: home,
                 chunk,
+                max_tx_gas,
                 poll: Duration::from_millis(300),
                 stuck_after: Duration::from_secs(20),
+                retry_min,
+                retry_max,
             };
             let stop = shutdown_signal().await;
             sigil_node::relayer::run(
@@ -305,14 +398,25 @@ async fn run() -> Result<()> {
                 .with_context(|| format!("parsing {}", file.display()))?;
             match sigil_node::api::verify_attestation(&a, group_key.as_deref()) {
                 Ok(()) => println!(
-                    "OK: message {} is attested at height {} (root {})",
-                    a.message_id, a.height, a.root
+                    "OK: message {} (to inbox {} on chain {}, gas limit {}) is attested at height {} (root {})",
+                    a.message_id,
+                    a.message.dest_inbox,
+                    a.message.dest_chain_id,
+                    a.message.gas_limit,
+                    a.height,
+                    a.root
                 ),
                 Err(e) => {
                     println!("INVALID: {e}");
                     std::process::exit(1);
                 }
             }
+        }
+        Cmd::Retry { file, rpc, key } => {
+            init_logs(false);
+            let a: AttestationView = serde_json::from_str(&std::fs::read_to_string(&file)?)
+                .with_context(|| format!("parsing {}", file.display()))?;
+            retry_message(&a, &rpc, &key).await?;
         }
         Cmd::Devnet { args } => {
             let exe = std::env::current_exe()?;

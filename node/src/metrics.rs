@@ -323,7 +323,8 @@ impl P2pMetrics {
     }
 }
 
-/// The relayer: destination-chain transactions and the messages they delivered.
+/// The relayer: destination-chain transactions, the messages they delivered, and the
+/// messages that ended Failed at their recipient and are retried.
 #[derive(Debug, Default)]
 pub struct RelayerMetrics {
     /// Transactions sent and not yet mined or replaced (transactions).
@@ -337,9 +338,24 @@ pub struct RelayerMetrics {
     pub replaced: Counter,
     /// Gas used by mined relayer transactions (gas units). `sigil_relayer_gas_total`.
     pub gas: Counter,
-    /// Gateway messages delivered to destination inboxes (messages).
+    /// Gateway messages delivered to destination inboxes: `MessageDelivered` events of the
+    /// relayer's own transactions, first deliveries and successful retries (messages).
     /// `sigil_relayer_delivered_total`.
     pub delivered: Counter,
+    /// Messages that ended Failed in the relayer's deliveries: the recipient reverted or ran
+    /// out of its gas limit (`MessageFailed`; not a relayer error, the message stays
+    /// retryable) (messages). `sigil_relayer_failed_messages_total`.
+    pub failed_messages: Counter,
+    /// Failed messages waiting for a successful `retry` (messages).
+    /// `sigil_relayer_retry_pending`.
+    pub retry_pending: Gauge,
+    /// Failed messages a `retry` by this relayer delivered (messages).
+    /// `sigil_relayer_retried_total`.
+    pub retried: Counter,
+    /// Messages for a configured destination chain that name another inbox than the one
+    /// configured there: logged and not sent, since that inbox alone may deliver them
+    /// (messages). `sigil_relayer_skipped_messages_total`.
+    pub skipped: Counter,
 }
 
 impl RelayerMetrics {
@@ -365,6 +381,26 @@ impl RelayerMetrics {
             "sigil_relayer_delivered",
             "Messages delivered",
             self.delivered.clone(),
+        );
+        r.register(
+            "sigil_relayer_failed_messages",
+            "Messages whose recipient reverted or ran out of gas (Failed, retryable)",
+            self.failed_messages.clone(),
+        );
+        r.register(
+            "sigil_relayer_retry_pending",
+            "Failed messages awaiting a successful retry",
+            self.retry_pending.clone(),
+        );
+        r.register(
+            "sigil_relayer_retried",
+            "Failed messages delivered by a retry",
+            self.retried.clone(),
+        );
+        r.register(
+            "sigil_relayer_skipped_messages",
+            "Messages naming another inbox than the configured one (not sent)",
+            self.skipped.clone(),
         );
     }
 }
@@ -496,6 +532,10 @@ mod tests {
             "sigil_relayer_replaced_total ",
             "sigil_relayer_gas_total ",
             "sigil_relayer_delivered_total ",
+            "sigil_relayer_failed_messages_total ",
+            "sigil_relayer_retry_pending ",
+            "sigil_relayer_retried_total ",
+            "sigil_relayer_skipped_messages_total ",
         ] {
             assert!(
                 text.lines().any(|l| l.starts_with(name)),

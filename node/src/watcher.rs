@@ -1,4 +1,5 @@
-//! EVM chain watcher (alloy): scans a gateway's `MessageSent` logs up to the chain's
+//! EVM chain watcher (alloy): scans a gateway's `MessageSent` logs (on-chain format v2: each
+//! names its destination inbox and the recipient's gas limit) up to the chain's
 //! finality point in bounded block ranges, re-reads each log's block hash at finality
 //! (a log whose block is no longer canonical is dropped and counted), and reports
 //! observations plus the new cursor to the node. A final block that later changes hash is a
@@ -202,7 +203,9 @@ impl Watcher {
                             nonce: ev.nonce,
                             sender: ev.sender,
                             dest_chain_id: ev.destChainId,
+                            dest_inbox: ev.destInbox,
                             recipient: ev.recipient,
+                            gas_limit: ev.gasLimit,
                             payload: Bytes::from(ev.payload.to_vec()),
                         },
                     });

@@ -25,7 +25,9 @@ fn msg(nonce: u64) -> Message {
         nonce,
         sender: Address::repeat_byte(1),
         dest_chain_id: 88,
+        dest_inbox: Address::repeat_byte(0xbb),
         recipient: Address::repeat_byte(2),
+        gas_limit: 200_000,
         payload: Bytes::from(format!("payload {nonce}").into_bytes()),
     }
 }
@@ -183,6 +185,12 @@ async fn an_attestation_verifies_offline_and_tampering_is_rejected() {
     let id = messages[3].id();
     let (code, a, _) = get(&format!("{url}/v1/attestations/{id}")).await;
     assert_eq!(code, 200, "{a}");
+    // Format v2: the message names its destination inbox and the recipient's gas limit.
+    assert_eq!(
+        a["message"]["destInbox"],
+        format!("{}", Address::repeat_byte(0xbb)).to_lowercase()
+    );
+    assert_eq!(a["message"]["gasLimit"], 200_000);
     let att: AttestationView = serde_json::from_value(a).unwrap();
     assert_eq!(att.message, messages[3]);
     assert_eq!(att.height, 1);
@@ -194,6 +202,15 @@ async fn an_attestation_verifies_offline_and_tampering_is_rejected() {
         verify_attestation(&payload, None).is_err(),
         "tampered payload"
     );
+    let mut inbox = att.clone();
+    inbox.message.dest_inbox = Address::repeat_byte(0xbc);
+    assert!(
+        verify_attestation(&inbox, None).is_err(),
+        "another destination inbox"
+    );
+    let mut gas = att.clone();
+    gas.message.gas_limit += 1;
+    assert!(verify_attestation(&gas, None).is_err(), "another gas limit");
     let mut z = att.clone();
     z.signature.z += U256::from(1);
     assert!(verify_attestation(&z, None).is_err(), "tampered signature");

@@ -11,7 +11,7 @@ use alloy::signers::local::PrivateKeySigner;
 use anyhow::{Context, Result, anyhow};
 use std::path::{Path, PathBuf};
 
-pub use sigil_node::contracts::{RecordingReceiver, SigilGateway, SigilInbox};
+pub use sigil_node::contracts::{FixableReceiver, RecordingReceiver, SigilGateway, SigilInbox};
 
 /// The repository root (parent of this crate).
 pub fn repo_root() -> PathBuf {
@@ -90,17 +90,45 @@ pub async fn deploy<P: Provider>(
         .ok_or_else(|| anyhow!("receipt without contract address"))
 }
 
-/// Deploys a `SigilGateway`. Errors: missing artifact, RPC failure, revert.
-pub async fn deploy_gateway<P: Provider>(provider: &P) -> Result<Address> {
+/// Deploys a `SigilGateway` whose routes `admin` sets (see [`set_route`]; a gateway without
+/// a route to a chain refuses messages to it). Errors: missing artifact, RPC failure, revert.
+pub async fn deploy_gateway<P: Provider>(provider: &P, admin: Address) -> Result<Address> {
+    use alloy::sol_types::SolValue;
     deploy(
         provider,
         artifact_bytecode("SigilGateway.sol", "SigilGateway")?,
-        &[],
+        &admin.abi_encode(),
     )
     .await
 }
 
-/// Deploys a `SigilInbox` administered by `admin` (1-hour key grace period) and a
+/// `SigilGateway.setRoute(dest_chain_id, inbox)` sent by `provider`'s signer (the gateway's
+/// admin): messages to `dest_chain_id` name `inbox` from then on.
+/// Errors: RPC failure, revert (not the admin, or `dest_chain_id` is this chain or 0).
+pub async fn set_route<P: Provider>(
+    provider: &P,
+    gateway: Address,
+    dest_chain_id: u64,
+    inbox: Address,
+) -> Result<()> {
+    let r = SigilGateway::new(gateway, provider)
+        .setRoute(dest_chain_id, inbox)
+        .send()
+        .await
+        .context("setRoute")?
+        .get_receipt()
+        .await?;
+    if !r.status() {
+        return Err(anyhow!("setRoute({dest_chain_id}, {inbox}) reverted"));
+    }
+    Ok(())
+}
+
+/// Key grace period of the inboxes deployed here (1 hour; the inbox refuses more than 365
+/// days).
+pub const GRACE_PERIOD: u64 = 3600;
+
+/// Deploys a `SigilInbox` administered by `admin` ([`GRACE_PERIOD`]) and a
 /// `RecordingReceiver` that accepts only that inbox; returns `(inbox, receiver)`.
 /// Errors: missing artifact, RPC failure, revert.
 pub async fn deploy_inbox<P: Provider>(provider: &P, admin: Address) -> Result<(Address, Address)> {
@@ -108,16 +136,28 @@ pub async fn deploy_inbox<P: Provider>(provider: &P, admin: Address) -> Result<(
     let inbox = deploy(
         provider,
         artifact_bytecode("SigilInbox.sol", "SigilInbox")?,
-        &(admin, alloy::primitives::U256::from(3600u64)).abi_encode_params(),
+        &(admin, alloy::primitives::U256::from(GRACE_PERIOD)).abi_encode_params(),
     )
     .await?;
-    let receiver = deploy(
+    let receiver = deploy_receiver(provider, "RecordingReceiver", inbox).await?;
+    Ok((inbox, receiver))
+}
+
+/// Deploys the example receiver `contract` (`RecordingReceiver`, `NoopReceiver`,
+/// `GasBurnerReceiver`, `FixableReceiver`: contracts/src/examples) accepting only `inbox`.
+/// Errors: missing artifact, RPC failure, revert.
+pub async fn deploy_receiver<P: Provider>(
+    provider: &P,
+    contract: &str,
+    inbox: Address,
+) -> Result<Address> {
+    use alloy::sol_types::SolValue;
+    deploy(
         provider,
-        artifact_bytecode("RecordingReceiver.sol", "RecordingReceiver")?,
+        artifact_bytecode(&format!("{contract}.sol"), contract)?,
         &inbox.abi_encode(),
     )
-    .await?;
-    Ok((inbox, receiver))
+    .await
 }
 
 /// A provider for `anvil` that signs with its `index`-th funded dev account.

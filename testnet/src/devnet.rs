@@ -1,11 +1,13 @@
-//! The local devnet: two anvil chains, the contracts deployed on both, N `sigil` node
-//! processes that run a real DKG over libp2p, a standalone `sigil relay`, and a load of
-//! messages sent both ways, ending in a report (latency percentiles, throughput, gas per
-//! message, per-node figures). Everything lives in one run directory.
+//! The local devnet: two anvil chains, the contracts deployed on both (gateways routed to
+//! each other's inbox), N `sigil` node processes that run a real DKG over libp2p, a
+//! standalone `sigil relay`, and a load of messages sent both ways — optionally with
+//! `--poison N` messages to a gas-burning recipient among them, which must end Failed
+//! (retryable) without holding up the rest — ending in a report (latency percentiles,
+//! throughput, gas per message, per-node figures). Everything lives in one run directory.
 
 use crate::chain::{
-    RecordingReceiver, SigilGateway, SigilInbox, deploy_gateway, deploy_inbox, provider_for,
-    repo_root, spawn_anvil_with,
+    RecordingReceiver, SigilGateway, SigilInbox, deploy_gateway, deploy_inbox, deploy_receiver,
+    provider_for, repo_root, set_route, spawn_anvil_with,
 };
 use alloy::node_bindings::AnvilInstance;
 use alloy::primitives::{Address, B256, Bytes, U256};
@@ -46,6 +48,11 @@ pub struct DevnetArgs {
     /// Most messages per consensus block.
     #[arg(long, default_value_t = 10_000)]
     pub batch: u32,
+    /// Poison messages: sent to a `GasBurnerReceiver` (which uses up any gas limit) among the
+    /// good ones, alternating A->B and B->A, with the default gas limit. Each must end Failed
+    /// (and retryable) on its inbox without delaying the others.
+    #[arg(long, default_value_t = 0)]
+    pub poison: u32,
     /// Kill this member (1-based) once half the messages are sent.
     #[arg(long)]
     pub kill_node: Option<u16>,
@@ -79,14 +86,20 @@ pub struct DevnetArgs {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
-    /// Messages sent.
+    /// Messages sent (good and poison).
     pub sent: usize,
+    /// Poison messages sent (to the gas burner).
+    pub poison: usize,
     /// Messages seen in attested batches.
     pub attested: usize,
-    /// Messages delivered (once).
+    /// Good messages delivered (once).
     pub delivered: usize,
-    /// Ids never delivered.
+    /// Poison messages Failed and retryable on their inbox (`statusOf` = Failed).
+    pub failed: usize,
+    /// Good message ids never delivered.
     pub missing: Vec<B256>,
+    /// Poison message ids that are not Failed on their inbox (delivered or never processed).
+    pub not_failed: Vec<B256>,
     /// Ids delivered more than once.
     pub duplicates: Vec<B256>,
     /// Finality → attestation latency percentiles (ms): p50, p95, p99.
@@ -139,6 +152,30 @@ struct Chain {
     gateway: Address,
     inbox: Address,
     receiver: Address,
+    burner: Address,
+}
+
+/// One sent message, from its `MessageSent` event.
+struct Sent {
+    at_ms: u64,
+    payload: Bytes,
+    forward: bool,
+    source_chain: u64,
+    gateway: Address,
+    nonce: u64,
+    poison: bool,
+}
+
+impl Report {
+    /// Whether the run passed: every good message delivered exactly once, every poison
+    /// message Failed (not delivered, not missing).
+    pub fn passed(&self) -> bool {
+        self.missing.is_empty()
+            && self.duplicates.is_empty()
+            && self.delivered + self.poison == self.sent
+            && self.not_failed.is_empty()
+            && self.failed == self.poison
+    }
 }
 
 fn free_port() -> Result<u16> {
@@ -187,15 +224,26 @@ fn percentiles(mut v: Vec<u64>) -> [u64; 3] {
 async fn deploy_chain(id: u64, block_time: u64) -> Result<Chain> {
     let anvil = spawn_anvil_with(id, Some(block_time))?;
     let p = provider_for(&anvil, 0)?;
-    let gateway = deploy_gateway(&p).await?;
-    let (inbox, receiver) = deploy_inbox(&p, anvil.addresses()[0]).await?;
+    let admin = anvil.addresses()[0];
+    let gateway = deploy_gateway(&p, admin).await?;
+    let (inbox, receiver) = deploy_inbox(&p, admin).await?;
+    let burner = deploy_receiver(&p, "GasBurnerReceiver", inbox).await?;
     Ok(Chain {
         id,
         anvil,
         gateway,
         inbox,
         receiver,
+        burner,
     })
+}
+
+/// Routes `from`'s gateway to `to`'s inbox (messages from `from` to `to` name that inbox).
+async fn route(from: &Chain, to: &Chain) -> Result<()> {
+    let p = provider_for(&from.anvil, 0)?;
+    set_route(&p, from.gateway, to.id, to.inbox)
+        .await
+        .with_context(|| format!("route {} -> {}", from.id, to.id))
 }
 
 fn node_config(
@@ -253,6 +301,8 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     let b = deploy_chain(1002, args.block_time)
         .await
         .context("chain B")?;
+    route(&a, &b).await?;
+    route(&b, &a).await?;
     println!(
         "chain A: id {} at {}   chain B: id {} at {}",
         a.id,
@@ -386,11 +436,17 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     let sender = PrivateKeySigner::from(sender_key.clone());
     let pa = provider_for(&a.anvil, 2)?.erased();
     let pb = provider_for(&b.anvil, 2)?.erased();
-    let mut plan: Vec<(bool, u32)> = (0..args.messages).map(|i| (true, i)).collect();
+    // (forward, index, poison)
+    let mut plan: Vec<(bool, u32, bool)> = (0..args.messages).map(|i| (true, i, false)).collect();
     // Interleave the way back.
     for j in 0..back {
         let at = ((j as u64 + 1) * plan.len() as u64 / (back as u64 + 1)) as usize;
-        plan.insert(at.min(plan.len()), (false, j));
+        plan.insert(at.min(plan.len()), (false, j, false));
+    }
+    // Spread the poison messages among the good ones, alternating directions.
+    for j in 0..args.poison {
+        let at = ((j as u64 + 1) * plan.len() as u64 / (args.poison as u64 + 1)) as usize;
+        plan.insert(at.min(plan.len()), (j % 2 == 0, j, true));
     }
     let total = plan.len();
     let started = Instant::now();
@@ -406,19 +462,26 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     for (k, chunk) in plan.chunks(burst).enumerate() {
         let tick = started + interval * k as u32;
         tokio::time::sleep_until(tick.into()).await;
-        for (forward, i) in chunk {
-            let (p, gw, dest, recv) = if *forward {
-                (&pa, a.gateway, b.id, b.receiver)
+        for (forward, i, poison) in chunk {
+            let (p, gw, dest, to) = if *forward {
+                (&pa, a.gateway, b.id, &b)
             } else {
-                (&pb, b.gateway, a.id, a.receiver)
+                (&pb, b.gateway, a.id, &a)
             };
+            let recv = if *poison { to.burner } else { to.receiver };
             let payload = Bytes::from(
-                format!("devnet {} #{i}", if *forward { "A->B" } else { "B->A" }).into_bytes(),
+                format!(
+                    "devnet {} {}#{i}",
+                    if *forward { "A->B" } else { "B->A" },
+                    if *poison { "poison " } else { "" }
+                )
+                .into_bytes(),
             );
             let nonce = nonces.get_mut(forward).ok_or_else(|| anyhow!("nonce"))?;
             let gateway = SigilGateway::new(gw, p.clone());
+            // sendMessage_0: the three-argument overload, default gas limit (200,000).
             let call = gateway
-                .sendMessage(dest, recv, payload.clone())
+                .sendMessage_0(dest, recv, payload.clone())
                 .nonce(*nonce)
                 .gas(200_000);
             *nonce += 1;
@@ -443,9 +506,9 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         }
     }
     // Sent ids from receipts.
-    let mut sent_ids: BTreeMap<B256, (u64, Bytes)> = BTreeMap::new();
+    let mut sent_ids: BTreeMap<B256, Sent> = BTreeMap::new();
     for (forward, hash) in pending {
-        let p = if forward { &pa } else { &pb };
+        let (p, c) = if forward { (&pa, &a) } else { (&pb, &b) };
         let r = loop {
             if let Some(r) = p.get_transaction_receipt(hash).await? {
                 break r;
@@ -456,7 +519,19 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
             if let Ok(ev) = log.log_decode::<SigilGateway::MessageSent>() {
                 let d = ev.inner.data;
                 let at = sent_at.get(&d.payload).copied().unwrap_or(0);
-                sent_ids.insert(d.messageId, (at, d.payload.clone()));
+                let to = if forward { &b } else { &a };
+                sent_ids.insert(
+                    d.messageId,
+                    Sent {
+                        at_ms: at,
+                        payload: d.payload.clone(),
+                        forward,
+                        source_chain: c.id,
+                        gateway: c.gateway,
+                        nonce: d.nonce,
+                        poison: d.recipient == to.burner,
+                    },
+                );
             }
         }
     }
@@ -483,7 +558,13 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         if !args.quiet {
             tracker.progress(total, total);
         }
-        if sent_ids.keys().all(|id| tracker.delivered.contains_key(id)) {
+        if sent_ids.iter().all(|(id, s)| {
+            if s.poison {
+                tracker.failed.contains_key(id)
+            } else {
+                tracker.delivered.contains_key(id)
+            }
+        }) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -497,9 +578,15 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     let mut attest_lat = Vec::new();
     let mut deliver_lat = Vec::new();
     let mut last_delivery = 0u64;
-    for (id, (sent, _)) in &sent_ids {
+    for (id, s) in &sent_ids {
         // Source finality estimated as send time + confirmations x block time.
-        let fin = *sent + confirm_ms;
+        let fin = s.at_ms + confirm_ms;
+        if let Some(at) = tracker.attested.get(id) {
+            attest_lat.push(at.saturating_sub(fin));
+        }
+        if s.poison {
+            continue;
+        }
         match tracker.delivered.get(id) {
             Some(at) => {
                 deliver_lat.push(at.saturating_sub(fin));
@@ -507,17 +594,30 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
             }
             None => missing.push(*id),
         }
-        if let Some(at) = tracker.attested.get(id) {
-            attest_lat.push(at.saturating_sub(fin));
-        }
     }
-    // Duplicates: any payload the receivers recorded twice.
+    // Duplicates: any payload the receivers recorded twice. Poison messages: Failed on the
+    // inbox (and so retryable), never delivered.
     let mut duplicates = Vec::new();
-    for (id, (_, payload)) in &sent_ids {
-        let forward = payload.starts_with(b"devnet A->B");
-        let (c, p) = if forward { (&b, &pb) } else { (&a, &pa) };
+    let mut failed = 0;
+    let mut not_failed = Vec::new();
+    for (id, s) in &sent_ids {
+        let (c, p) = if s.forward { (&b, &pb) } else { (&a, &pa) };
+        if s.poison {
+            let status = SigilInbox::new(c.inbox, p.clone())
+                .statusOf(s.source_chain, s.gateway, s.nonce)
+                .call()
+                .await?;
+            if status == sigil_node::contracts::STATUS_FAILED
+                && !tracker.delivered.contains_key(id)
+            {
+                failed += 1;
+            } else {
+                not_failed.push(*id);
+            }
+            continue;
+        }
         let times: U256 = RecordingReceiver::new(c.receiver, p.clone())
-            .timesReceived(alloy::primitives::keccak256(payload))
+            .timesReceived(alloy::primitives::keccak256(&s.payload))
             .call()
             .await?;
         if times > U256::from(1) {
@@ -525,8 +625,11 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         }
     }
     let gas = relayer_gas(&relayer_home.join("relayer_txs.jsonl"));
-    let delivered = tracker.delivered.len();
-    let first_send = sent_ids.values().map(|(t, _)| *t).min().unwrap_or(0);
+    let delivered = sent_ids
+        .iter()
+        .filter(|(id, s)| !s.poison && tracker.delivered.contains_key(*id))
+        .count();
+    let first_send = sent_ids.values().map(|s| s.at_ms).min().unwrap_or(0);
     let span = last_delivery.saturating_sub(first_send).max(1) as f64 / 1000.0;
     let mut figures = Vec::new();
     for n in &nodes {
@@ -551,12 +654,15 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     }
     let report = Report {
         sent: total,
+        poison: sent_ids.values().filter(|s| s.poison).count(),
         attested: sent_ids
             .keys()
             .filter(|id| tracker.attested.contains_key(*id))
             .count(),
         delivered,
+        failed,
         missing,
+        not_failed,
         duplicates,
         attest_ms: percentiles(attest_lat),
         deliver_ms: percentiles(deliver_lat),
@@ -580,8 +686,8 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     let info = serde_json::json!({
         "runDir": run_dir,
         "chains": [
-            {"name": "a", "chainId": a.id, "rpc": a.anvil.endpoint(), "gateway": a.gateway, "inbox": a.inbox, "receiver": a.receiver},
-            {"name": "b", "chainId": b.id, "rpc": b.anvil.endpoint(), "gateway": b.gateway, "inbox": b.inbox, "receiver": b.receiver},
+            {"name": "a", "chainId": a.id, "rpc": a.anvil.endpoint(), "gateway": a.gateway, "inbox": a.inbox, "receiver": a.receiver, "gasBurner": a.burner},
+            {"name": "b", "chainId": b.id, "rpc": b.anvil.endpoint(), "gateway": b.gateway, "inbox": b.inbox, "receiver": b.receiver, "gasBurner": b.burner},
         ],
         "fundedKey": format!("0x{}", hex::encode(sender_key.to_bytes())),
         "fundedAddress": sender.address(),
@@ -632,6 +738,8 @@ pub fn print_report(r: &Report) {
     println!("sent        {:>8}", r.sent);
     println!("attested    {:>8}", r.attested);
     println!("delivered   {:>8}", r.delivered);
+    println!("poison      {:>8}", r.poison);
+    println!("failed      {:>8}   (poison messages Failed and retryable on their inbox)", r.failed);
     println!("missing     {:>8}", r.missing.len());
     println!("duplicates  {:>8}", r.duplicates.len());
     println!("heights     {:>8}", r.heights);
@@ -669,14 +777,18 @@ pub fn print_report(r: &Report) {
     for id in &r.duplicates {
         println!("DUPLICATE {id}");
     }
+    for id in &r.not_failed {
+        println!("POISON NOT FAILED {id}");
+    }
 }
 
-/// Watches attestations (node APIs) and deliveries (inbox logs).
+/// Watches attestations (node APIs), deliveries and failures (inbox logs).
 struct Tracker {
     http: reqwest::Client,
     next_height: u64,
     attested: HashMap<B256, u64>,
     delivered: HashMap<B256, u64>,
+    failed: HashMap<B256, u64>,
     inboxes: Vec<(DynProvider, Address, u64)>,
 }
 
@@ -699,6 +811,7 @@ impl Tracker {
             next_height: 1,
             attested: HashMap::new(),
             delivered: HashMap::new(),
+            failed: HashMap::new(),
             inboxes,
         }
     }
@@ -725,13 +838,18 @@ impl Tracker {
             }
             let f = Filter::new()
                 .address(*inbox)
-                .event_signature(SigilInbox::MessageDelivered::SIGNATURE_HASH)
+                .event_signature(vec![
+                    SigilInbox::MessageDelivered::SIGNATURE_HASH,
+                    SigilInbox::MessageFailed::SIGNATURE_HASH,
+                ])
                 .from_block(*from)
                 .to_block(head);
             if let Ok(logs) = p.get_logs(&f).await {
                 for l in logs {
                     if let Ok(ev) = l.log_decode::<SigilInbox::MessageDelivered>() {
                         self.delivered.entry(ev.inner.data.messageId).or_insert(now);
+                    } else if let Ok(ev) = l.log_decode::<SigilInbox::MessageFailed>() {
+                        self.failed.entry(ev.inner.data.messageId).or_insert(now);
                     }
                 }
                 *from = head + 1;

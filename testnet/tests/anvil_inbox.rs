@@ -1,23 +1,47 @@
-//! End to end on real chains: two anvil instances, gateway on chain A, inbox and a
-//! recording receiver on chain B, all deployed through alloy. A message sent on A is read
-//! back from the gateway's log, put in a batch, signed 3-of-4 with sigil-crypto, submitted to
-//! the inbox on B, delivered, and found recorded by the receiver. Needs `scripts/setup.sh`
-//! (anvil from npm, `forge build` artifacts).
+//! End to end on real chains (on-chain format v2): two anvil instances, gateway on chain A
+//! (routed to the inbox on B), inbox and a recording receiver on chain B, all deployed
+//! through alloy. Messages sent on A (default and explicit gas limit) are read back from the
+//! gateway's logs, put in a batch, signed 3-of-4 with sigil-crypto, submitted to the inbox on
+//! B, delivered, and found recorded by the receiver. The inbox's own views agree with
+//! sigil-crypto's leaf, batch digest and rotation digest; a second inbox on the same chain
+//! accepts the same signed root but refuses its messages (`WrongInbox`); a Rust-signed key
+//! rotation bound to the inbox is accepted. Needs `scripts/setup.sh` (anvil from npm,
+//! `forge build` artifacts).
 
 use alloy::primitives::{Address, Bytes, U256};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use sigil_crypto::keys::trusted_dealer;
+use sigil_crypto::encoding::{domain, rotation_domain};
+use sigil_crypto::keys::{DealtKeys, trusted_dealer};
 use sigil_crypto::signing::sign_local;
-use sigil_crypto::{BatchTree, Message, OnchainSignature, batch_digest};
+use sigil_crypto::{BatchTree, Message, OnchainSignature, batch_digest, rotation_digest};
 use sigil_testnet::chain::{
     RecordingReceiver, SigilGateway, SigilInbox, deploy_gateway, deploy_inbox, provider_for,
-    spawn_anvil,
+    set_route, spawn_anvil,
 };
 use std::collections::BTreeMap;
 
 const CHAIN_A: u64 = 31_001;
 const CHAIN_B: u64 = 31_002;
+
+fn sign(keys: &DealtKeys, digest: alloy::primitives::B256, rng: &mut ChaCha20Rng) -> SigilInbox::Signature {
+    // Members 2, 3, 4.
+    let signers: BTreeMap<_, _> = keys
+        .key_packages
+        .iter()
+        .skip(1)
+        .map(|(i, k)| (*i, k.clone()))
+        .collect();
+    let sig = OnchainSignature::from_frost(
+        &sign_local(&signers, &keys.public_key_package, digest, rng).unwrap(),
+    )
+    .unwrap();
+    SigilInbox::Signature {
+        rx: sig.rx,
+        ry: sig.ry,
+        z: sig.z,
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_crosses_from_gateway_to_inbox_with_a_frost_attestation() {
@@ -27,8 +51,9 @@ async fn message_crosses_from_gateway_to_inbox_with_a_frost_attestation() {
     let pb = provider_for(&anvil_b, 0).unwrap();
     let admin = anvil_b.addresses()[0];
 
-    let gateway = deploy_gateway(&pa).await.unwrap();
+    let gateway = deploy_gateway(&pa, anvil_a.addresses()[0]).await.unwrap();
     let (inbox, receiver) = deploy_inbox(&pb, admin).await.unwrap();
+    set_route(&pa, gateway, CHAIN_B, inbox).await.unwrap();
 
     // Committee key (3-of-4) registered on the inbox.
     let mut rng = ChaCha20Rng::seed_from_u64(42);
@@ -43,18 +68,18 @@ async fn message_crosses_from_gateway_to_inbox_with_a_frost_attestation() {
         .await
         .unwrap();
 
-    // Send two messages on chain A; rebuild them from the gateway's logs.
+    // Send two messages on chain A (the default gas limit, then an explicit one); rebuild
+    // them from the gateway's logs.
     let gw = SigilGateway::new(gateway, &pa);
+    assert_eq!(gw.routes(CHAIN_B).call().await.unwrap(), inbox, "route set");
     let mut messages = Vec::new();
-    for payload in [&b"hello chain B"[..], &b"second"[..]] {
-        let receipt = gw
-            .sendMessage(CHAIN_B, receiver, Bytes::copy_from_slice(payload))
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
+    for (payload, gas_limit) in [(&b"hello chain B"[..], None), (&b"second"[..], Some(150_000u32))] {
+        let payload = Bytes::copy_from_slice(payload);
+        let pending = match gas_limit {
+            None => gw.sendMessage_0(CHAIN_B, receiver, payload).send().await,
+            Some(g) => gw.sendMessage_1(CHAIN_B, receiver, payload, g).send().await,
+        };
+        let receipt = pending.unwrap().get_receipt().await.unwrap();
         let log = receipt
             .inner
             .logs()
@@ -62,13 +87,17 @@ async fn message_crosses_from_gateway_to_inbox_with_a_frost_attestation() {
             .find_map(|l| l.log_decode::<SigilGateway::MessageSent>().ok())
             .unwrap();
         let ev = log.inner.data;
+        assert_eq!(ev.destInbox, inbox, "the event names the routed inbox");
+        assert_eq!(ev.gasLimit, gas_limit.unwrap_or(200_000), "gas limit in the event");
         let m = Message {
             source_chain_id: ev.sourceChainId,
             source_gateway: log.inner.address,
             nonce: ev.nonce,
             sender: ev.sender,
             dest_chain_id: ev.destChainId,
+            dest_inbox: ev.destInbox,
             recipient: ev.recipient,
+            gas_limit: ev.gasLimit,
             payload: ev.payload.clone(),
         };
         assert_eq!(
@@ -79,31 +108,34 @@ async fn message_crosses_from_gateway_to_inbox_with_a_frost_attestation() {
         messages.push(m);
     }
 
+    // The inbox's views equal sigil-crypto's encodings.
+    let as_abi = |m: &Message| SigilInbox::Message::from(m);
+    for m in &messages {
+        assert_eq!(inbox_c.leafOf(as_abi(m)).call().await.unwrap(), m.leaf(), "v2 leaf");
+        assert_eq!(inbox_c.messageIdOf(as_abi(m)).call().await.unwrap(), m.id());
+    }
+    assert_eq!(
+        inbox_c.BATCH_DOMAIN_SEPARATOR().call().await.unwrap(),
+        domain().separator(),
+        "batch domain (version 2)"
+    );
+    assert_eq!(
+        inbox_c.rotationDomainSeparator().call().await.unwrap(),
+        rotation_domain(CHAIN_B, inbox).separator(),
+        "rotation domain (chain id and inbox)"
+    );
+
     // Batch, sign with members 2, 3, 4, submit.
     let leaves: Vec<_> = messages.iter().map(Message::leaf).collect();
     let tree = BatchTree::new(&leaves).unwrap();
     let digest = batch_digest(1, 7, tree.root());
-    let signers: BTreeMap<_, _> = keys
-        .key_packages
-        .iter()
-        .skip(1)
-        .map(|(i, k)| (*i, k.clone()))
-        .collect();
-    let sig = OnchainSignature::from_frost(
-        &sign_local(&signers, &keys.public_key_package, digest, &mut rng).unwrap(),
-    )
-    .unwrap();
+    assert_eq!(
+        inbox_c.batchDigest(1, 7, tree.root()).call().await.unwrap(),
+        digest
+    );
+    let sig = sign(&keys, digest, &mut rng);
     let submit = inbox_c
-        .submitBatch(
-            1,
-            7,
-            tree.root(),
-            SigilInbox::Signature {
-                rx: sig.rx,
-                ry: sig.ry,
-                z: sig.z,
-            },
-        )
+        .submitBatch(1, 7, tree.root(), sig.clone())
         .send()
         .await
         .unwrap()
@@ -113,8 +145,38 @@ async fn message_crosses_from_gateway_to_inbox_with_a_frost_attestation() {
     assert!(submit.status(), "submitBatch succeeded");
     println!("submitBatch gas used on anvil: {}", submit.gas_used);
 
+    // A second inbox on the same chain, same committee: the root is accepted (the batch
+    // digest names no inbox) but the messages name the first inbox, so it refuses them.
+    let (inbox2, _) = deploy_inbox(&pb, admin).await.unwrap();
+    let inbox2_c = SigilInbox::new(inbox2, &pb);
+    inbox2_c
+        .initialize(1, keys.group_key.x_u256(), keys.group_key.y_u256())
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let r = inbox2_c
+        .submitBatch(1, 7, tree.root(), sig.clone())
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(r.status(), "the same signed root is accepted by another inbox");
+    let err = inbox2_c
+        .deliver(as_abi(&messages[0]), tree.proof(&leaves[0]).unwrap())
+        .send()
+        .await
+        .expect_err("a message naming another inbox must revert");
+    let wrong = err
+        .as_decoded_error::<SigilInbox::WrongInbox>()
+        .expect("reverts WrongInbox");
+    assert_eq!((wrong.destChainId, wrong.destInbox), (CHAIN_B, inbox));
+
     // Deliver the first with a single proof, the second through deliverBatch.
-    let as_abi = |m: &Message| SigilInbox::Message::from(m);
     let proof = tree.proof(&leaves[0]).unwrap();
     let d = inbox_c
         .deliver(as_abi(&messages[0]), proof)
@@ -152,10 +214,20 @@ async fn message_crosses_from_gateway_to_inbox_with_a_frost_attestation() {
             U256::from(1)
         );
         assert_eq!(
-            inbox_c.statusOf(m.id()).call().await.unwrap(),
-            1,
+            inbox_c
+                .statusOf(m.source_chain_id, m.source_gateway, m.nonce)
+                .call()
+                .await
+                .unwrap(),
+            sigil_node::contracts::STATUS_DELIVERED,
             "Delivered"
         );
+        let word = inbox_c
+            .processedWord(m.source_chain_id, m.source_gateway, m.nonce >> 8)
+            .call()
+            .await
+            .unwrap();
+        assert!(word.bit((m.nonce & 0xff) as usize), "bitmap bit set");
     }
 
     // A forged signature is refused by the chain.
@@ -169,5 +241,39 @@ async fn message_crosses_from_gateway_to_inbox_with_a_frost_attestation() {
         forged.is_err(),
         "a tampered signature must revert (gas estimation fails)"
     );
+
+    // Key rotation signed in Rust, bound to this inbox on this chain: the other inbox
+    // refuses the same signature, this one accepts it.
+    let keys2 = trusted_dealer(3, 4, &mut rng).unwrap();
+    let (k1, k2) = (&keys.group_key, &keys2.group_key);
+    let rot = rotation_digest(CHAIN_B, inbox, 1, k1.x(), k1.parity(), 2, k2.x(), k2.parity());
+    assert_eq!(
+        inbox_c
+            .rotationDigest(1, k1.x_u256(), k1.parity(), 2, k2.x_u256(), k2.parity())
+            .call()
+            .await
+            .unwrap(),
+        rot,
+        "rotation digest"
+    );
+    let rot_sig = sign(&keys, rot, &mut rng);
+    let refused = inbox2_c
+        .rotateKey(2, k2.x_u256(), k2.y_u256(), rot_sig.clone())
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a rotation signed for one inbox is refused by another"
+    );
+    let r = inbox_c
+        .rotateKey(2, k2.x_u256(), k2.y_u256(), rot_sig)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(r.status(), "rotateKey succeeded");
+    assert_eq!(inbox_c.currentEpoch().call().await.unwrap(), 2);
     let _ = Address::ZERO;
 }

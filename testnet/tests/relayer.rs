@@ -1,9 +1,12 @@
 //! The relayer against anvil: it reads an attested batch from a node API (here a stub
 //! serving a real 3-of-4 FROST attestation), submits the root and delivers every message;
 //! a second relayer starting from scratch sends nothing (idempotent); a transaction that
-//! disappears from the mempool is replaced with higher fees and the batch still lands.
+//! disappears from the mempool is replaced with higher fees and the batch still lands; a
+//! recipient that fails leaves its message Failed without holding up the rest, the relayer
+//! records and retries it and delivers it once the recipient is fixed, a gas-burning
+//! recipient stays Failed, and messages naming another inbox are counted and never sent.
 
-use alloy::primitives::{Address, B256, Bytes};
+use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::{DynProvider, Provider};
 use alloy::signers::local::PrivateKeySigner;
 use rand_chacha::ChaCha20Rng;
@@ -12,8 +15,10 @@ use sigil_crypto::{BatchTree, Message, OnchainSignature};
 use sigil_node::api::{BatchView, MessageView, SignatureView};
 use sigil_node::metrics::Metrics;
 use sigil_node::relayer::{RelayChain, RelayerConfig, TxRecord};
+use sigil_node::contracts::{STATUS_DELIVERED, STATUS_FAILED};
 use sigil_testnet::chain::{
-    RecordingReceiver, SigilInbox, deploy_inbox, provider_for, spawn_anvil,
+    FixableReceiver, RecordingReceiver, SigilInbox, deploy_inbox, deploy_receiver, provider_for,
+    spawn_anvil,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,13 +31,44 @@ struct Setup {
     provider: DynProvider,
     inbox: Address,
     receiver: Address,
+    fixable: Address,
+    burner: Address,
     api: String,
+    messages: Vec<Message>,
 }
 
+/// Where message `n` goes: (destination chain, inbox it names, recipient, gas limit).
+struct Route {
+    dest: u64,
+    inbox: Address,
+    recipient: Address,
+    gas_limit: u32,
+}
+
+/// The contracts a route can name: (inbox, recording receiver, fixable, gas burner).
+type Contracts = (Address, Address, Address, Address);
+
 async fn setup(count: u64) -> Setup {
+    // Every fifth message goes to another chain.
+    setup_with(count, |n, (inbox, receiver, _, _)| Route {
+        dest: if n % 5 == 4 { 999 } else { DEST },
+        inbox,
+        recipient: receiver,
+        gas_limit: 200_000,
+    })
+    .await
+}
+
+async fn setup_with(count: u64, route: impl Fn(u64, Contracts) -> Route) -> Setup {
     let anvil = spawn_anvil(DEST).unwrap();
     let provider = provider_for(&anvil, 0).unwrap().erased();
     let (inbox, receiver) = deploy_inbox(&provider, anvil.addresses()[0]).await.unwrap();
+    let fixable = deploy_receiver(&provider, "FixableReceiver", inbox)
+        .await
+        .unwrap();
+    let burner = deploy_receiver(&provider, "GasBurnerReceiver", inbox)
+        .await
+        .unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(8);
     let dealt = sigil_crypto::keys::trusted_dealer(3, 4, &mut rng).unwrap();
     SigilInbox::new(inbox, &provider)
@@ -44,14 +80,19 @@ async fn setup(count: u64) -> Setup {
         .await
         .unwrap();
     let messages: Vec<Message> = (0..count)
-        .map(|n| Message {
-            source_chain_id: 1,
-            source_gateway: Address::repeat_byte(0xaa),
-            nonce: n,
-            sender: Address::repeat_byte(1),
-            dest_chain_id: if n % 5 == 4 { 999 } else { DEST },
-            recipient: receiver,
-            payload: Bytes::from(format!("relay {n}").into_bytes()),
+        .map(|n| {
+            let r = route(n, (inbox, receiver, fixable, burner));
+            Message {
+                source_chain_id: 1,
+                source_gateway: Address::repeat_byte(0xaa),
+                nonce: n,
+                sender: Address::repeat_byte(1),
+                dest_chain_id: r.dest,
+                dest_inbox: r.inbox,
+                recipient: r.recipient,
+                gas_limit: r.gas_limit,
+                payload: Bytes::from(format!("relay {n}").into_bytes()),
+            }
         })
         .collect();
     let leaves: Vec<B256> = messages.iter().map(|m| m.leaf()).collect();
@@ -115,7 +156,10 @@ async fn setup(count: u64) -> Setup {
         provider,
         inbox,
         receiver,
+        fixable,
+        burner,
         api,
+        messages,
     }
 }
 
@@ -130,8 +174,11 @@ fn relayer(s: &Setup, dir: &std::path::Path, stuck_after: Duration) -> RelayerCo
         key: PrivateKeySigner::from(s.anvil.keys()[1].clone()),
         state_dir: dir.to_owned(),
         chunk: 8,
+        max_tx_gas: 25_000_000,
         poll: Duration::from_millis(100),
         stuck_after,
+        retry_min: Duration::from_millis(300),
+        retry_max: Duration::from_secs(1),
     }
 }
 
@@ -189,7 +236,7 @@ async fn relays_once_and_a_second_relayer_sends_nothing() {
     assert_eq!(m.relayer.delivered.get(), want);
     // A fresh relayer (no state) re-reads height 1: root stored, all delivered, nothing sent.
     let d2 = tempfile::tempdir().unwrap();
-    let state = d2.path().join("relayer_state.json");
+    let state = d2.path().join(format!("relayer_state_{DEST}.json"));
     run_until(
         relayer(&s, d2.path(), Duration::from_secs(20)),
         Arc::new(Metrics::new()),
@@ -252,6 +299,108 @@ async fn a_dropped_transaction_is_replaced_with_higher_fees() {
         m.relayer.replaced.get() >= 1,
         "the dropped transaction was replaced"
     );
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+}
+
+async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn status(s: &Setup, m: &Message) -> u8 {
+    SigilInbox::new(s.inbox, &s.provider)
+        .statusOf(m.source_chain_id, m.source_gateway, m.nonce)
+        .call()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_failing_recipient_is_retried_and_never_holds_up_the_rest() {
+    // n % 4 == 1: FixableReceiver (Failed until fixed); n % 4 == 3: names another inbox on
+    // this chain (never sent); n == 11: gas burner with a 2,000,000 gas limit (always
+    // Failed); the rest: the recording receiver.
+    let other_inbox = Address::repeat_byte(0x99);
+    let s = setup_with(12, |n, (inbox, receiver, fixable, burner)| {
+        let (inbox, recipient, gas_limit) = match n {
+            11 => (inbox, burner, 2_000_000),
+            _ if n % 4 == 1 => (inbox, fixable, 200_000),
+            _ if n % 4 == 3 => (other_inbox, receiver, 200_000),
+            _ => (inbox, receiver, 200_000),
+        };
+        Route {
+            dest: DEST,
+            inbox,
+            recipient,
+            gas_limit,
+        }
+    })
+    .await;
+    let fixable_msgs: Vec<Message> = s.messages.iter().filter(|m| m.recipient == s.fixable).cloned().collect();
+    let burner_msg = s.messages.iter().find(|m| m.recipient == s.burner).unwrap().clone();
+    assert_eq!(fixable_msgs.len(), 3);
+    let d = tempfile::tempdir().unwrap();
+    let m = Arc::new(Metrics::new());
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(sigil_node::relayer::run(
+        relayer(&s, d.path(), Duration::from_secs(20)),
+        m.clone(),
+        rx,
+    ));
+    // The good messages arrive; the failing ones end Failed and are counted.
+    let t0 = std::time::Instant::now();
+    while received(&s).await < 6 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "good messages not delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for("failed messages counted", || m.relayer.failed_messages.get() == 4).await;
+    for fm in fixable_msgs.iter().chain([&burner_msg]) {
+        assert_eq!(status(&s, fm).await, STATUS_FAILED, "Failed, retryable");
+    }
+    assert_eq!(m.relayer.skipped.get(), 2, "messages naming another inbox are counted");
+    for other in s.messages.iter().filter(|x| x.dest_inbox == other_inbox) {
+        assert_eq!(status(&s, other).await, 0, "never sent");
+    }
+    let failed_ids: Vec<B256> = records(d.path()).iter().flat_map(|r| r.failed.clone()).collect();
+    assert_eq!(failed_ids.len(), 4, "each Failed message is in the ledger");
+    assert!(failed_ids.contains(&burner_msg.id()));
+
+    // Fix the recipient: the relayer's retries deliver its three messages, each once.
+    FixableReceiver::new(s.fixable, &s.provider)
+        .fix()
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let fixable = FixableReceiver::new(s.fixable, &s.provider);
+    let t0 = std::time::Instant::now();
+    while fixable.count().call().await.unwrap() < U256::from(3) {
+        assert!(t0.elapsed() < Duration::from_secs(60), "retries did not deliver");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for fm in &fixable_msgs {
+        assert_eq!(status(&s, fm).await, STATUS_DELIVERED);
+        assert_eq!(
+            fixable
+                .timesReceived(alloy::primitives::keccak256(&fm.payload))
+                .call()
+                .await
+                .unwrap(),
+            U256::from(1)
+        );
+    }
+    wait_for("retries counted", || m.relayer.retried.get() == 3).await;
+    assert_eq!(m.relayer.retry_pending.get(), 1, "the gas burner stays queued");
+    assert_eq!(status(&s, &burner_msg).await, STATUS_FAILED);
+    let retries = records(d.path()).into_iter().filter(|r| r.kind == "retry").count();
+    assert_eq!(retries, 3);
+    assert_eq!(received(&s).await, 6, "nothing delivered twice");
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
 }

@@ -8,12 +8,15 @@ use alloy::providers::Provider;
 use sigil_node::config::{ChainSection, Finality};
 use sigil_node::metrics::{ChainLabel, Metrics};
 use sigil_node::watcher::Watcher;
-use sigil_testnet::chain::{SigilGateway, deploy_gateway, provider_for, spawn_anvil};
+use sigil_testnet::chain::{SigilGateway, deploy_gateway, provider_for, set_route, spawn_anvil};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 const CHAIN: u64 = 4242;
+/// Destination of every test message, and the inbox the gateway routes it to.
+const DEST: u64 = 9;
+const DEST_INBOX: Address = Address::repeat_byte(0x1b);
 
 struct Env {
     anvil: alloy::node_bindings::AnvilInstance,
@@ -25,7 +28,10 @@ async fn env() -> Env {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let anvil = spawn_anvil(CHAIN).unwrap();
     let provider = provider_for(&anvil, 0).unwrap().erased();
-    let gateway = deploy_gateway(&provider).await.unwrap();
+    let gateway = deploy_gateway(&provider, anvil.addresses()[0])
+        .await
+        .unwrap();
+    set_route(&provider, gateway, DEST, DEST_INBOX).await.unwrap();
     Env {
         anvil,
         provider,
@@ -56,8 +62,8 @@ impl Env {
         let from = self.anvil.addresses()[0];
         let nonce = self.provider.get_transaction_count(from).await.unwrap();
         let pending = gw
-            .sendMessage(
-                9,
+            .sendMessage_0(
+                DEST,
                 Address::repeat_byte(2),
                 Bytes::from(payload.as_bytes().to_vec()),
             )
@@ -339,6 +345,9 @@ async fn faulty_rpc_never_makes_it_observe_non_canonical_data_and_it_recovers() 
         .unwrap();
     assert_eq!(ev.observations.len(), 1);
     assert_eq!(&ev.observations[0].message.payload[..], b"p");
+    // Format v2: the observation carries the routed inbox and the default gas limit.
+    assert_eq!(ev.observations[0].message.dest_inbox, DEST_INBOX);
+    assert_eq!(ev.observations[0].message.gas_limit, 200_000);
     let canonical = e
         .provider
         .get_block_by_number(ev.observations[0].block_number.into())
