@@ -326,6 +326,30 @@ impl<S: Storage> Driver<S> {
             .collect()
     }
 
+    /// When a member reports (by heartbeat) that it is still at the height we decided last,
+    /// re-publishes that height's decided proposal and precommit envelopes, so it decides
+    /// through the ordinary L49 rule. Without this, a member whose precommit reached only
+    /// itself decides alone, the others stay locked at that height, and catch-up (which needs
+    /// f + 1 members claiming to be ahead) never starts. Bounded: one stored block per
+    /// rebroadcast period.
+    fn help_previous_height(&mut self) {
+        let Some(prev) = self.cs.height().checked_sub(1).filter(|h| *h > 0) else {
+            return;
+        };
+        if !self.peer_heights.values().any(|(h, ..)| *h == prev) {
+            return;
+        }
+        match self.storage.block(prev) {
+            Ok(Some(cb)) => {
+                for env in cb.proposal.into_iter().chain(cb.precommits) {
+                    self.publish(Topic::Consensus, env);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => self.event(Event::Storage(e)),
+        }
+    }
+
     fn event(&mut self, e: Event) {
         self.out.push(Effect::Event(e));
     }
@@ -431,6 +455,7 @@ impl<S: Storage> Driver<S> {
             for env in self.quorum_votes() {
                 self.publish(Topic::Consensus, env);
             }
+            self.help_previous_height();
         }
         if self
             .sync_inflight
