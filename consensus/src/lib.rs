@@ -31,4 +31,4 @@ pub use types::{
     Address, Height, Params, Proposal, Round, Step, Timeout, TimeoutKind, Validator, ValidatorSet,
     ValidatorSetError, Value, Vote, VoteKind,
 };
-pub use votes::{AddVote, VoteKeeper, VoteSet};
+pub use votes::{AddVote, MAX_VALUES_PER_VOTER, VoteKeeper, VoteSet};

@@ -1,8 +1,11 @@
-//! The vote keeper: per (round, kind), a voter's first vote and at most one conflicting
-//! second vote, power tallies per value id, and equivocation detection.
+//! The vote keeper: per (round, kind), a voter's first vote and at most
+//! [`MAX_VALUES_PER_VOTER`] − 1 conflicting ones, power tallies per value id, and
+//! equivocation detection.
 //!
-//! An equivocator's two votes are both counted, each toward its own value (a voter adds its
-//! power at most once per value). This is what the paper's gossip assumption needs for
+//! An equivocator's votes are all counted, each toward its own value (a voter adds its
+//! power at most once per value). The host decides which conflicting votes reach the
+//! machine (Sigil's driver admits only votes for values in play: nil, a proposed value, or
+//! one another member voted for). This is what the paper's gossip assumption needs for
 //! liveness: a correct process that saw a quorum including an equivocator's vote for `v`
 //! relays that vote, and every correct process must then see the same quorum, whatever the
 //! equivocator sent it first (Buchman, Kwon, Milosevic 2018, §4 "gossip communication").
@@ -12,6 +15,10 @@
 use crate::types::{Address, Round, ValidatorSet, Vote, VoteKind};
 use std::collections::BTreeMap;
 
+/// Most distinct values counted for one voter in one (round, kind): its first vote and
+/// conflicting ones (memory bound; further votes are evidence only).
+pub const MAX_VALUES_PER_VOTER: usize = 16;
+
 /// Result of adding a vote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddVote<A, I> {
@@ -19,9 +26,9 @@ pub enum AddVote<A, I> {
     Added,
     /// An identical vote was already counted.
     Duplicate,
-    /// The voter already voted differently in this round and step: evidence. When it is the
-    /// voter's second distinct vote it is counted toward its own value as well (see the
-    /// module docs); a third distinct vote is not counted.
+    /// The voter already voted differently in this round and step: evidence. The vote is
+    /// counted toward its own value as well (see the module docs) unless the voter already
+    /// holds [`MAX_VALUES_PER_VOTER`] distinct values.
     Equivocation {
         /// The vote counted earlier.
         first: Vote<A, I>,
@@ -35,8 +42,8 @@ pub enum AddVote<A, I> {
 pub struct VoteSet<A, I> {
     /// Each voter's first vote.
     votes: BTreeMap<A, Vote<A, I>>,
-    /// An equivocator's second, different vote (at most one per voter).
-    second: BTreeMap<A, Vote<A, I>>,
+    /// An equivocator's further, different votes (fewer than [`MAX_VALUES_PER_VOTER`]).
+    others: BTreeMap<A, Vec<Vote<A, I>>>,
     tally: BTreeMap<Option<I>, u64>,
     total: u64,
 }
@@ -45,7 +52,7 @@ impl<A: Address, I: Clone + Ord + std::fmt::Debug> Default for VoteSet<A, I> {
     fn default() -> Self {
         Self {
             votes: BTreeMap::new(),
-            second: BTreeMap::new(),
+            others: BTreeMap::new(),
             tally: BTreeMap::new(),
             total: 0,
         }
@@ -63,13 +70,13 @@ impl<A: Address, I: Clone + Ord + std::fmt::Debug> VoteSet<A, I> {
                 return AddVote::Duplicate;
             }
             let first = prev.clone();
-            match self.second.get(&vote.voter) {
-                Some(s) if s.value == vote.value => return AddVote::Duplicate,
-                Some(_) => {}
-                None => {
-                    *self.tally.entry(vote.value.clone()).or_insert(0) += power;
-                    self.second.insert(vote.voter.clone(), vote);
-                }
+            let others = self.others.entry(vote.voter.clone()).or_default();
+            if others.iter().any(|o| o.value == vote.value) {
+                return AddVote::Duplicate;
+            }
+            if others.len() + 1 < MAX_VALUES_PER_VOTER {
+                *self.tally.entry(vote.value.clone()).or_insert(0) += power;
+                others.push(vote);
             }
             return AddVote::Equivocation { first };
         }
@@ -102,7 +109,7 @@ impl<A: Address, I: Clone + Ord + std::fmt::Debug> VoteSet<A, I> {
     /// when a quorum).
     pub fn votes_for(&self, value: &Option<I>) -> Vec<Vote<A, I>> {
         let mut out: BTreeMap<&A, &Vote<A, I>> = BTreeMap::new();
-        for v in self.votes.values().chain(self.second.values()) {
+        for v in self.votes.values().chain(self.others.values().flatten()) {
             if &v.value == value {
                 out.entry(&v.voter).or_insert(v);
             }
@@ -204,15 +211,24 @@ mod tests {
             }
         );
         assert_eq!(s.add(vote(1, None), &vs), AddVote::Duplicate);
-        // A third distinct value is evidence again but adds no power.
+        // A third distinct value is evidence again, and counted toward its own value.
         assert!(matches!(
             s.add(vote(1, Some(8)), &vs),
             AddVote::Equivocation { .. }
         ));
+        // Past the per-voter bound, evidence only.
+        for v in 9..40 {
+            assert!(matches!(
+                s.add(vote(1, Some(v)), &vs),
+                AddVote::Equivocation { .. }
+            ));
+        }
         assert_eq!(s.add(vote(9, None), &vs), AddVote::NotValidator);
         assert_eq!(s.power_for(&Some(7)), 1);
         assert_eq!(s.power_for(&None), 1);
-        assert_eq!(s.power_for(&Some(8)), 0);
+        assert_eq!(s.power_for(&Some(8)), 1);
+        let counted = (9..40).filter(|v| s.power_for(&Some(*v)) == 1).count();
+        assert_eq!(counted, MAX_VALUES_PER_VOTER - 3, "bounded per voter");
         assert_eq!(s.power_any(), 1, "one distinct voter");
         assert_eq!(s.votes_for(&None), vec![vote(1, None)]);
     }
@@ -251,8 +267,8 @@ mod tests {
     proptest! {
         /// Quorum iff more than 2/3 of the power voted for the value, for any n and any
         /// (possibly equivocating) vote sequence; a voter adds power at most once per value,
-        /// for at most two values; two values never both reach a quorum unless more than f
-        /// voters equivocated.
+        /// for at most `MAX_VALUES_PER_VOTER` values; two values never both reach a quorum
+        /// unless more than f voters equivocated.
         #[test]
         fn quorum_threshold_matches_two_thirds(n in 1u8..40, votes in proptest::collection::vec((0u8..45, proptest::option::of(0u8..3)), 0..120)) {
             let vs = ValidatorSet::equal(0..n).unwrap();
@@ -272,7 +288,7 @@ mod tests {
                     prop_assert_eq!(r, AddVote::Duplicate);
                 } else {
                     prop_assert!(matches!(r, AddVote::Equivocation { .. }), "equivocation must be detected");
-                    if c.len() < 2 {
+                    if c.len() < MAX_VALUES_PER_VOTER {
                         c.push(value);
                     }
                 }

@@ -660,6 +660,10 @@ impl Sim {
 
     /// Own votes never change across crashes; own shares only for truthful decided blocks.
     fn check_own(&mut self, m: Member, env: &pb::Envelope) {
+        if env.member != u32::from(m) {
+            // Another member's envelope it repeats (a quorum's votes).
+            return;
+        }
         let Ok(body) = pb::Body::decode(env.body.as_slice()) else {
             return;
         };

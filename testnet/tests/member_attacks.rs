@@ -126,3 +126,15 @@ fn a_member_that_decided_late_still_signs() {
         clean(sc);
     }
 }
+
+/// A liveness gap the sweep found (seed 1051): the precommit of the one member that decided
+/// a height reached nobody (loss, the relaying member down), the others stayed locked at that
+/// height, and catch-up — which starts only when f + 1 members claim to be ahead — never
+/// began. A member now re-publishes the certificate of the height it decided last while a
+/// peer's heartbeat says it is still there.
+#[test]
+fn a_lone_decider_brings_the_others_along() {
+    let mut sc = Scenario::new(4, 1_051, None);
+    sc.crash_after_decide = Some(4);
+    clean(sc);
+}

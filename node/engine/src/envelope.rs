@@ -7,7 +7,10 @@ use crate::types::Member;
 use k256::ecdsa::signature::{Signer, Verifier};
 use k256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use prost::Message as _;
+use sha2::{Digest as _, Sha256};
 use sigil_proto as pb;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 /// Domain tag prefixed to every signed envelope body.
 pub const ENVELOPE_DOMAIN: &[u8] = b"sigil/v1/envelope";
@@ -46,17 +49,52 @@ impl EnvelopeError {
     }
 }
 
+/// Most envelope signatures remembered as verified (32-byte hashes); the set is cleared when
+/// full.
+pub const VERIFIED_CACHE_ENTRIES: usize = 16_384;
+
 /// The committee's node keys, member i (1-based) at position i − 1.
+///
+/// Remembers which (member, signature, body) triples verified — gossip repeats envelopes
+/// (re-publishes, relays), and verifying an ECDSA signature is the largest cost of admitting
+/// one. Clones share that memory (the simulator's members do; each node process has its
+/// own). The cache only skips recomputing a deterministic check: a triple is remembered only
+/// after it verified, under SHA-256 of all three.
 #[derive(Debug, Clone)]
 pub struct Committee {
     keys: Vec<VerifyingKey>,
+    verified: Arc<Mutex<HashSet<[u8; 32]>>>,
 }
 
 impl Committee {
     /// From the ordered key list (at most `u16::MAX` members; longer lists are truncated).
     pub fn new(mut keys: Vec<VerifyingKey>) -> Self {
         keys.truncate(usize::from(u16::MAX));
-        Self { keys }
+        Self {
+            keys,
+            verified: Arc::default(),
+        }
+    }
+
+    fn verify_cached(&self, member: Member, key: &VerifyingKey, env: &pb::Envelope) -> bool {
+        let mut h = Sha256::new();
+        h.update(member.to_be_bytes());
+        h.update((env.signature.len() as u64).to_be_bytes());
+        h.update(&env.signature);
+        h.update(&env.body);
+        let id: [u8; 32] = h.finalize().into();
+        if self.verified.lock().is_ok_and(|set| set.contains(&id)) {
+            return true;
+        }
+        let ok = Signature::from_slice(&env.signature)
+            .is_ok_and(|sig| key.verify(&signed_bytes(&env.body), &sig).is_ok());
+        if ok && let Ok(mut set) = self.verified.lock() {
+            if set.len() >= VERIFIED_CACHE_ENTRIES {
+                set.clear();
+            }
+            set.insert(id);
+        }
+        ok
     }
 
     /// Number of members n.
@@ -93,10 +131,9 @@ impl Committee {
         let key = self
             .key(member)
             .ok_or(EnvelopeError::UnknownMember(env.member))?;
-        let sig = Signature::from_slice(&env.signature)
-            .map_err(|_| EnvelopeError::BadSignature(env.member))?;
-        key.verify(&signed_bytes(&env.body), &sig)
-            .map_err(|_| EnvelopeError::BadSignature(env.member))?;
+        if !self.verify_cached(member, key, env) {
+            return Err(EnvelopeError::BadSignature(env.member));
+        }
         let body = pb::Body::decode(env.body.as_slice()).map_err(|_| EnvelopeError::Decode)?;
         if body.kind.is_none() {
             return Err(EnvelopeError::EmptyBody);
@@ -135,4 +172,87 @@ fn signed_bytes(body: &[u8]) -> Vec<u8> {
     m.extend_from_slice(ENVELOPE_DOMAIN);
     m.extend_from_slice(body);
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committee() -> (Committee, Vec<SigningKey>) {
+        let keys: Vec<SigningKey> = (1u8..=4)
+            .map(|i| SigningKey::from_slice(&[i; 32]).unwrap())
+            .collect();
+        (
+            Committee::new(keys.iter().map(|k| *k.verifying_key()).collect()),
+            keys,
+        )
+    }
+
+    fn body() -> pb::Body {
+        pb::Body {
+            kind: Some(pb::body::Kind::Heartbeat(pb::Heartbeat {
+                height: 7,
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// The verified-signature memory never turns a bad envelope into a good one: after the
+    /// genuine envelope is remembered, the same body under another signature or member, or
+    /// another body under the same signature, is still refused — on the same committee and
+    /// on a clone that shares the memory.
+    #[test]
+    fn remembered_signatures_never_admit_a_forgery() {
+        let (c, keys) = committee();
+        let env = seal(&keys[1], 2, &body());
+        assert!(c.open(&env).is_ok());
+        let twin = c.clone();
+        assert!(twin.open(&env).is_ok(), "clone shares the memory");
+        let mut other_member = env.clone();
+        other_member.member = 3;
+        assert_eq!(
+            twin.open(&other_member).unwrap_err(),
+            EnvelopeError::BadSignature(3)
+        );
+        let mut other_sig = env.clone();
+        other_sig.signature = seal(&keys[2], 2, &body()).signature;
+        assert_eq!(
+            twin.open(&other_sig).unwrap_err(),
+            EnvelopeError::BadSignature(2)
+        );
+        let mut other_body = env.clone();
+        other_body.body = pb::Body {
+            kind: Some(pb::body::Kind::Heartbeat(pb::Heartbeat {
+                height: 8,
+                ..Default::default()
+            })),
+        }
+        .encode_to_vec();
+        assert_eq!(
+            c.open(&other_body).unwrap_err(),
+            EnvelopeError::BadSignature(2)
+        );
+        // The memory is bounded: filling it past the bound clears it, and verification
+        // still gives the same answers.
+        for h in 0..(VERIFIED_CACHE_ENTRIES as u64 + 10) {
+            let b = pb::Body {
+                kind: Some(pb::body::Kind::Heartbeat(pb::Heartbeat {
+                    height: h,
+                    ..Default::default()
+                })),
+            };
+            // Insert directly: signing 16k envelopes would make this test slow.
+            let mut hasher = Sha256::new();
+            hasher.update(b.encode_to_vec());
+            let id: [u8; 32] = hasher.finalize().into();
+            let mut set = c.verified.lock().unwrap();
+            if set.len() >= VERIFIED_CACHE_ENTRIES {
+                set.clear();
+            }
+            set.insert(id);
+        }
+        assert!(c.verified.lock().unwrap().len() <= VERIFIED_CACHE_ENTRIES);
+        assert!(c.open(&env).is_ok());
+        assert!(c.open(&other_sig).is_err());
+    }
 }

@@ -6,8 +6,12 @@
 //! - round: at most `Params::max_round_ahead` above the current round (above 0 for the
 //!   next height);
 //! - proposer: a proposal must come from the round's proposer;
-//! - duplicates: a vote or proposal already held is ignored without a WAL write; a second,
-//!   conflicting vote is kept once (evidence), later ones are ignored.
+//! - duplicates: a vote or proposal already held is ignored without a WAL write; a
+//!   conflicting vote (evidence, and counted by the machine toward its own value) is kept
+//!   only for a value in play — nil, a value proposed in that round, or one another member
+//!   voted for in that round and step — at most [`super::MAX_CONFLICTING_VOTES`] per
+//!   (height, round, step, voter). An equivocator's made-up values are ignored, so they cannot
+//!   crowd out the vote that completes a real quorum.
 
 use super::{Driver, Verdict};
 use crate::storage::Storage;
@@ -127,12 +131,18 @@ impl<S: Storage> Driver<S> {
             Err(e) => return Verdict::Reject(e.reason()),
         };
         let key = (vote.height, vote.round, step_of(vote.kind), from);
+        if let Some((first, others)) = self.votes.get(&key) {
+            if first.body == env.body || others.iter().any(|o| o.body == env.body) {
+                return Verdict::Ignore;
+            }
+            if others.len() >= super::MAX_CONFLICTING_VOTES || !self.in_play(key, &v.value_id) {
+                return Verdict::Ignore;
+            }
+        }
         match self.votes.get_mut(&key) {
-            Some((first, _)) if first.body == env.body => return Verdict::Ignore,
-            Some((_, Some(_))) => return Verdict::Ignore,
-            Some((_, second)) => *second = Some(env.clone()),
+            Some((_, others)) => others.push(env.clone()),
             None => {
-                self.votes.insert(key, (env.clone(), None));
+                self.votes.insert(key, (env.clone(), Vec::new()));
             }
         }
         self.note_peer_height(from, vote.height);
@@ -142,6 +152,30 @@ impl<S: Storage> Driver<S> {
         };
         self.input(Input::Vote(vote), entry, height, Some(&env));
         Verdict::Accept
+    }
+
+    /// Whether `value` (a vote's value id; empty = nil) is in play at `key`'s (height,
+    /// round, step): nil, a value proposed in that round, or one another voter voted for.
+    fn in_play(&self, key: super::VoteKey, value: &[u8]) -> bool {
+        let (h, r, step, voter) = key;
+        if value.is_empty() {
+            return true;
+        }
+        if self
+            .proposals
+            .get(&(h, r))
+            .is_some_and(|l| l.iter().any(|(id, _)| id.as_slice() == value))
+        {
+            return true;
+        }
+        self.votes
+            .range((h, r, step, 0)..=(h, r, step, Member::MAX))
+            .filter(|((.., m), _)| *m != voter)
+            .any(|(_, (first, others))| {
+                std::iter::once(first)
+                    .chain(others)
+                    .any(|e| super::vote_value(e).as_deref() == Some(value))
+            })
     }
 
     /// A finished group signature: adopted by the live signing session, or — for a stored

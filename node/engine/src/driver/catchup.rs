@@ -308,7 +308,7 @@ impl<S: Storage> Driver<S> {
         for (v, e) in votes {
             let k = (v.height, v.round, crate::wire::step_of(v.kind), v.voter);
             if let std::collections::btree_map::Entry::Vacant(slot) = self.votes.entry(k) {
-                slot.insert((e, None));
+                slot.insert((e, Vec::new()));
                 added_votes.push(k);
             }
         }

@@ -164,7 +164,7 @@ impl<S: Storage> Driver<S> {
         let env = self.seal(pb::body::Kind::Vote(vote_to_wire(&v)));
         self.votes
             .entry((v.height, v.round, step_of(v.kind), self.cfg.me))
-            .or_insert_with(|| (env.clone(), None));
+            .or_insert_with(|| (env.clone(), Vec::new()));
         self.publish(Topic::Consensus, env.clone());
         self.own_msgs.push(env);
     }
@@ -311,9 +311,8 @@ impl<S: Storage> Driver<S> {
             .certificate
             .iter()
             .filter_map(|v| {
-                self.votes
-                    .get(&(v.height, v.round, STEP_PRECOMMIT, v.voter))
-                    .map(|(e, _)| e.clone())
+                // The envelope for the decided value (an equivocator's may be its second).
+                self.held_vote(&(v.height, v.round, STEP_PRECOMMIT, v.voter), id.as_slice())
             })
             .collect();
         let effects = self

@@ -44,6 +44,11 @@ pub const MAX_PROPOSALS_PER_ROUND: usize = 8;
 /// Decided heights (behind the newest) whose missing attestation is still pursued.
 pub const ATTESTATION_HORIZON: u64 = 64;
 
+/// Most conflicting votes held per (height, round, step, voter) besides the first, each for a
+/// different value in play (see `admission.rs`); within the machine's own bound
+/// ([`sigil_consensus::MAX_VALUES_PER_VOTER`]).
+pub const MAX_CONFLICTING_VOTES: usize = 8;
+
 /// Most blocks asked for (and applied from) one catch-up response.
 pub const SYNC_BATCH: u32 = 32;
 
@@ -86,7 +91,7 @@ pub struct Driver<S: Storage> {
     proposals: BTreeMap<(Height, Round), Vec<(B256, pb::Envelope)>>,
     /// Votes by (height, round, step, voter): the first envelope, and a conflicting second
     /// once evidence exists.
-    votes: BTreeMap<VoteKey, (pb::Envelope, Option<pb::Envelope>)>,
+    votes: BTreeMap<VoteKey, (pb::Envelope, Vec<pb::Envelope>)>,
     own_msgs: Vec<pb::Envelope>,
     pending_request: Option<(Height, Round)>,
     pending_validations: Vec<(Block, u64)>,
@@ -120,6 +125,15 @@ impl<S: Storage> std::fmt::Debug for Driver<S> {
             .field("height", &self.cs.height())
             .field("decided", &self.decided)
             .finish()
+    }
+}
+
+/// The value id of a vote envelope (empty = nil), if its body is a vote.
+fn vote_value(env: &pb::Envelope) -> Option<Vec<u8>> {
+    use prost::Message as _;
+    match pb::Body::decode(env.body.as_slice()).ok()?.kind? {
+        pb::body::Kind::Vote(v) => Some(v.value_id),
+        _ => None,
     }
 }
 
@@ -267,6 +281,75 @@ impl<S: Storage> Driver<S> {
             + self.peer_heights.len()
     }
 
+    /// The held envelope of `key`'s voter for exactly `value` (first or conflicting).
+    fn held_vote(&self, key: &VoteKey, value: &[u8]) -> Option<pb::Envelope> {
+        let (first, others) = self.votes.get(key)?;
+        std::iter::once(first)
+            .chain(others)
+            .find(|e| vote_value(e).as_deref() == Some(value))
+            .cloned()
+    }
+
+    /// Other members' vote envelopes of the current height that form a quorum for one
+    /// non-nil value in their (round, step): what the rebroadcast repeats.
+    fn quorum_votes(&self) -> Vec<pb::Envelope> {
+        let h = self.cs.height();
+        // (round, step, value) -> the voters and their envelopes for it.
+        type Groups<'a> = BTreeMap<(Round, u8, Vec<u8>), Vec<(Member, &'a pb::Envelope)>>;
+        let mut groups: Groups<'_> = BTreeMap::new();
+        for ((_, r, step, voter), (first, others)) in self
+            .votes
+            .range((h, 0, 0, 0)..=(h, Round::MAX, u8::MAX, Member::MAX))
+        {
+            for e in std::iter::once(first).chain(others) {
+                if let Some(value) = vote_value(e).filter(|v| !v.is_empty()) {
+                    groups
+                        .entry((*r, *step, value))
+                        .or_default()
+                        .push((*voter, e));
+                }
+            }
+        }
+        let validators = self.cs.validators();
+        groups
+            .into_values()
+            .filter(|votes| {
+                let power: u64 = votes
+                    .iter()
+                    .filter_map(|(m, _)| validators.power_of(m))
+                    .sum();
+                validators.is_quorum(power)
+            })
+            .flatten()
+            .filter(|(m, _)| *m != self.cfg.me)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// When a member reports (by heartbeat) that it is still at the height we decided last,
+    /// re-publishes that height's decided proposal and precommit envelopes, so it decides
+    /// through the ordinary L49 rule. Without this, a member whose precommit reached only
+    /// itself decides alone, the others stay locked at that height, and catch-up (which needs
+    /// f + 1 members claiming to be ahead) never starts. Bounded: one stored block per
+    /// rebroadcast period.
+    fn help_previous_height(&mut self) {
+        let Some(prev) = self.cs.height().checked_sub(1).filter(|h| *h > 0) else {
+            return;
+        };
+        if !self.peer_heights.values().any(|(h, ..)| *h == prev) {
+            return;
+        }
+        match self.storage.block(prev) {
+            Ok(Some(cb)) => {
+                for env in cb.proposal.into_iter().chain(cb.precommits) {
+                    self.publish(Topic::Consensus, env);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => self.event(Event::Storage(e)),
+        }
+    }
+
     fn event(&mut self, e: Event) {
         self.out.push(Effect::Event(e));
     }
@@ -363,10 +446,16 @@ impl<S: Storage> Driver<S> {
         }
         if now.saturating_sub(self.last_rebroadcast) >= self.cfg.rebroadcast_ms {
             self.last_rebroadcast = now;
-            // Gossip is best-effort: repeat our messages of the current height.
+            // Gossip is best-effort: repeat our messages of the current height, and the
+            // votes of every quorum we hold at it (so a quorum one member saw, including an
+            // equivocator's vote others were not sent, reaches every member).
             for env in self.own_msgs.clone() {
                 self.publish(Topic::Consensus, env);
             }
+            for env in self.quorum_votes() {
+                self.publish(Topic::Consensus, env);
+            }
+            self.help_previous_height();
         }
         if self
             .sync_inflight

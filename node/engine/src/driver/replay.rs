@@ -82,14 +82,26 @@ impl<S: Storage> Driver<S> {
                     }
                     pb::body::Kind::Vote(v) => {
                         let vote = crate::wire::vote_from_wire(from, &v).ok()?;
-                        self.votes
-                            .entry((
-                                vote.height,
-                                vote.round,
-                                crate::wire::step_of(vote.kind),
-                                vote.voter,
-                            ))
-                            .or_insert_with(|| (env.clone(), None));
+                        let key = (
+                            vote.height,
+                            vote.round,
+                            crate::wire::step_of(vote.kind),
+                            vote.voter,
+                        );
+                        match self.votes.get_mut(&key) {
+                            None => {
+                                self.votes.insert(key, (env.clone(), Vec::new()));
+                            }
+                            Some((first, others)) => {
+                                // A conflicting vote was admitted before the crash.
+                                if first.body != env.body
+                                    && !others.iter().any(|o| o.body == env.body)
+                                    && others.len() < super::MAX_CONFLICTING_VOTES
+                                {
+                                    others.push(env.clone());
+                                }
+                            }
+                        }
                         Input::Vote(vote)
                     }
                     _ => return None,
