@@ -5,6 +5,8 @@
 //! order, so `sendMessage_0` is the three-argument form (gas limit `DEFAULT_GAS_LIMIT`) and
 //! `sendMessage_1` the one with an explicit `gasLimit` (the same goes for the call structs,
 //! `sendMessage_0Call` / `sendMessage_1Call`).
+// The generated bindings take every field of the v2 `Message` as an argument.
+#![allow(clippy::too_many_arguments)]
 
 alloy::sol! {
     /// `SigilGateway` (contracts/src/SigilGateway.sol).

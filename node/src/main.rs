@@ -189,7 +189,10 @@ async fn retry_message(a: &AttestationView, rpc: &str, key: &str) -> Result<()> 
     let from = signer.address();
     let provider = alloy::providers::ProviderBuilder::new()
         .wallet(alloy::network::EthereumWallet::from(signer))
-        .connect_http(rpc.parse().map_err(|_| anyhow!("--rpc `{rpc}`: not a URL"))?);
+        .connect_http(
+            rpc.parse()
+                .map_err(|_| anyhow!("--rpc `{rpc}`: not a URL"))?,
+        );
     let chain = provider.get_chain_id().await?;
     if chain != m.dest_chain_id {
         bail!(
@@ -212,9 +215,14 @@ async fn retry_message(a: &AttestationView, rpc: &str, key: &str) -> Result<()> 
     let call = inbox.retry(m.into()).from(from);
     let est = match call.estimate_gas().await {
         Ok(g) => g,
-        Err(e) if e.as_decoded_error::<SigilInbox::RecipientFailed>().is_some() => bail!(
-            "the recipient failed again (RecipientFailed); the message stays Failed, retry later"
-        ),
+        Err(e)
+            if e.as_decoded_error::<SigilInbox::RecipientFailed>()
+                .is_some() =>
+        {
+            bail!(
+                "the recipient failed again (RecipientFailed); the message stays Failed, retry later"
+            )
+        }
         Err(e) => return Err(e.into()),
     };
     let gas = (est + est / 5).max(sigil_node::relayer::delivery_gas([m], 0));

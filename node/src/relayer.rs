@@ -92,7 +92,10 @@ pub fn message_gas(m: &Message) -> u64 {
 /// `proof_words` proof hashes and flags: a base plus every message's [`message_gas`]. At
 /// each recipient call at least that message's [`call_headroom`] is left, because every
 /// earlier message consumed at most its gas limit plus its overhead.
-pub fn delivery_gas<'a>(messages: impl IntoIterator<Item = &'a Message>, proof_words: usize) -> u64 {
+pub fn delivery_gas<'a>(
+    messages: impl IntoIterator<Item = &'a Message>,
+    proof_words: usize,
+) -> u64 {
     TX_BASE_GAS
         + messages.into_iter().map(message_gas).sum::<u64>()
         + PROOF_WORD_GAS * proof_words as u64
@@ -270,11 +273,11 @@ pub async fn fetch_batch(
 
 /// The messages of `b` for destination `chain_id`: those naming `inbox` (to relay) and
 /// those naming another inbox (never sent: only the inbox a message names may deliver it).
-pub fn select<'a>(
-    b: &'a BatchView,
+pub fn select(
+    b: &BatchView,
     chain_id: u64,
     inbox: Address,
-) -> (Vec<&'a MessageView>, Vec<&'a MessageView>) {
+) -> (Vec<&MessageView>, Vec<&MessageView>) {
     b.messages
         .iter()
         .filter(|m| m.message.dest_chain_id == chain_id)
@@ -623,8 +626,8 @@ impl ChainTask {
         let metrics = &self.metrics.relayer;
         let inbox_addr = self.dest.chain.inbox;
         let inbox = SigilInbox::new(inbox_addr, self.dest.provider.clone());
-        let rec = |kind: &str, r: &TransactionReceipt, messages: usize, failed: Vec<B256>| {
-            TxRecord {
+        let rec =
+            |kind: &str, r: &TransactionReceipt, messages: usize, failed: Vec<B256>| TxRecord {
                 height: b.height,
                 chain_id: self.chain_id(),
                 kind: kind.into(),
@@ -633,8 +636,7 @@ impl ChainTask {
                 messages,
                 failed,
                 at_ms: crate::now_ms(),
-            }
-        };
+            };
         let record = inbox.batchOf(b.root).call().await?;
         if record.submittedAt == 0 {
             let req = inbox

@@ -607,8 +607,7 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
                 .statusOf(s.source_chain, s.gateway, s.nonce)
                 .call()
                 .await?;
-            if status == sigil_node::contracts::STATUS_FAILED
-                && !tracker.delivered.contains_key(id)
+            if status == sigil_node::contracts::STATUS_FAILED && !tracker.delivered.contains_key(id)
             {
                 failed += 1;
             } else {
@@ -739,7 +738,10 @@ pub fn print_report(r: &Report) {
     println!("attested    {:>8}", r.attested);
     println!("delivered   {:>8}", r.delivered);
     println!("poison      {:>8}", r.poison);
-    println!("failed      {:>8}   (poison messages Failed and retryable on their inbox)", r.failed);
+    println!(
+        "failed      {:>8}   (poison messages Failed and retryable on their inbox)",
+        r.failed
+    );
     println!("missing     {:>8}", r.missing.len());
     println!("duplicates  {:>8}", r.duplicates.len());
     println!("heights     {:>8}", r.heights);

@@ -24,7 +24,11 @@ use std::collections::BTreeMap;
 const CHAIN_A: u64 = 31_001;
 const CHAIN_B: u64 = 31_002;
 
-fn sign(keys: &DealtKeys, digest: alloy::primitives::B256, rng: &mut ChaCha20Rng) -> SigilInbox::Signature {
+fn sign(
+    keys: &DealtKeys,
+    digest: alloy::primitives::B256,
+    rng: &mut ChaCha20Rng,
+) -> SigilInbox::Signature {
     // Members 2, 3, 4.
     let signers: BTreeMap<_, _> = keys
         .key_packages
@@ -73,7 +77,10 @@ async fn message_crosses_from_gateway_to_inbox_with_a_frost_attestation() {
     let gw = SigilGateway::new(gateway, &pa);
     assert_eq!(gw.routes(CHAIN_B).call().await.unwrap(), inbox, "route set");
     let mut messages = Vec::new();
-    for (payload, gas_limit) in [(&b"hello chain B"[..], None), (&b"second"[..], Some(150_000u32))] {
+    for (payload, gas_limit) in [
+        (&b"hello chain B"[..], None),
+        (&b"second"[..], Some(150_000u32)),
+    ] {
         let payload = Bytes::copy_from_slice(payload);
         let pending = match gas_limit {
             None => gw.sendMessage_0(CHAIN_B, receiver, payload).send().await,
@@ -88,7 +95,11 @@ async fn message_crosses_from_gateway_to_inbox_with_a_frost_attestation() {
             .unwrap();
         let ev = log.inner.data;
         assert_eq!(ev.destInbox, inbox, "the event names the routed inbox");
-        assert_eq!(ev.gasLimit, gas_limit.unwrap_or(200_000), "gas limit in the event");
+        assert_eq!(
+            ev.gasLimit,
+            gas_limit.unwrap_or(200_000),
+            "gas limit in the event"
+        );
         let m = Message {
             source_chain_id: ev.sourceChainId,
             source_gateway: log.inner.address,
@@ -111,7 +122,11 @@ async fn message_crosses_from_gateway_to_inbox_with_a_frost_attestation() {
     // The inbox's views equal sigil-crypto's encodings.
     let as_abi = |m: &Message| SigilInbox::Message::from(m);
     for m in &messages {
-        assert_eq!(inbox_c.leafOf(as_abi(m)).call().await.unwrap(), m.leaf(), "v2 leaf");
+        assert_eq!(
+            inbox_c.leafOf(as_abi(m)).call().await.unwrap(),
+            m.leaf(),
+            "v2 leaf"
+        );
         assert_eq!(inbox_c.messageIdOf(as_abi(m)).call().await.unwrap(), m.id());
     }
     assert_eq!(
@@ -165,7 +180,10 @@ async fn message_crosses_from_gateway_to_inbox_with_a_frost_attestation() {
         .get_receipt()
         .await
         .unwrap();
-    assert!(r.status(), "the same signed root is accepted by another inbox");
+    assert!(
+        r.status(),
+        "the same signed root is accepted by another inbox"
+    );
     let err = inbox2_c
         .deliver(as_abi(&messages[0]), tree.proof(&leaves[0]).unwrap())
         .send()
@@ -246,7 +264,16 @@ async fn message_crosses_from_gateway_to_inbox_with_a_frost_attestation() {
     // refuses the same signature, this one accepts it.
     let keys2 = trusted_dealer(3, 4, &mut rng).unwrap();
     let (k1, k2) = (&keys.group_key, &keys2.group_key);
-    let rot = rotation_digest(CHAIN_B, inbox, 1, k1.x(), k1.parity(), 2, k2.x(), k2.parity());
+    let rot = rotation_digest(
+        CHAIN_B,
+        inbox,
+        1,
+        k1.x(),
+        k1.parity(),
+        2,
+        k2.x(),
+        k2.parity(),
+    );
     assert_eq!(
         inbox_c
             .rotationDigest(1, k1.x_u256(), k1.parity(), 2, k2.x_u256(), k2.parity())

@@ -13,9 +13,9 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sigil_crypto::{BatchTree, Message, OnchainSignature};
 use sigil_node::api::{BatchView, MessageView, SignatureView};
+use sigil_node::contracts::{STATUS_DELIVERED, STATUS_FAILED};
 use sigil_node::metrics::Metrics;
 use sigil_node::relayer::{RelayChain, RelayerConfig, TxRecord};
-use sigil_node::contracts::{STATUS_DELIVERED, STATUS_FAILED};
 use sigil_testnet::chain::{
     FixableReceiver, RecordingReceiver, SigilInbox, deploy_inbox, deploy_receiver, provider_for,
     spawn_anvil,
@@ -340,8 +340,18 @@ async fn a_failing_recipient_is_retried_and_never_holds_up_the_rest() {
         }
     })
     .await;
-    let fixable_msgs: Vec<Message> = s.messages.iter().filter(|m| m.recipient == s.fixable).cloned().collect();
-    let burner_msg = s.messages.iter().find(|m| m.recipient == s.burner).unwrap().clone();
+    let fixable_msgs: Vec<Message> = s
+        .messages
+        .iter()
+        .filter(|m| m.recipient == s.fixable)
+        .cloned()
+        .collect();
+    let burner_msg = s
+        .messages
+        .iter()
+        .find(|m| m.recipient == s.burner)
+        .unwrap()
+        .clone();
     assert_eq!(fixable_msgs.len(), 3);
     let d = tempfile::tempdir().unwrap();
     let m = Arc::new(Metrics::new());
@@ -354,18 +364,31 @@ async fn a_failing_recipient_is_retried_and_never_holds_up_the_rest() {
     // The good messages arrive; the failing ones end Failed and are counted.
     let t0 = std::time::Instant::now();
     while received(&s).await < 6 {
-        assert!(t0.elapsed() < Duration::from_secs(60), "good messages not delivered");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "good messages not delivered"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    wait_for("failed messages counted", || m.relayer.failed_messages.get() == 4).await;
+    wait_for("failed messages counted", || {
+        m.relayer.failed_messages.get() == 4
+    })
+    .await;
     for fm in fixable_msgs.iter().chain([&burner_msg]) {
         assert_eq!(status(&s, fm).await, STATUS_FAILED, "Failed, retryable");
     }
-    assert_eq!(m.relayer.skipped.get(), 2, "messages naming another inbox are counted");
+    assert_eq!(
+        m.relayer.skipped.get(),
+        2,
+        "messages naming another inbox are counted"
+    );
     for other in s.messages.iter().filter(|x| x.dest_inbox == other_inbox) {
         assert_eq!(status(&s, other).await, 0, "never sent");
     }
-    let failed_ids: Vec<B256> = records(d.path()).iter().flat_map(|r| r.failed.clone()).collect();
+    let failed_ids: Vec<B256> = records(d.path())
+        .iter()
+        .flat_map(|r| r.failed.clone())
+        .collect();
     assert_eq!(failed_ids.len(), 4, "each Failed message is in the ledger");
     assert!(failed_ids.contains(&burner_msg.id()));
 
@@ -381,7 +404,10 @@ async fn a_failing_recipient_is_retried_and_never_holds_up_the_rest() {
     let fixable = FixableReceiver::new(s.fixable, &s.provider);
     let t0 = std::time::Instant::now();
     while fixable.count().call().await.unwrap() < U256::from(3) {
-        assert!(t0.elapsed() < Duration::from_secs(60), "retries did not deliver");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "retries did not deliver"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for fm in &fixable_msgs {
@@ -396,9 +422,16 @@ async fn a_failing_recipient_is_retried_and_never_holds_up_the_rest() {
         );
     }
     wait_for("retries counted", || m.relayer.retried.get() == 3).await;
-    assert_eq!(m.relayer.retry_pending.get(), 1, "the gas burner stays queued");
+    assert_eq!(
+        m.relayer.retry_pending.get(),
+        1,
+        "the gas burner stays queued"
+    );
     assert_eq!(status(&s, &burner_msg).await, STATUS_FAILED);
-    let retries = records(d.path()).into_iter().filter(|r| r.kind == "retry").count();
+    let retries = records(d.path())
+        .into_iter()
+        .filter(|r| r.kind == "retry")
+        .count();
     assert_eq!(retries, 3);
     assert_eq!(received(&s).await, 6, "nothing delivered twice");
     let _ = stop.send(true);

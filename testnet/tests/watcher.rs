@@ -31,7 +31,9 @@ async fn env() -> Env {
     let gateway = deploy_gateway(&provider, anvil.addresses()[0])
         .await
         .unwrap();
-    set_route(&provider, gateway, DEST, DEST_INBOX).await.unwrap();
+    set_route(&provider, gateway, DEST, DEST_INBOX)
+        .await
+        .unwrap();
     Env {
         anvil,
         provider,
