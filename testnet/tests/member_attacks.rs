@@ -138,3 +138,12 @@ fn a_lone_decider_brings_the_others_along() {
     sc.crash_after_decide = Some(4);
     clean(sc);
 }
+
+/// Found by the 9,900-schedule sweep (seed 706): the lone decider had nothing new to propose,
+/// so its machine stayed at the decided height and the certificate was never re-published;
+/// the others, with two precommits and a silent fourth member, never time out. The
+/// re-publication now keys on the highest decided height.
+#[test]
+fn a_lone_decider_with_nothing_to_propose_still_helps() {
+    clean(Scenario::new(4, 706, Some((3, Adversary::Silent))));
+}

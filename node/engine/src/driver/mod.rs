@@ -326,17 +326,23 @@ impl<S: Storage> Driver<S> {
             .collect()
     }
 
-    /// When a member reports (by heartbeat) that it is still at the height we decided last,
+    /// When a member reports (by heartbeat) that it is still at the height we decided last
+    /// (its heartbeat height is that height and its decided height is below it),
     /// re-publishes that height's decided proposal and precommit envelopes, so it decides
     /// through the ordinary L49 rule. Without this, a member whose precommit reached only
     /// itself decides alone, the others stay locked at that height, and catch-up (which needs
     /// f + 1 members claiming to be ahead) never starts. Bounded: one stored block per
     /// rebroadcast period.
     fn help_previous_height(&mut self) {
-        let Some(prev) = self.cs.height().checked_sub(1).filter(|h| *h > 0) else {
-            return;
-        };
-        if !self.peer_heights.values().any(|(h, ..)| *h == prev) {
+        // The highest height decided here (the machine may still sit at it, with nothing new
+        // to propose for the next one).
+        let prev = self.decided;
+        if prev == 0
+            || !self
+                .peer_heights
+                .values()
+                .any(|(h, decided, _)| *h == prev && *decided < prev)
+        {
             return;
         }
         match self.storage.block(prev) {
