@@ -103,10 +103,7 @@ impl App {
         for (m, (id, _)) in &map {
             self.mark_used(*m, *id);
         }
-        let (Some(me), Some(signer)) = (self.p.me, self.signer.as_mut()) else {
-            return;
-        };
-        let Some((nonce, _)) = map.get(&me) else {
+        let Some((nonce, _)) = self.p.me.and_then(|me| map.get(&me)) else {
             return;
         };
         let by_member: BTreeMap<Member, SigningCommitments> =
@@ -114,28 +111,7 @@ impl App {
         let Ok(package) = sigil_crypto::signing::signing_package(&by_member, s.digest) else {
             return;
         };
-        match sigil_crypto::signing::sign(
-            &signer.key,
-            &package,
-            NonceId(*nonce),
-            &mut signer.pool,
-            signer.ledger.as_mut(),
-        ) {
-            Ok(share) => {
-                self.stats.shares_sent += 1;
-                out.push(Effect::Broadcast(pb::body::Kind::Share(
-                    pb::SignatureShare {
-                        height: req.height,
-                        attempt: req.attempt,
-                        share: share.serialize(),
-                    },
-                )));
-            }
-            Err(e) => out.push(Effect::SignRefused {
-                height: req.height,
-                reason: e.to_string(),
-            }),
-        }
+        let _ = self.release_share(&package, *nonce, req.height, req.attempt, out);
     }
 
     /// t distinct members, each commitment decodable, and ours (if named) not used before.

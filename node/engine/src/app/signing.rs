@@ -239,34 +239,52 @@ impl App {
         s.signers = by_member.keys().copied().collect();
         s.shares.clear();
         if let (Some(me), Some((nonce, _))) = (self.p.me, self.p.me.and_then(|me| map.get(&me)))
-            && let Some(signer) = self.signer.as_mut()
+            && let Some(share) = self.release_share(&package, *nonce, height, attempt, out)
         {
-            match sigil_crypto::signing::sign(
-                &signer.key,
-                &package,
-                NonceId(*nonce),
-                &mut signer.pool,
-                signer.ledger.as_mut(),
-            ) {
-                Ok(share) => {
-                    self.stats.shares_sent += 1;
-                    s.shares.insert(me, share);
-                    out.push(Effect::Broadcast(pb::body::Kind::Share(
-                        pb::SignatureShare {
-                            height,
-                            attempt,
-                            share: share.serialize(),
-                        },
-                    )));
-                }
-                Err(e) => out.push(Effect::SignRefused {
-                    height,
-                    reason: e.to_string(),
-                }),
-            }
+            s.shares.insert(me, share);
         }
         s.package = Some(package);
         self.try_aggregate(s, height, out);
+    }
+
+    /// Signs `package` with our nonce `nonce` (consumed durably first, by
+    /// `sigil_crypto::signing::sign`) and broadcasts the share for (`height`, `attempt`);
+    /// a refusal (unknown or consumed nonce, storage) becomes [`Effect::SignRefused`].
+    pub(super) fn release_share(
+        &mut self,
+        package: &SigningPackage,
+        nonce: u64,
+        height: Height,
+        attempt: u32,
+        out: &mut Vec<Effect>,
+    ) -> Option<SignatureShare> {
+        let signer = self.signer.as_mut()?;
+        match sigil_crypto::signing::sign(
+            &signer.key,
+            package,
+            NonceId(nonce),
+            &mut signer.pool,
+            signer.ledger.as_mut(),
+        ) {
+            Ok(share) => {
+                self.stats.shares_sent += 1;
+                out.push(Effect::Broadcast(pb::body::Kind::Share(
+                    pb::SignatureShare {
+                        height,
+                        attempt,
+                        share: share.serialize(),
+                    },
+                )));
+                Some(share)
+            }
+            Err(e) => {
+                out.push(Effect::SignRefused {
+                    height,
+                    reason: e.to_string(),
+                });
+                None
+            }
+        }
     }
 
     pub(super) fn drain_early(&mut self, height: Height, out: &mut Vec<Effect>) {
