@@ -259,6 +259,9 @@ struct Sim {
     /// Nonce commitments the Byzantine member received, by their owner (for the attempt
     /// bumper's requests).
     harvest: BTreeMap<Member, Vec<pb::Commitment>>,
+    /// Made-up commitment lists the attempt bumper reuses (fresh nonce ids each time): making
+    /// points is costly and the receivers cannot tell a reused one from a new one.
+    fakes: Vec<Vec<pb::Commitment>>,
     report: Report,
 }
 
@@ -316,6 +319,7 @@ impl Sim {
         let _ = rng.next_u32();
         let mut sim = Self {
             sc,
+            fakes: Vec::new(),
             rng,
             now: 0,
             seq: 0,

@@ -267,18 +267,28 @@ impl Sim {
     }
 
     fn fake_commitments(&mut self) -> Vec<pb::Commitment> {
+        const DISTINCT: usize = 8;
         let (_, t) = sigil_crypto::keys::thresholds(self.sc.n);
-        let kp = self.keys.key_packages[&1].clone();
-        (1..=t)
-            .map(|member| {
-                let (_, c) = frost_secp256k1::round1::commit(kp.signing_share(), &mut self.rng);
-                pb::Commitment {
-                    member: u32::from(member),
-                    nonce_id: 1_000_000 + u64::from(self.rng.next_u32()),
-                    commitments: c.serialize().unwrap_or_default(),
-                }
-            })
-            .collect()
+        if self.fakes.len() < DISTINCT {
+            let kp = self.keys.key_packages[&1].clone();
+            let list = (1..=t)
+                .map(|member| {
+                    let (_, c) = frost_secp256k1::round1::commit(kp.signing_share(), &mut self.rng);
+                    pb::Commitment {
+                        member: u32::from(member),
+                        nonce_id: 0,
+                        commitments: c.serialize().unwrap_or_default(),
+                    }
+                })
+                .collect();
+            self.fakes.push(list);
+        }
+        let pick = self.rng.next_u32() as usize % self.fakes.len();
+        let mut list = self.fakes[pick].clone();
+        for c in &mut list {
+            c.nonce_id = 1_000_000 + u64::from(self.rng.next_u32());
+        }
+        list
     }
 
     /// A catch-up answer holding this member's own signed proposal of a forged block for the

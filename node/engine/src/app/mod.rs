@@ -142,6 +142,9 @@ struct Session {
     signers: BTreeSet<Member>,
     shares: BTreeMap<Member, SignatureShare>,
     culprits: BTreeSet<Member>,
+    /// Members convicted in the attempt in progress: their further shares for it are
+    /// ignored (each would cost a full cheater detection). Cleared with `shares`.
+    blamed: BTreeSet<Member>,
     /// Attempts (with our package) each member stayed silent in: coordinators rank the
     /// least silent first instead of excluding, so a member silent once (e.g. restarting)
     /// is picked again and a withholder drifts to the end.
@@ -192,7 +195,7 @@ pub struct App {
     observations: BTreeMap<(u64, u64), Observation>,
     cursors: BTreeMap<Member, BTreeMap<u64, pb::Cursor>>,
     next_nonce: BTreeMap<u64, u64>,
-    commitments: BTreeMap<Member, BTreeMap<u64, SigningCommitments>>,
+    commitments: BTreeMap<Member, BTreeMap<u64, Held>>,
     used: BTreeSet<(Member, u64)>,
     sessions: BTreeMap<Height, Session>,
     early_shares: BTreeMap<(Height, u32), BTreeMap<Member, Vec<u8>>>,
@@ -215,6 +218,17 @@ impl std::fmt::Debug for App {
 
 fn ser_commitments(c: &SigningCommitments) -> Vec<u8> {
     c.serialize().unwrap_or_default()
+}
+
+/// A member's published nonce commitment, decoded once and kept with its encoding: members
+/// re-publish their whole list every gossip period, and decoding (two point decompressions)
+/// or encoding (two field inversions) each time was a quarter of a member's CPU.
+#[derive(Clone, Debug)]
+pub(super) struct Held {
+    /// The hiding and binding nonce commitments (RFC 9591 §5.1).
+    pub(super) sc: SigningCommitments,
+    /// Their frost-secp256k1 encoding, as gossiped (~70 bytes).
+    pub(super) bytes: Vec<u8>,
 }
 
 impl App {
@@ -495,8 +509,9 @@ impl App {
             if self.used.contains(&(m, c.nonce_id)) {
                 return Err(format!("member {m} nonce {} already used", c.nonce_id));
             }
-            let sc = SigningCommitments::deserialize(&c.commitments)
-                .map_err(|_| format!("member {m}: malformed commitment"))?;
+            let sc = self
+                .decode_commitment(m, c)
+                .ok_or_else(|| format!("member {m}: malformed commitment"))?;
             if Some(m) == self.p.me {
                 let held = self
                     .signer

@@ -131,7 +131,7 @@ impl App {
                 (1..=self.p.n).contains(&m)
                     && members.insert(m)
                     && (Some(m) != self.p.me || !self.used.contains(&(m, c.nonce_id)))
-                    && SigningCommitments::deserialize(&c.commitments).is_ok()
+                    && self.decode_commitment(m, c).is_some()
             })
         })
     }
@@ -177,6 +177,9 @@ impl App {
                 self.sessions.insert(h, s);
                 continue;
             }
+            if s.shares.len() < s.signers.len() {
+                self.blame_held_shares(&mut s, h, &mut out);
+            }
             let mut excluded: BTreeSet<Member> = s.culprits.clone();
             if s.package.is_some() {
                 for m in s.signers.iter().filter(|m| !s.shares.contains_key(m)) {
@@ -189,6 +192,7 @@ impl App {
             s.package = None;
             s.started_ms = now_ms;
             s.shares.clear();
+            s.blamed.clear();
             out.push(Effect::Retry {
                 height: h,
                 attempt,

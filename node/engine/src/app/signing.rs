@@ -14,11 +14,17 @@ impl App {
             if c.member != u32::from(from) || self.used.contains(&(from, c.nonce_id)) {
                 continue;
             }
-            match SigningCommitments::deserialize(&c.commitments) {
-                Ok(sc) => {
-                    map.insert(c.nonce_id, sc);
+            match self.decode_commitment(from, c) {
+                Some(sc) => {
+                    map.insert(
+                        c.nonce_id,
+                        Held {
+                            sc,
+                            bytes: c.commitments.clone(),
+                        },
+                    );
                 }
-                Err(_) => self.stats.dropped += 1,
+                None => self.stats.dropped += 1,
             }
         }
         self.commitments.insert(from, map);
@@ -42,20 +48,32 @@ impl App {
                 &mut self.rng,
             )?;
         }
-        let mine: BTreeMap<u64, SigningCommitments> = signer
+        let known = self.commitments.get(&me);
+        let mine: BTreeMap<u64, Held> = signer
             .pool
             .ids()
             .into_iter()
             .filter(|id| !self.used.contains(&(me, id.0)))
-            .filter_map(|id| signer.pool.commitments(id).map(|c| (id.0, c)))
+            .filter_map(|id| {
+                let sc = signer.pool.commitments(id)?;
+                // Encode each commitment once: the list is re-published every gossip period.
+                let held = match known.and_then(|k| k.get(&id.0)) {
+                    Some(h) if h.sc == sc => h.clone(),
+                    _ => Held {
+                        sc,
+                        bytes: ser_commitments(&sc),
+                    },
+                };
+                Some((id.0, held))
+            })
             .collect();
         let list = pb::NonceCommitments {
             commitments: mine
                 .iter()
-                .map(|(id, c)| pb::Commitment {
+                .map(|(id, h)| pb::Commitment {
                     member: u32::from(me),
                     nonce_id: *id,
-                    commitments: ser_commitments(c),
+                    commitments: h.bytes.clone(),
                 })
                 .collect(),
         };
@@ -95,7 +113,7 @@ impl App {
             if exclude.contains(&m) {
                 continue;
             }
-            let Some((id, c)) = self
+            let Some((id, h)) = self
                 .commitments
                 .get(&m)
                 .and_then(|cs| cs.iter().find(|(id, _)| !self.used.contains(&(m, **id))))
@@ -105,7 +123,7 @@ impl App {
             out.push(pb::Commitment {
                 member: u32::from(m),
                 nonce_id: *id,
-                commitments: ser_commitments(c),
+                commitments: h.bytes.clone(),
             });
             if out.len() == usize::from(self.p.t) {
                 out.sort_by_key(|c| c.member);
@@ -166,6 +184,7 @@ impl App {
             signers: BTreeSet::new(),
             shares: BTreeMap::new(),
             culprits: BTreeSet::new(),
+            blamed: BTreeSet::new(),
             silence: BTreeMap::new(),
             answered: BTreeSet::from([0]),
             answered_floor: 0,
@@ -214,10 +233,26 @@ impl App {
         let mut map = BTreeMap::new();
         for c in signers {
             let m = u16::try_from(c.member).map_err(|_| ())?;
-            let sc = SigningCommitments::deserialize(&c.commitments).map_err(|_| ())?;
+            let sc = self.decode_commitment(m, c).ok_or(())?;
             map.insert(m, (c.nonce_id, sc));
         }
         Ok(map)
+    }
+
+    /// Decodes `c` as member `m`'s commitment, reusing the decoded form held from its
+    /// published list when the bytes are identical (the same bytes always decode to the same
+    /// value, so this is only a cache). `None`: not a valid encoding.
+    pub(super) fn decode_commitment(
+        &self,
+        m: Member,
+        c: &pb::Commitment,
+    ) -> Option<SigningCommitments> {
+        if let Some(h) = self.commitments.get(&m).and_then(|cs| cs.get(&c.nonce_id))
+            && h.bytes == c.commitments
+        {
+            return Some(h.sc);
+        }
+        SigningCommitments::deserialize(&c.commitments).ok()
     }
 
     pub(super) fn start_attempt(
@@ -238,6 +273,7 @@ impl App {
         s.started_ms = now_ms;
         s.signers = by_member.keys().copied().collect();
         s.shares.clear();
+        s.blamed.clear();
         if let (Some(me), Some((nonce, _))) = (self.p.me, self.p.me.and_then(|me| map.get(&me)))
             && let Some(share) = self.release_share(&package, *nonce, height, attempt, out)
         {
@@ -357,36 +393,67 @@ impl App {
             self.sessions.insert(msg.height, s);
             return out;
         }
-        if !s.signers.contains(&from) || s.shares.contains_key(&from) {
+        if !s.signers.contains(&from) || s.shares.contains_key(&from) || s.blamed.contains(&from) {
             self.sessions.insert(msg.height, s);
             return out;
         }
-        let share = SignatureShare::deserialize(&msg.share);
-        let ok = match (&share, &s.package, &self.signer) {
-            (Ok(sh), Some(pkg), Some(signer)) => {
-                sigil_crypto::signing::verify_share(pkg, from, sh, &signer.public).is_ok()
-            }
-            (Ok(_), Some(_), None) => true,
-            _ => false,
-        };
-        match share {
-            Ok(sh) if ok => {
+        // Shares are checked together, not one by one: the aggregate is verified when the
+        // last one arrives and only a failure verifies each share (RFC 9591 §5.3, cheater
+        // detection), which spares t scalar multiplications per attempt. A share still
+        // unchecked when the attempt times out is checked then (`blame_held_shares`), so a
+        // bad share never counts as an answer. A culprit's later shares for the same attempt
+        // are ignored.
+        match SignatureShare::deserialize(&msg.share) {
+            Ok(sh) => {
                 s.shares.insert(from, sh);
                 self.try_aggregate(&mut s, msg.height, &mut out);
             }
-            _ => {
-                s.culprits.insert(from);
-                self.stats.culprits += 1;
-                self.suspects.insert(from, msg.height + 16);
-                out.push(Effect::Culprit {
-                    height: msg.height,
-                    attempt: msg.attempt,
-                    member: from,
-                });
-            }
+            Err(_) => self.convict(&mut s, msg.height, from, &mut out),
         }
         self.sessions.insert(msg.height, s);
         out
+    }
+
+    /// Records `member` as a culprit of the attempt in progress: it is avoided by
+    /// coordinators for 16 heights and its shares for this attempt are dropped.
+    fn convict(&mut self, s: &mut Session, height: Height, member: Member, out: &mut Vec<Effect>) {
+        s.shares.remove(&member);
+        s.blamed.insert(member);
+        if s.culprits.insert(member) {
+            self.stats.culprits += 1;
+            self.suspects.insert(member, height + 16);
+            out.push(Effect::Culprit {
+                height,
+                attempt: s.attempt,
+                member,
+            });
+        }
+    }
+
+    /// Verifies each share held for the attempt in progress on its own (RFC 9591 §5.3
+    /// `verify_signature_share`), convicting the senders of invalid ones. Called when an
+    /// attempt times out without all its shares, so that a member that sent a bad share is
+    /// treated as a culprit, not as one that answered.
+    pub(super) fn blame_held_shares(
+        &mut self,
+        s: &mut Session,
+        height: Height,
+        out: &mut Vec<Effect>,
+    ) {
+        let (Some(pkg), Some(signer)) = (&s.package, &self.signer) else {
+            return;
+        };
+        let bad: Vec<Member> = s
+            .shares
+            .iter()
+            .filter(|(m, sh)| {
+                sigil_crypto::signing::verify_share(pkg, **m, sh, &signer.public).is_err()
+            })
+            .map(|(m, _)| *m)
+            .collect();
+        for m in bad {
+            self.convict(s, height, m, out);
+        }
     }
 
     pub(super) fn try_aggregate(&mut self, s: &mut Session, height: Height, out: &mut Vec<Effect>) {
@@ -424,14 +491,7 @@ impl App {
             }
             Err(sigil_crypto::SigningError::InvalidShares { culprits }) => {
                 for c in culprits {
-                    s.shares.remove(&c);
-                    s.culprits.insert(c);
-                    self.stats.culprits += 1;
-                    out.push(Effect::Culprit {
-                        height,
-                        attempt: s.attempt,
-                        member: c,
-                    });
+                    self.convict(s, height, c, out);
                 }
             }
             Err(_) => {}

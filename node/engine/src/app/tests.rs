@@ -255,6 +255,54 @@ fn invalid_shares_are_identified_and_a_retry_still_signs() {
     assert!(next.is_none(), "nothing new observed");
 }
 
+/// Shares are verified together when the last one arrives; a bad share held in an attempt
+/// that times out without all its shares is still caught then, so its sender is named a
+/// culprit (avoided by coordinators), never counted as a member that answered.
+#[test]
+fn a_bad_share_in_an_incomplete_attempt_is_blamed_at_the_timeout() {
+    let mut apps = committee(4);
+    let block = apps[0].build_block(1, 0).unwrap();
+    let signers: Vec<Member> = block.0.signers.iter().map(|c| c.member as Member).collect();
+    let byz = signers[0];
+    let silent = signers[1];
+    let witness = signers[2];
+    let mut log = Vec::new();
+    for i in 0..4 {
+        let me = i as Member + 1;
+        let e = apps[i].on_decided(1, &block, None, 0);
+        if me != silent {
+            route(&mut apps, me, e, Some(byz), 0, &mut log);
+        }
+    }
+    assert!(
+        !log.iter()
+            .any(|(src, e)| *src != silent && matches!(e, Effect::Culprit { .. })),
+        "with a share missing nothing is aggregated, so nothing is checked yet"
+    );
+    let w = (witness - 1) as usize;
+    let before = apps[w].stats.culprits;
+    let effects = apps[w].tick(1_500);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Culprit { member, .. } if *member == byz)),
+        "the bad share's sender is named at the timeout: {effects:?}"
+    );
+    assert_eq!(apps[w].stats.culprits, before + 1);
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::Culprit { member, .. } if *member != byz)),
+        "no honest member is blamed"
+    );
+    let retry = effects.iter().find_map(|e| match e {
+        Effect::Retry { excluded, .. } => Some(excluded.clone()),
+        _ => None,
+    });
+    let excluded = retry.expect("the attempt moved on");
+    assert!(excluded.contains(&byz) && excluded.contains(&silent));
+}
+
 #[test]
 fn a_signer_never_signs_twice_with_one_nonce() {
     let mut apps = committee(4);
@@ -315,7 +363,7 @@ fn fake_request(apps: &[App], height: u64, attempt: u32) -> pb::SignRequest {
             pb::Commitment {
                 member: u32::from(me),
                 nonce_id: *c.0,
-                commitments: c.1.serialize().unwrap(),
+                commitments: c.1.bytes.clone(),
             }
         })
         .collect();
@@ -479,7 +527,7 @@ fn members_ahead_answer_a_trailing_coordinator_once() {
         pb::Commitment {
             member: 1,
             nonce_id: *c.0,
-            commitments: c.1.serialize().unwrap(),
+            commitments: c.1.bytes.clone(),
         }
     };
     req.signers.sort_by_key(|c| c.member);
