@@ -1,0 +1,344 @@
+//! Relayer: carries attestations to destination inboxes (on-chain format v2, contracts/V2.md).
+//!
+//! **One task per destination chain**, each with its own progress (`relayer_state_<chain>.json`),
+//! so a slow, failing or halted chain never stalls another. For each decided height (read
+//! from one of several nodes' HTTP APIs, so it needs no committee key) a chain's task takes
+//! the messages that name that chain **and the inbox configured for it** — a message naming
+//! another inbox is logged and counted (`sigil_relayer_skipped_messages_total`), never sent,
+//! since only the inbox it names may deliver it (any other reverts `WrongInbox`) — then
+//! `submitBatch`es the root unless it is stored, and delivers the messages not yet processed
+//! (`processedWord`, one call per 256 nonces of a gateway): `deliverBatch` with an OpenZeppelin
+//! multiproof per chunk, or `deliver` for a single message. Everything is idempotent, so a
+//! restart or a second relayer only costs the state checks.
+//!
+//! **Gas.** The inbox calls each recipient with exactly the message's `gasLimit` and requires
+//! `gasLimit + gasLimit/63 + 1 + 30,000` gas left right before the call (EIP-150's 1/64 plus
+//! `CALL_RESERVE`), or it reverts the whole transaction with `InsufficientGas`. A chunk holds
+//! messages while the sum of that headroom plus a per-message overhead ([`message_gas`]) stays
+//! under `max_tx_gas` and the destination's block gas limit, and each transaction's gas
+//! limit is set explicitly to at least that sum ([`delivery_gas`]; or the node's estimate plus
+//! 20% if larger — the estimate is also the pre-flight check).
+//!
+//! **Failed messages.** A recipient that reverts or runs out of its gas limit leaves its
+//! message Failed (`MessageFailed`): not a relayer error. The relayer records it in the
+//! ledger (`failed` of the delivering transaction's record), counts it
+//! (`sigil_relayer_failed_messages_total`), and retries it on its own with `retry(message)`
+//! on an exponential backoff (`retry_min` doubling up to `retry_max`; the queue survives
+//! restarts in `relayer_retry_<chain>.json`). A retry the recipient refuses again reverts
+//! `RecipientFailed` during gas estimation, so it costs no transaction. A Failed message never
+//! holds up other messages, heights or chains.
+//!
+//! Transactions carry an explicit nonce; chunks of one height go out back to back
+//! (consecutive nonces) before their receipts are awaited. One not mined within
+//! `stuck_after` is replaced with the same nonce and fees raised by 25% (stuck-transaction
+//! replacement). Failures are retried with exponential backoff and counted. Progress and a
+//! ledger of sent transactions (`relayer_txs.jsonl`) are kept in the state directory.
+
+mod ledger;
+mod plan;
+mod relay;
+mod retry;
+mod tx;
+
+pub use ledger::TxRecord;
+pub use plan::{CALL_RESERVE, call_headroom, delivery_gas, message_gas, plan_chunks, select};
+
+use crate::api::BatchView;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use alloy::network::EthereumWallet;
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+use alloy_primitives::{Address, B256};
+use anyhow::{Context, Result, anyhow, bail};
+use ledger::{Ledger, RelayState, RetryEntry, read_json};
+use relay::HeightOutcome;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tx::Dest;
+
+/// One destination chain.
+#[derive(Debug, Clone)]
+pub struct RelayChain {
+    /// Chain id.
+    pub chain_id: u64,
+    /// RPC URL.
+    pub rpc: String,
+    /// The `SigilInbox` this relayer delivers to on this chain: only messages naming it
+    /// (`destInbox`) are relayed.
+    pub inbox: Address,
+}
+
+/// Relayer settings.
+#[derive(Debug, Clone)]
+pub struct RelayerConfig {
+    /// Node API base URLs, tried in order.
+    pub apis: Vec<String>,
+    /// Destination chains (one inbox each; a chain id may appear once).
+    pub chains: Vec<RelayChain>,
+    /// Transaction key (never a committee key).
+    pub key: PrivateKeySigner,
+    /// Directory for `relayer_state_<chain>.json`, `relayer_retry_<chain>.json` and
+    /// `relayer_txs.jsonl`.
+    pub state_dir: PathBuf,
+    /// Most messages per `deliverBatch`.
+    pub chunk: usize,
+    /// Most gas per transaction (the destination's block gas limit bounds it too).
+    pub max_tx_gas: u64,
+    /// Poll period when caught up.
+    pub poll: Duration,
+    /// Replace a transaction not mined after this long.
+    pub stuck_after: Duration,
+    /// First retry of a Failed message this long after it failed; the wait doubles per
+    /// attempt.
+    pub retry_min: Duration,
+    /// Longest wait between two retries of a Failed message.
+    pub retry_max: Duration,
+}
+
+impl RelayerConfig {
+    /// The in-node relayer of `cfg` (reads the node's own API). Errors: no relayer key.
+    pub fn from_node(cfg: &Config, home: &Path) -> Result<Self> {
+        let key_hex = if cfg.relayer.key.is_empty() {
+            std::fs::read_to_string(home.join("relayer.key")).context(
+                "config field `relayer.key` is empty and <home>/relayer.key is missing; set one",
+            )?
+        } else {
+            cfg.relayer.key.clone()
+        };
+        let key: PrivateKeySigner = key_hex
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("config field `relayer.key`: not a hex secp256k1 secret"))?;
+        Ok(Self {
+            apis: vec![format!("http://{}", cfg.node.api)],
+            chains: cfg
+                .chains
+                .iter()
+                .map(|c| RelayChain {
+                    chain_id: c.chain_id,
+                    rpc: c.rpc.first().cloned().unwrap_or_default(),
+                    inbox: c.inbox,
+                })
+                .collect(),
+            key,
+            state_dir: home.to_owned(),
+            chunk: cfg.relayer.chunk,
+            max_tx_gas: cfg.relayer.max_tx_gas,
+            poll: Duration::from_millis(500),
+            stuck_after: Duration::from_secs(20),
+            retry_min: Duration::from_secs(10),
+            retry_max: Duration::from_secs(3600),
+        })
+    }
+}
+
+/// Fetches `/v1/batches/{height}` from the first API that has it attested.
+/// `Ok(None)`: not decided or not attested yet anywhere.
+pub async fn fetch_batch(
+    http: &reqwest::Client,
+    apis: &[String],
+    height: u64,
+) -> Result<Option<BatchView>> {
+    let mut last_err = None;
+    for api in apis {
+        let url = format!("{}/v1/batches/{height}", api.trim_end_matches('/'));
+        match http.get(&url).timeout(Duration::from_secs(5)).send().await {
+            Ok(r) if r.status().is_success() => {
+                let b: BatchView = r.json().await?;
+                if b.signature.is_some() {
+                    return Ok(Some(b));
+                }
+            }
+            Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {}
+            Ok(r) => last_err = Some(anyhow!("{url}: HTTP {}", r.status())),
+            Err(e) => last_err = Some(anyhow!("{url}: {e}")),
+        }
+    }
+    match last_err {
+        Some(e) if apis.len() == 1 => Err(e),
+        _ => Ok(None),
+    }
+}
+
+/// One destination chain's relayer.
+struct ChainTask {
+    dest: Dest,
+    apis: Vec<String>,
+    http: reqwest::Client,
+    chunk: usize,
+    max_tx_gas: u64,
+    poll: Duration,
+    stuck_after: Duration,
+    retry_min: Duration,
+    retry_max: Duration,
+    state_path: PathBuf,
+    retry_path: PathBuf,
+    ledger: Arc<Ledger>,
+    metrics: Arc<Metrics>,
+    state: RelayState,
+    retries: BTreeMap<B256, RetryEntry>,
+    /// The last height whose foreign-inbox messages were counted (counted once per height).
+    skipped_counted: u64,
+}
+
+impl ChainTask {
+    fn chain_id(&self) -> u64 {
+        self.dest.chain.chain_id
+    }
+
+    /// Runs until `shutdown` flips to true. Errors: only state-file writes.
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        tracing::info!(
+            chain = self.chain_id(),
+            inbox = %self.dest.chain.inbox,
+            next_height = self.state.next_height,
+            queued_retries = self.retries.len(),
+            "relaying to chain"
+        );
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            self.retry_due().await?;
+            let batch = match fetch_batch(&self.http, &self.apis, self.state.next_height).await {
+                Ok(Some(b)) => b,
+                Ok(None) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.poll) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(chain = self.chain_id(), error = %e, "fetching batch failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            self.count_foreign(&batch);
+            let mut out = HeightOutcome::default();
+            let result = self.relay_height(&batch, &mut out).await;
+            self.ledger.append(&out.records)?;
+            let mut queued = false;
+            for m in out.failed {
+                queued |= self.enqueue(batch.height, m);
+            }
+            if queued {
+                self.save_retries()?;
+            }
+            match result {
+                Ok(()) => {
+                    backoff = Duration::from_millis(250);
+                    self.state.next_height += 1;
+                    self.save_state()?;
+                }
+                Err(e) => {
+                    self.metrics.relayer.failed.inc();
+                    tracing::warn!(height = batch.height, chain = self.chain_id(), error = %format!("{e:#}"), "relaying failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
+
+/// Runs the relayer until `shutdown` flips to true: one task per destination chain.
+/// Errors: start-up errors (a chain configured twice, bad RPC URL, unreadable state) and
+/// state-file writes; everything else is retried.
+pub async fn run(
+    cfg: RelayerConfig,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let mut ids = BTreeSet::new();
+    for c in &cfg.chains {
+        if !ids.insert(c.chain_id) {
+            bail!(
+                "destination chain {} is configured twice; a relayer delivers to one inbox per chain",
+                c.chain_id
+            );
+        }
+    }
+    let from = cfg.key.address();
+    let wallet = EthereumWallet::from(cfg.key.clone());
+    let ledger = Arc::new(Ledger {
+        path: cfg.state_dir.join("relayer_txs.jsonl"),
+        lock: Mutex::new(()),
+    });
+    // Before per-chain progress there was one height for every chain.
+    let legacy: Option<RelayState> = read_json(&cfg.state_dir.join("relayer_state.json"))?;
+    let http = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in &cfg.chains {
+        let state_path = cfg
+            .state_dir
+            .join(format!("relayer_state_{}.json", c.chain_id));
+        let retry_path = cfg
+            .state_dir
+            .join(format!("relayer_retry_{}.json", c.chain_id));
+        let state = match read_json::<RelayState>(&state_path)? {
+            Some(s) => s,
+            None => RelayState {
+                next_height: legacy.as_ref().map_or(1, |l| l.next_height.max(1)),
+            },
+        };
+        let retries: BTreeMap<B256, RetryEntry> = read_json::<Vec<RetryEntry>>(&retry_path)?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.message.id(), e))
+            .collect();
+        metrics.relayer.retry_pending.inc_by(retries.len() as i64);
+        let task = ChainTask {
+            dest: Dest {
+                chain: c.clone(),
+                provider: ProviderBuilder::new()
+                    .wallet(wallet.clone())
+                    .connect_http(
+                        c.rpc
+                            .parse()
+                            .with_context(|| format!("chain {}: bad RPC URL", c.chain_id))?,
+                    )
+                    .erased(),
+                from,
+            },
+            apis: cfg.apis.clone(),
+            http: http.clone(),
+            chunk: cfg.chunk,
+            max_tx_gas: cfg.max_tx_gas,
+            poll: cfg.poll,
+            stuck_after: cfg.stuck_after,
+            retry_min: cfg.retry_min,
+            retry_max: cfg.retry_max,
+            state_path,
+            retry_path,
+            ledger: ledger.clone(),
+            metrics: metrics.clone(),
+            state,
+            retries,
+            skipped_counted: 0,
+        };
+        tasks.spawn(task.run(shutdown.clone()));
+    }
+    tracing::info!(relayer = %from, chains = cfg.chains.len(), "relayer started");
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(anyhow!("relayer chain task panicked: {e}")),
+        }
+    }
+    Ok(())
+}
