@@ -87,6 +87,7 @@ async fn serve() -> (String, Arc<RwLock<Status>>, tempfile::TempDir, Vec<Message
         count: 5,
         signers: vec![],
         time_ms: 0,
+        rotation: None,
     };
     let proposer = NodeKey::generate();
     let env = proposer.seal(

@@ -68,11 +68,14 @@ pub enum Adversary {
     Silent,
     /// Re-sends every envelope it receives, three times, later.
     Replayer,
+    /// Its operator "approves" a committee of its own (its key and made-up ones), so it
+    /// proposes that rotation whenever it is the proposer, alone or with messages.
+    RogueRotation,
 }
 
 impl Adversary {
     /// Every behaviour, for sweeps.
-    pub const ALL: [Adversary; 9] = [
+    pub const ALL: [Adversary; 10] = [
         Adversary::ForgedCatchup,
         Adversary::AttemptBumper,
         Adversary::FarFuture,
@@ -82,6 +85,7 @@ impl Adversary {
         Adversary::BadShares,
         Adversary::Silent,
         Adversary::Replayer,
+        Adversary::RogueRotation,
     ];
 
     /// Command-line name.
@@ -96,6 +100,7 @@ impl Adversary {
             Adversary::BadShares => "bad-shares",
             Adversary::Silent => "silent",
             Adversary::Replayer => "replayer",
+            Adversary::RogueRotation => "rogue-rotation",
         }
     }
 
@@ -118,6 +123,9 @@ pub struct Scenario {
     pub adversary: Option<(Member, Adversary)>,
     /// Crash this honest member right after its first decision and restart it later.
     pub crash_after_decide: Option<Member>,
+    /// Every honest operator approves the same next committee ([`approved_rotation`]) at
+    /// start: it must be decided, exactly once, by every honest member.
+    pub rotation: bool,
     /// Probability a gossiped message is lost on one link (0..1).
     pub loss: f64,
     /// Virtual time limit (ms).
@@ -135,6 +143,7 @@ impl Scenario {
             messages: 12,
             adversary,
             crash_after_decide: None,
+            rotation: false,
             loss: 0.02,
             limit_ms: 120_000,
             trace: false,
@@ -259,6 +268,8 @@ struct Sim {
     /// Nonce commitments the Byzantine member received, by their owner (for the attempt
     /// bumper's requests).
     harvest: BTreeMap<Member, Vec<pb::Commitment>>,
+    /// The height each honest member decided the rotation at (at most one per epoch).
+    rotations: BTreeMap<Member, u64>,
     /// Made-up commitment lists the attempt bumper reuses (fresh nonce ids each time): making
     /// points is costly and the receivers cannot tell a reused one from a new one.
     fakes: Vec<Vec<pb::Commitment>>,
@@ -320,6 +331,7 @@ impl Sim {
         let mut sim = Self {
             sc,
             fakes: Vec::new(),
+            rotations: BTreeMap::new(),
             rng,
             now: 0,
             seq: 0,
@@ -406,6 +418,17 @@ impl Sim {
             next_nonce: sm.observed.len() as u64,
         };
         app.observe(sm.observed.clone(), Some(cursor.to_wire(CHAIN)));
+        // The operator's approval is configuration: it survives restarts. A decided rotation
+        // is read back from the member's own stored blocks.
+        let approval = match self.sc.adversary {
+            Some((b, Adversary::RogueRotation)) if b == m => Some(rogue_rotation(n, m)),
+            _ if self.sc.rotation => Some(approved_rotation(n)),
+            _ => None,
+        };
+        let refused = approval.and_then(|r| app.approve_rotation(Some(r)).err());
+        if let Some((h, r)) = stored_rotation(&disk) {
+            app.restore_rotation(h, r);
+        }
         let mut cfg = DriverConfig::new(m);
         cfg.consensus.propose_ms = 600;
         cfg.consensus.prevote_ms = 300;
@@ -430,6 +453,9 @@ impl Sim {
                 self.effects(m, effects);
             }
             Err(e) => self.violate(format!("member {m} failed to start: {e}")),
+        }
+        if let Some(e) = refused {
+            self.violate(format!("member {m}: approval refused: {e}"));
         }
     }
 
@@ -616,8 +642,40 @@ impl Sim {
         Some(BatchTree::new(&leaves).ok()?.root().to_vec())
     }
 
+    /// The block's root is what the chain emitted in its ranges (or, for a rotation alone,
+    /// the zero root of an empty batch).
+    fn truthful_root(&self, b: &pb::Block) -> bool {
+        if b.ranges.is_empty() && b.rotation.is_some() {
+            b.count == 0 && b.root == B256::ZERO.as_slice()
+        } else {
+            self.true_root(b).as_deref() == Some(b.root.as_slice())
+        }
+    }
+
+    /// Worth an honest share: a truthful root and no rotation but the approved one.
+    fn truthful(&self, b: &pb::Block) -> bool {
+        self.truthful_root(b)
+            && b.rotation
+                .as_ref()
+                .is_none_or(|r| self.sc.rotation && *r == approved_rotation(self.sc.n))
+    }
+
     fn check_decided(&mut self, m: Member, height: u64, b: &pb::Block) {
-        if self.true_root(b).as_deref() != Some(b.root.as_slice()) {
+        if let Some(r) = &b.rotation {
+            if !self.sc.rotation || *r != approved_rotation(self.sc.n) {
+                self.violate(format!(
+                    "member {m} decided at height {height} a rotation no honest operator approved"
+                ));
+            }
+            if let Some(first) = self.rotations.insert(m, height)
+                && first != height
+            {
+                self.violate(format!(
+                    "member {m} decided a second rotation in one epoch (heights {first} and {height})"
+                ));
+            }
+        }
+        if !self.truthful_root(b) {
             self.violate(format!(
                 "member {m} decided height {height} with a root the chain never emitted"
             ));
@@ -696,9 +754,7 @@ impl Sim {
                         Some(pb::body::Kind::Proposal(p)) => p.block,
                         _ => None,
                     });
-                let truthful = block
-                    .as_ref()
-                    .is_some_and(|b| self.true_root(b).as_deref() == Some(b.root.as_slice()));
+                let truthful = block.as_ref().is_some_and(|b| self.truthful(b));
                 if !truthful {
                     self.violate(format!(
                         "member {m} released a share for height {} whose block is not what the chain emitted",
@@ -867,6 +923,7 @@ impl Sim {
                 d.storage().next_nonce(CHAIN) >= want
                     && st.attested >= st.decided
                     && st.unattested.is_empty()
+                    && (!self.sc.rotation || d.app().decided_rotation().is_some())
             })
         })
     }
@@ -948,6 +1005,53 @@ pub fn run(sc: Scenario) -> Report {
     }
 }
 
+/// The next committee every honest operator approves in a rotation schedule: n + 1 fixed
+/// node keys (epoch [`EPOCH`] + 1).
+pub fn approved_rotation(n: u16) -> pb::Rotation {
+    rotation_of(n + 1, 0x0071_7a7e)
+}
+
+/// The committee a Byzantine member `m` "approves": its own key and made-up others.
+fn rogue_rotation(n: u16, m: Member) -> pb::Rotation {
+    rotation_of(n, 0x0b00_0000 + u64::from(m))
+}
+
+fn rotation_of(size: u16, seed: u64) -> pb::Rotation {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let members = (0..size)
+        .map(|_| {
+            SigningKey::random(&mut rng)
+                .verifying_key()
+                .to_encoded_point(true)
+                .as_bytes()
+                .to_vec()
+        })
+        .collect();
+    pb::Rotation {
+        epoch: EPOCH + 1,
+        members,
+        threshold: u32::from(sigil_crypto::keys::thresholds(size).1),
+    }
+}
+
+/// The rotation a member's stored blocks decided, with its height (the host's restart path).
+fn stored_rotation(disk: &MemStorage) -> Option<(u64, pb::Rotation)> {
+    let last = disk.last_height().ok()?;
+    (1..=last).find_map(|h| {
+        let block = disk
+            .block(h)
+            .ok()
+            .flatten()?
+            .proposal
+            .and_then(|env| pb::Body::decode(env.body.as_slice()).ok())
+            .and_then(|b| match b.kind {
+                Some(pb::body::Kind::Proposal(p)) => p.block,
+                _ => None,
+            })?;
+        block.rotation.map(|r| (h, r))
+    })
+}
+
 /// The command that replays one schedule.
 pub fn replay_command(sc: &Scenario) -> String {
     let adv = sc
@@ -958,8 +1062,9 @@ pub fn replay_command(sc: &Scenario) -> String {
         .crash_after_decide
         .map(|m| format!(" --crash-after-decide {m}"))
         .unwrap_or_default();
+    let rotation = if sc.rotation { " --rotation" } else { "" };
     format!(
-        "cargo run -p sigil-testnet --bin sigil-sim -- member --nodes {} --seed {} --messages {}{adv}{crash}",
+        "cargo run -p sigil-testnet --bin sigil-sim -- member --nodes {} --seed {} --messages {}{adv}{crash}{rotation}",
         sc.n, sc.seed, sc.messages
     )
 }

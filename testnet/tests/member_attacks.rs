@@ -147,3 +147,24 @@ fn a_lone_decider_brings_the_others_along() {
 fn a_lone_decider_with_nothing_to_propose_still_helps() {
     clean(Scenario::new(4, 706, Some((3, Adversary::Silent))));
 }
+
+/// Committee epochs: a Byzantine member's operator "approves" a committee of its own and it
+/// proposes that rotation whenever it proposes. It is never decided, whether the honest
+/// operators approved nothing or another committee; when they did, theirs is decided
+/// exactly once by every honest member (also across an honest crash-restart), and every
+/// message is still attested.
+#[test]
+fn a_rogue_rotation_is_never_decided() {
+    for seed in 0..8 {
+        for byz in 1..=4 {
+            for rotation in [false, true] {
+                let mut sc = Scenario::new(4, seed, Some((byz, Adversary::RogueRotation)));
+                sc.rotation = rotation;
+                if seed % 2 == 1 {
+                    sc.crash_after_decide = Some(byz % 4 + 1);
+                }
+                clean(sc);
+            }
+        }
+    }
+}

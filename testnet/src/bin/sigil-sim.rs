@@ -65,7 +65,8 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Adversary: forged-catchup, attempt-bumper, far-future, double-voter,
-        /// equivocating-proposer, invalid-proposer, bad-shares, silent, replayer.
+        /// equivocating-proposer, invalid-proposer, bad-shares, silent, replayer,
+        /// rogue-rotation.
         #[arg(long)]
         adversary: Option<String>,
         /// The Byzantine member (1-based).
@@ -74,6 +75,9 @@ enum Cmd {
         /// Crash this honest member right after its first decision, restart it later.
         #[arg(long)]
         crash_after_decide: Option<u16>,
+        /// Every honest operator approves the same next committee; it must be decided.
+        #[arg(long)]
+        rotation: bool,
         /// Messages the source chain emits.
         #[arg(long, default_value_t = 12)]
         messages: u64,
@@ -117,6 +121,7 @@ fn main() -> anyhow::Result<()> {
             adversary,
             byzantine,
             crash_after_decide,
+            rotation,
             messages,
             trace,
         } => {
@@ -130,6 +135,7 @@ fn main() -> anyhow::Result<()> {
             };
             let mut sc = member::Scenario::new(nodes, seed, adv);
             sc.crash_after_decide = crash_after_decide;
+            sc.rotation = rotation;
             sc.messages = messages;
             sc.trace = trace;
             let t = Instant::now();

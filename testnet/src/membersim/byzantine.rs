@@ -32,6 +32,7 @@ impl Sim {
             count: 0,
             signers: Vec::new(),
             time_ms: 0,
+            rotation: None,
         }
     }
 

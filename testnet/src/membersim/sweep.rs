@@ -13,8 +13,9 @@ use std::time::Instant;
 ///
 /// With `crash_only`, one schedule per seed: no adversary, member `seed mod n + 1` crashes
 /// right after its first decision and restarts. Otherwise every [`Adversary`] per seed in
-/// seat `seed mod n + 1`, and on every third seed the next member (honest) also crashes
-/// right after its first decision and restarts 2.5 s later.
+/// seat `seed mod n + 1`, on every third seed the next member (honest) also crashes
+/// right after its first decision and restarts 2.5 s later, and on every odd seed the honest
+/// operators approve a committee rotation that must be decided exactly once.
 pub fn scenarios(n: u16, seeds: Range<u64>, crash_only: bool) -> Vec<Scenario> {
     let mut out = Vec::new();
     for seed in seeds {
@@ -30,6 +31,8 @@ pub fn scenarios(n: u16, seeds: Range<u64>, crash_only: bool) -> Vec<Scenario> {
             if seed.is_multiple_of(3) {
                 sc.crash_after_decide = Some(seat % n + 1);
             }
+            // Every odd seed the honest operators approve a rotation, which must be decided.
+            sc.rotation = seed % 2 == 1;
             out.push(sc);
         }
     }

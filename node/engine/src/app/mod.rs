@@ -33,7 +33,12 @@ use sigil_proto as pb;
 use std::collections::{BTreeMap, BTreeSet};
 
 mod retry;
+mod rotation;
 mod signing;
+
+pub use rotation::{MAX_ROTATION_MEMBERS, MIN_ROTATION_MEMBERS, check_rotation};
+#[cfg(test)]
+mod rotation_tests;
 #[cfg(test)]
 mod tests;
 
@@ -203,6 +208,10 @@ pub struct App {
     online: Option<BTreeSet<Member>>,
     rng: Box<dyn rand_core::CryptoRngCore + Send>,
     height: Height,
+    /// The next committee this member's operator approved (see [`rotation`]).
+    approved: Option<pb::Rotation>,
+    /// The rotation decided in this epoch, with its height.
+    decided_rotation: Option<(Height, pb::Rotation)>,
     /// Counters.
     pub stats: AppStats,
 }
@@ -256,6 +265,8 @@ impl App {
             online: None,
             rng,
             height: 1,
+            approved: None,
+            decided_rotation: None,
             stats: AppStats::default(),
         }
     }
@@ -359,12 +370,14 @@ impl App {
             .map_or(0, |c| c.next_nonce)
     }
 
-    /// Whether a quorum has observed messages not yet decided (worth starting a height).
+    /// Whether a quorum has observed messages not yet decided, or an approved rotation
+    /// waits to be decided (worth starting a height).
     pub fn has_work(&self) -> bool {
-        self.p.chains.iter().any(|(c, _)| {
-            let next = self.next_nonce.get(c).copied().unwrap_or(0);
-            self.quorum_nonce(*c).min(self.own_next(*c)) > next
-        })
+        self.rotation_to_propose().is_some()
+            || self.p.chains.iter().any(|(c, _)| {
+                let next = self.next_nonce.get(c).copied().unwrap_or(0);
+                self.quorum_nonce(*c).min(self.own_next(*c)) > next
+            })
     }
 
     /// Leaves and ids of the messages in `ranges`, from our own observations, with the
@@ -385,7 +398,9 @@ impl App {
     }
 
     /// Builds the block to propose at `height` (paper: `getValue()`), or `None` when there is
-    /// nothing a quorum observed or too few fresh nonce commitments are known.
+    /// nothing a quorum observed and no approved rotation to decide, or too few fresh nonce
+    /// commitments are known. An approved, undecided rotation rides along (alone if there are
+    /// no messages: an empty batch with a zero root).
     pub fn build_block(&self, height: Height, time_ms: u64) -> Option<Block> {
         let mut ranges = Vec::new();
         let mut count: u64 = 0;
@@ -415,11 +430,16 @@ impl App {
                 });
             }
         }
-        if ranges.is_empty() {
+        let rotation = self.rotation_to_propose().cloned();
+        if ranges.is_empty() && rotation.is_none() {
             return None;
         }
-        let (leaves, _, _) = self.leaves(&ranges).ok()?;
-        let root = BatchTree::new(&leaves).ok()?.root();
+        let root = if ranges.is_empty() {
+            B256::ZERO
+        } else {
+            let (leaves, _, _) = self.leaves(&ranges).ok()?;
+            BatchTree::new(&leaves).ok()?.root()
+        };
         let signers = self.pick_signers(height, &BTreeSet::new(), &BTreeMap::new())?;
         Some(Block(pb::Block {
             height,
@@ -429,6 +449,7 @@ impl App {
             count: count as u32,
             signers,
             time_ms,
+            rotation,
         }))
     }
 
@@ -441,6 +462,19 @@ impl App {
         }
         if b.epoch != self.p.epoch {
             return bad(format!("epoch {} != {}", b.epoch, self.p.epoch));
+        }
+        if let Err(e) = self.check_block_rotation(b) {
+            return bad(e);
+        }
+        if b.ranges.is_empty() && b.rotation.is_some() {
+            // A rotation alone: an empty batch with a zero root.
+            if b.count != 0 || b.root != B256::ZERO.as_slice() {
+                return bad("an empty batch must have count 0 and a zero root".into());
+            }
+            if let Err(e) = self.check_signers(&b.signers) {
+                return bad(e);
+            }
+            return Validity::Valid;
         }
         if b.ranges.is_empty() || b.count == 0 || b.count > self.p.max_messages {
             return bad(format!(

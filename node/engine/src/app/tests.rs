@@ -32,7 +32,7 @@ fn obs(nonce: u64) -> Observation {
     }
 }
 
-fn committee(n: u16) -> Vec<App> {
+pub(super) fn committee(n: u16) -> Vec<App> {
     let (_, t) = sigil_crypto::keys::thresholds(n);
     let dealt =
         sigil_crypto::keys::trusted_dealer(t, n, &mut ChaCha20Rng::seed_from_u64(7)).unwrap();
@@ -96,7 +96,7 @@ fn committee(n: u16) -> Vec<App> {
 }
 
 /// Delivers broadcast effects to every other member; returns attestations and culprits.
-fn route(
+pub(super) fn route(
     apps: &mut [App],
     from: Member,
     effects: Vec<Effect>,

@@ -1,0 +1,124 @@
+//! Authorising the next committee (committee epochs, step one).
+//!
+//! The current committee decides a hand-over to epoch e + 1 through consensus, as a
+//! [`pb::Rotation`] carried by a block. No single member can impose a committee: an honest
+//! member proposes a rotation only if its own operator approved it, and prevotes a block
+//! carrying one only if its operator approved *exactly* that value (epoch, member keys in
+//! order, threshold). A decided rotation was therefore approved by at least t − f ≥ f + 1
+//! honest operators. At most one rotation is decided per epoch; the decided one is what the
+//! next steps (the new committee's DKG, the `KeyRotation` signature, the switch) act on.
+//!
+//! A block carrying a rotation may hold no messages: it is then an empty batch with a root
+//! of 32 zero bytes, signed like any other so every height keeps an attestation (no leaf
+//! hash is zero, so no Merkle proof reaches that root).
+
+use super::*;
+
+/// Most members a rotation may name (the config's limit).
+pub const MAX_ROTATION_MEMBERS: usize = 1000;
+/// Fewest members a rotation may name: n = 3f + 1 with f >= 1.
+pub const MIN_ROTATION_MEMBERS: usize = 4;
+/// Bytes of a compressed secp256k1 node key (SEC 1 §2.3.3).
+const NODE_KEY_BYTES: usize = 33;
+
+/// Checks a rotation's shape against the epoch this committee signs under: epoch + 1,
+/// 4..=1,000 distinct valid 33-byte compressed secp256k1 keys, threshold exactly
+/// 2f + 1 for that size ([`sigil_crypto::keys::thresholds`]).
+///
+/// Errors: a message naming the first field that is wrong.
+pub fn check_rotation(r: &pb::Rotation, current_epoch: u64) -> Result<(), String> {
+    if Some(r.epoch) != current_epoch.checked_add(1) {
+        return Err(format!(
+            "rotation to epoch {} but the current epoch is {current_epoch}",
+            r.epoch
+        ));
+    }
+    let n = r.members.len();
+    if !(MIN_ROTATION_MEMBERS..=MAX_ROTATION_MEMBERS).contains(&n) {
+        return Err(format!(
+            "rotation names {n} members, need {MIN_ROTATION_MEMBERS}..={MAX_ROTATION_MEMBERS}"
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, k) in r.members.iter().enumerate() {
+        if k.len() != NODE_KEY_BYTES || k256::PublicKey::from_sec1_bytes(k).is_err() {
+            return Err(format!(
+                "rotation member {} is not a compressed secp256k1 key",
+                i + 1
+            ));
+        }
+        if !seen.insert(k.as_slice()) {
+            return Err(format!("rotation member {} named twice", i + 1));
+        }
+    }
+    let (_, t) = sigil_crypto::keys::thresholds(n as u16);
+    if r.threshold != u32::from(t) {
+        return Err(format!(
+            "rotation threshold {} but {n} members need {t}",
+            r.threshold
+        ));
+    }
+    Ok(())
+}
+
+impl App {
+    /// Records what this member's operator approved as the next committee (`None`
+    /// withdraws the approval). Only an approved rotation is proposed or prevoted.
+    ///
+    /// Errors: the shape check of [`check_rotation`].
+    pub fn approve_rotation(&mut self, r: Option<pb::Rotation>) -> Result<(), String> {
+        if let Some(r) = &r {
+            check_rotation(r, self.p.epoch)?;
+        }
+        self.approved = r;
+        Ok(())
+    }
+
+    /// The rotation this member's operator approved, if any.
+    pub fn approved_rotation(&self) -> Option<&pb::Rotation> {
+        self.approved.as_ref()
+    }
+
+    /// The rotation decided in this epoch and the height that decided it, if any.
+    pub fn decided_rotation(&self) -> Option<(Height, &pb::Rotation)> {
+        self.decided_rotation.as_ref().map(|(h, r)| (*h, r))
+    }
+
+    /// Restores the rotation a stored block decided (the host reads it from storage at
+    /// start): it is not proposed again and blocks carrying another are refused.
+    pub fn restore_rotation(&mut self, height: Height, r: pb::Rotation) {
+        self.decided_rotation = Some((height, r));
+    }
+
+    /// The approved rotation when it is still to be decided.
+    pub(super) fn rotation_to_propose(&self) -> Option<&pb::Rotation> {
+        self.approved
+            .as_ref()
+            .filter(|r| self.decided_rotation.is_none() && check_rotation(r, self.p.epoch).is_ok())
+    }
+
+    /// The rotation part of `valid(v)`: none, or exactly what our operator approved and not
+    /// one decided already in this epoch.
+    pub(super) fn check_block_rotation(&self, b: &pb::Block) -> Result<(), String> {
+        let Some(r) = &b.rotation else {
+            return Ok(());
+        };
+        check_rotation(r, self.p.epoch)?;
+        if let Some((h, _)) = &self.decided_rotation {
+            return Err(format!("a rotation was already decided at height {h}"));
+        }
+        if self.approved.as_ref() != Some(r) {
+            return Err("rotation not approved by this member's operator".into());
+        }
+        Ok(())
+    }
+
+    /// Records the rotation a decided block carries (first one per epoch).
+    pub(super) fn note_decided_rotation(&mut self, height: Height, b: &pb::Block) {
+        if let Some(r) = &b.rotation
+            && self.decided_rotation.is_none()
+        {
+            self.decided_rotation = Some((height, r.clone()));
+        }
+    }
+}
