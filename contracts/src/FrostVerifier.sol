@@ -11,7 +11,8 @@ pragma solidity ^0.8.24;
 ///
 ///      The check uses `ecrecover` as a multiplier: with r = Y.x, v = 27 + parity(Y),
 ///      s = -c*Y.x mod n and hash = -z*Y.x mod n, ecrecover returns the address of
-///      r^-1 * (s*Y - hash*G) = z*G - c*Y, which must equal address(R).
+///      r^-1 * (s*Y - hash*G) = z*G - c*Y, which must equal address(R) (`verifyDigest` uses
+///      the same identity with the point -Y: v = 28 - parity(Y), s = c*Y.x mod n).
 ///      This needs Y.x < n (ecrecover rejects r >= n); Sigil's DKG rejects keys that fail it.
 ///
 ///      R is passed with both coordinates so the contract can check it lies on the curve
@@ -31,15 +32,21 @@ library FrostVerifier {
     uint256 private constant SHA256_PRECOMPILE = 0x02;
     /// @dev n - 1, for the one-comparison range check 0 < x < n  <=>  x - 1 < n - 1 (mod 2^256).
     uint256 private constant N_MINUS_1 = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364140;
-    /// @dev msg_prime bytes 162..193: l_i_b_str 0x0030, I2OSP(0, 1) and DST_prime[0..29]; byte
-    ///      194 is DST_prime's last byte, its length 0x1d.
-    bytes32 private constant L_I_B_DST = 0x00300046524f53542d736563703235366b312d5348413235362d76316368616c;
+    /// @dev msg_prime bytes 163..194: the low byte of l_i_b_str (0x30), I2OSP(0, 1) and DST_prime
+    ///      (30 bytes). Byte 162, the high byte of l_i_b_str (0x00), comes from a zero fill.
+    bytes32 private constant LIB_LO_DST = 0x300046524f53542d736563703235366b312d5348413235362d76316368616c1d;
     /// @dev 0x01 | DST_prime, left-aligned: the tail of b1's input.
     bytes32 private constant ONE_DST = 0x0146524f53542d736563703235366b312d5348413235362d76316368616c1d00;
     /// @dev 0x02 | DST_prime, left-aligned: the tail of b2's input.
     bytes32 private constant TWO_DST = 0x0246524f53542d736563703235366b312d5348413235362d76316368616c1d00;
     /// @dev Low 160 bits.
     uint256 private constant ADDRESS_MASK = (1 << 160) - 1;
+    /// @dev 2^128: b1 * 2^128 + (b2 >> 128) is the 48-byte uniform string as an integer.
+    uint256 private constant TWO_POW_128 = 1 << 128;
+    /// @dev ~P = 2^256 - 1 - p: x < p  <=>  ~x > ~P. One range check uses this form so that the
+    ///      contract holds at most five PUSH32 p: from six on, solc's constant optimizer (at
+    ///      10,000 runs) replaces every p by PUSH5 + NOT, 3 gas more each.
+    uint256 private constant NOT_P = 0x1000003d0;
 
     /// @notice A group public key: the x-coordinate (must be < n) and the parity of y (0 even, 1 odd).
     struct PublicKey {
@@ -62,84 +69,93 @@ library FrostVerifier {
         return _check(key, sig, challenge(key, sig, message));
     }
 
-    /// @notice Verifies `sig` over a 32-byte digest (Sigil's EIP-712 batch and rotation digests).
-    /// @dev Same result as `verify(key, sig, abi.encodePacked(digest))`, in one branch-free
-    ///      assembly block over scratch memory (nothing is allocated): about 4.55k gas of
-    ///      execution, of which 3,000 + 100 is `ecrecover`, 3 x 100 + 144 + 84 + 84 the SHA-256
-    ///      precompile and 42 the keccak256 of R. It checks: 0 < key.x < n, key.parity <= 1,
-    ///      0 < z < n, R.x < p, R.y < p, R on the curve, the RFC 9591 challenge c (via
-    ///      `expand_message_xmd`, see `challengeDigest`) is non-zero, `ecrecover` returns one
-    ///      word, a non-zero address, and that address equals address(R).
+    /// @notice Verifies `sig` by the group key (keyX, keyParity) over a 32-byte digest (Sigil's
+    ///         EIP-712 batch and rotation digests). The key is taken as two words (as the inbox
+    ///         reads it from storage): keyX = Y.x, keyParity = parity of Y.y (0 even, 1 odd).
+    /// @dev Same result as `verify(PublicKey(keyX, keyParity), sig, abi.encodePacked(digest))`
+    ///      (and false for any keyParity word above 1), in one branch-free assembly block: about
+    ///      4.37k gas of execution (4,368 in GasReport.test_gas_verify), of which 3,000 + 100 is
+    ///      `ecrecover`, 3 x 100 + 144 + 84 + 84 the SHA-256 precompile and 42 the keccak256 of
+    ///      R. It accepts only when 0 < keyX < n, keyParity <= 1, 0 < z < n, R.x < p, R.y < p,
+    ///      R is on the curve, the RFC 9591 challenge c (via `expand_message_xmd`, see
+    ///      `challengeDigest`) is non-zero mod n, `ecrecover` returned one word, a non-zero
+    ///      address, and that address equals address(R).
+    ///      Four of these are enforced by `ecrecover` itself, which returns no data unless
+    ///      v is 27 or 28 (the whole word), 0 < r < n and 0 < s < n (Yellow Paper, appendix E):
+    ///      - v = 28 - keyParity (mod 2^256) is 27 or 28 exactly when keyParity is 0 or 1;
+    ///      - r = keyX, so 0 < keyX < n;
+    ///      - s = c * keyX mod n (c unreduced, < 2^256), which with 0 < keyX < n and n prime is 0
+    ///        exactly when c = 0 mod n;
+    ///      - one word back: the output buffer is a word of memory zeroed just before (the
+    ///        msg_prime zero fill) and written by nothing else, and a call that returns no data
+    ///        copies nothing, so any failure reads as address 0, which the non-zero check rejects.
     ///      The SHA-256 calls' success flags are not read: the precompile only fails when out of
-    ///      gas, and then less than 3 gas remains, so the `ecrecover` after it fails too (or the
-    ///      frame runs out of gas): a failed hash can never yield `true`.
+    ///      gas, and then less than 3 gas remains, so the next opcode runs the frame out of gas:
+    ///      a failed hash can never yield `true`.
+    ///      Memory: msg_prime is built in free memory (nothing is allocated); the scratch words
+    ///      0x00-0x7f are used for b1, b2 and ecrecover's input, and the free memory pointer
+    ///      (0x40) and zero slot (0x60) are restored before the block ends.
     /// @return ok true when the signature is valid; false for any malformed or invalid input.
     ///         Never reverts (except out of gas).
-    function verifyDigest(PublicKey memory key, Signature memory sig, bytes32 digest)
+    function verifyDigest(uint256 keyX, uint256 keyParity, Signature memory sig, bytes32 digest)
         internal
         view
         returns (bool ok)
     {
         assembly ("memory-safe") {
-            let n := N
-            let px := mload(key)
-            let parity := mload(add(key, 0x20))
             let rx := mload(sig)
             let ry := mload(add(sig, 0x20))
+            let z := mload(add(sig, 0x40))
             let m := mload(0x40)
-            // msg_prime (195 bytes) at m: Z_pad(64) | 02/03 | R.x | 02/03 | Y.x | digest
-            // | 0x0030 | 0x00 | DST_prime(30), written low to high with overlapping stores;
-            // Z_pad is zeroed by copying from past the end of calldata.
-            calldatacopy(m, calldatasize(), 0x40)
+            // msg_prime (195 bytes) at m: Z_pad(64) | 02/03 | R.x | 02/03 | Y.x | digest | 0x0030
+            // | 0x00 | DST_prime(30). Zero-fill bytes 0..162 by copying from past the end of
+            // calldata (Z_pad, whose first word later receives ecrecover's output, and byte
+            // 162), then write the rest over it.
+            calldatacopy(m, calldatasize(), 0xa3)
             mstore8(add(m, 0x40), add(2, and(ry, 1)))
             mstore(add(m, 0x41), rx)
-            mstore8(add(m, 0x61), add(2, parity))
-            mstore(add(m, 0x62), px)
+            mstore8(add(m, 0x61), add(2, keyParity))
+            mstore(add(m, 0x62), keyX)
             mstore(add(m, 0x82), digest)
-            mstore(add(m, 0xa2), L_I_B_DST)
-            mstore8(add(m, 0xc2), 0x1d)
-            // b0 = H(msg_prime), left at m.
-            pop(staticcall(gas(), 0x02, m, 195, m, 0x20))
-            // b1 = H(b0 | 0x01 | DST_prime): 63 bytes, the word's last byte is not hashed.
-            mstore(add(m, 0x20), ONE_DST)
-            pop(staticcall(gas(), 0x02, m, 63, add(m, 0x20), 0x20))
-            let b1 := mload(add(m, 0x20))
-            // b2 = H((b0 ^ b1) | 0x02 | DST_prime), left at m.
-            mstore(m, xor(mload(m), b1))
-            mstore(add(m, 0x20), TWO_DST)
-            pop(staticcall(gas(), 0x02, m, 63, m, 0x20))
-            // c = (b1 || b2[0..16]) mod n: the 48 uniform bytes as a big-endian integer.
-            let c := addmod(mulmod(b1, 0x100000000000000000000000000000000, n), shr(128, mload(m)), n)
-            let z := mload(add(sig, 0x40))
-            // ecrecover(hash = -z*Y.x, v = 27 + parity, r = Y.x, s = -c*Y.x) is the address of
-            // r^-1 * (s*Y - hash*G) = z*G - c*Y. For valid inputs both products are non-zero
-            // (n prime, factors in (0, n)), so hash and s lie in (0, n).
-            mstore(m, sub(n, mulmod(z, px, n)))
-            mstore(add(m, 0x20), add(27, parity))
-            mstore(add(m, 0x40), px)
-            mstore(add(m, 0x60), sub(n, mulmod(c, px, n)))
-            // On failure ecrecover returns no data: require exactly one word back.
-            pop(staticcall(gas(), 0x01, m, 0x80, m, 0x20))
-            let q := mload(m)
-            // address(R): low 160 bits of keccak256(R.x || R.y), in scratch space.
-            mstore(0x00, rx)
-            mstore(0x20, ry)
-            let p := P
+            mstore(add(m, 0xa3), LIB_LO_DST)
+            // b0 = H(msg_prime) at 0x00. The later calls all return one word: returndatasize()
+            // is then 0x20, one gas cheaper than PUSH1 0x20.
+            pop(staticcall(gas(), 0x02, m, 195, 0x00, 0x20))
+            // b1 = H(b0 | 0x01 | DST_prime) (63 bytes: the word's last byte is not hashed) at 0x20.
+            mstore(returndatasize(), ONE_DST)
+            pop(staticcall(gas(), 0x02, 0x00, 63, returndatasize(), returndatasize()))
+            let b1 := mload(returndatasize())
+            // b2 = H((b0 ^ b1) | 0x02 | DST_prime), written to 0x50..0x6f: the word at 0x40 is
+            // then the free memory pointer's high 16 bytes (zero: it is < 2^128) and b2[0..16],
+            // i.e. b2 >> 128. This clobbers 0x50..0x6f; 0x40 and 0x60 are rewritten below.
+            mstore(0x00, xor(mload(0x00), b1))
+            mstore(returndatasize(), TWO_DST)
+            pop(staticcall(gas(), 0x02, 0x00, 63, 0x50, returndatasize()))
+            // ecrecover(hash = -z*Y.x, v = 28 - parity, r = Y.x, s = c*Y.x) at 0x00..0x7f is the
+            // address of r^-1 * (s*P - hash*G) with P = (Y.x, the other parity) = -Y, that is
+            // z*G - c*Y. c = b1 * 2^128 + (b2 >> 128) is left unreduced: mulmod(b1, 2^128, n) +
+            // (b2 >> 128) < n + 2^128 does not overflow, and s only needs c mod n.
+            mstore(0x60, mulmod(add(mulmod(b1, TWO_POW_128, N), mload(0x40)), keyX, N))
+            mstore(0x40, keyX)
+            mstore(returndatasize(), sub(28, keyParity))
+            mstore(0x00, sub(N, mulmod(z, keyX, N)))
             ok := and(
                 and(
-                    // 0 < key.x < n, 0 < z < n (x - 1 wraps for x = 0), parity <= 1.
-                    and(and(lt(sub(px, 1), N_MINUS_1), lt(sub(z, 1), N_MINUS_1)), lt(parity, 2)),
-                    // R.x, R.y < p and R.y^2 == R.x^3 + 7 (mod p).
-                    and(
-                        and(lt(rx, p), lt(ry, p)),
-                        eq(mulmod(ry, ry, p), addmod(mulmod(mulmod(rx, rx, p), rx, p), 7, p))
-                    )
+                    // R.y < p (as ~R.y > ~p) and R.y^2 == R.x^3 + 7 (mod p).
+                    and(gt(not(ry), NOT_P), eq(mulmod(ry, ry, P), addmod(mulmod(mulmod(rx, rx, P), rx, P), 7, P))),
+                    // q != 0 and q == address(R) = low 160 bits of keccak256(R.x || R.y), hashed
+                    // where sig keeps them (its first two words). lt(a, b) on booleans is !a && b.
+                    lt(iszero(mload(m)), eq(mload(m), and(keccak256(sig, 0x40), ADDRESS_MASK)))
                 ),
-                and(
-                    and(eq(returndatasize(), 0x20), iszero(iszero(c))),
-                    and(iszero(iszero(q)), eq(q, and(keccak256(0x00, 0x40), ADDRESS_MASK)))
-                )
+                // R.x < p and 0 < z < n (z - 1 wraps for z = 0). Yul evaluates arguments right
+                // to left, so this operand, and the ecrecover call in it, comes before the loads
+                // of q above. The call writes to the zeroed word at m (hence no returndatasize
+                // check, see the dev comment) and its success flag, 1, is the 1 of z - 1 (when
+                // it is 0, out of gas, nothing was written and q = 0 rejects).
+                and(lt(rx, P), lt(sub(z, staticcall(gas(), 0x01, 0x00, 0x80, m, returndatasize())), N_MINUS_1))
             )
+            mstore(0x40, m)
+            mstore(0x60, 0)
         }
     }
 

@@ -194,9 +194,9 @@ contract SigilInbox {
         if (oldEpoch == 0) revert UnknownEpoch(0);
         if (newEpoch <= oldEpoch) revert EpochNotIncreasing(newEpoch, oldEpoch);
         uint8 parity = _checkKey(keyX, keyY);
-        FrostVerifier.PublicKey memory oldKey = _activeKey(oldEpoch);
-        bytes32 digest = rotationDigest(oldEpoch, oldKey.x, oldKey.parity, newEpoch, keyX, parity);
-        if (!FrostVerifier.verifyDigest(oldKey, sig, digest)) revert InvalidSignature();
+        (uint256 oldX, uint8 oldParity) = _activeKey(oldEpoch);
+        bytes32 digest = rotationDigest(oldEpoch, oldX, oldParity, newEpoch, keyX, parity);
+        if (!FrostVerifier.verifyDigest(oldX, oldParity, sig, digest)) revert InvalidSignature();
         // Cannot overflow: gracePeriod <= MAX_GRACE_PERIOD (1 year) and block.timestamp is far
         // below 2^64 - 1 year.
         uint64 until = uint64(block.timestamp) + gracePeriod;
@@ -213,7 +213,8 @@ contract SigilInbox {
     /// @dev Reverts UnknownEpoch, EpochExpired, BatchAlreadySubmitted or InvalidSignature.
     function submitBatch(uint64 epoch, uint64 height, bytes32 root, FrostVerifier.Signature calldata sig) external {
         if (_batches[root].submittedAt != 0) revert BatchAlreadySubmitted(root);
-        if (!FrostVerifier.verifyDigest(_activeKey(epoch), sig, batchDigest(epoch, height, root))) {
+        (uint256 keyX, uint8 keyParity) = _activeKey(epoch);
+        if (!FrostVerifier.verifyDigest(keyX, keyParity, sig, batchDigest(epoch, height, root))) {
             revert InvalidSignature();
         }
         _batches[root] = BatchRecord(epoch, height, uint64(block.timestamp));
@@ -387,15 +388,15 @@ contract SigilInbox {
 
     // ---------------------------------------------------------------- internals
 
-    function _activeKey(uint64 epoch) internal view returns (FrostVerifier.PublicKey memory key) {
+    function _activeKey(uint64 epoch) internal view returns (uint256 x, uint8 parity) {
         EpochKey storage k = _keys[epoch];
-        uint256 x = k.x;
+        x = k.x;
         if (x == 0) revert UnknownEpoch(epoch);
         uint64 until = k.validUntil;
         // A grace period is hours long; a proposer's few seconds of timestamp skew do not matter.
         // forge-lint: disable-next-line(block-timestamp)
         if (block.timestamp > until) revert EpochExpired(epoch, until);
-        key = FrostVerifier.PublicKey(x, k.parity);
+        parity = k.parity;
     }
 
     function _checkKey(uint256 x, uint256 y) internal pure returns (uint8 parity) {

@@ -19,7 +19,41 @@ contract FrostVerifierHarness {
         view
         returns (bool)
     {
-        return FrostVerifier.verifyDigest(key, sig, digest);
+        return FrostVerifier.verifyDigest(key.x, key.parity, sig, digest);
+    }
+
+    /// The key as two arbitrary words (dirty parity values included).
+    function verifyDigestWords(uint256 keyX, uint256 keyParity, FrostVerifier.Signature memory sig, bytes32 digest)
+        external
+        view
+        returns (bool)
+    {
+        return FrostVerifier.verifyDigest(keyX, keyParity, sig, digest);
+    }
+
+    /// verifyDigest plus the memory words it borrows or must not touch: the free memory
+    /// pointer and zero slot afterwards, and a sentinel word just below the free memory pointer.
+    function verifyDigestMemory(uint256 keyX, uint256 keyParity, FrostVerifier.Signature memory sig, bytes32 digest)
+        external
+        view
+        returns (bool ok, bool fmpKept, bool zeroSlotKept, bool sentinelKept)
+    {
+        uint256[] memory sentinel = new uint256[](1);
+        sentinel[0] = type(uint256).max;
+        uint256 fmp;
+        assembly ("memory-safe") {
+            fmp := mload(0x40)
+        }
+        ok = FrostVerifier.verifyDigest(keyX, keyParity, sig, digest);
+        uint256 fmpAfter;
+        uint256 zero;
+        assembly ("memory-safe") {
+            fmpAfter := mload(0x40)
+            zero := mload(0x60)
+        }
+        fmpKept = fmpAfter == fmp;
+        zeroSlotKept = zero == 0;
+        sentinelKept = sentinel[0] == type(uint256).max;
     }
 
     function challenge(FrostVerifier.PublicKey memory key, FrostVerifier.Signature memory sig, bytes memory message)
@@ -189,5 +223,72 @@ contract FrostVerifierTest is TestSigner {
         }
         assertFalse(h.verifyDigest(FrostVerifier.PublicKey(k.x, 2), s, d), "parity 2");
         assertFalse(h.verifyDigest(FrostVerifier.PublicKey(k.x, 255), s, d), "parity 255");
+    }
+
+    /// verifyDigest takes the key parity as a whole word: only 0 and 1 are accepted (ecrecover
+    /// rejects v = 28 - parity unless it is 27 or 28), whatever the high bytes.
+    function test_dirty_key_parity_words_rejected() public {
+        TestKey memory k = testKey(9);
+        bytes32 d = keccak256("edge");
+        FrostVerifier.Signature memory s = frostSign(k, d);
+        assertTrue(h.verifyDigestWords(k.x, k.parity, s, d), "valid");
+        uint256[7] memory ps = [
+            uint256(k.parity) + 2,
+            uint256(k.parity) + 256,
+            uint256(k.parity) | (1 << 255),
+            type(uint256).max,
+            type(uint256).max - 25,
+            uint256(28),
+            uint256(29)
+        ];
+        for (uint256 i = 0; i < ps.length; ++i) {
+            assertFalse(h.verifyDigestWords(k.x, ps[i], s, d), "dirty parity");
+        }
+        assertFalse(h.verifyDigestWords(k.x, 1 - k.parity, s, d), "other parity");
+    }
+
+    /// z^-1 mod n through the modexp precompile.
+    function invModN(uint256 a) internal view returns (uint256 r) {
+        (bool ok, bytes memory out) = address(5).staticcall(abi.encode(32, 32, 32, a, N - 2, N));
+        require(ok, "modexp");
+        r = abi.decode(out, (uint256));
+    }
+
+    /// When ecrecover fails it returns no data and leaves its output buffer as it was. This
+    /// makes the ecrecover hash word (-z * key.x mod n, which a signer chooses through z) equal
+    /// address(R) with every other check passing, and makes ecrecover fail: through the key
+    /// parity (v not 27 or 28) and through a key.x that is no point's x-coordinate (5: 5^3 + 7
+    /// is not a square mod p). Reading a stale or attacker-influenced buffer would accept.
+    function test_failed_ecrecover_never_accepts() public {
+        TestKey memory k = testKey(9);
+        bytes32 d = keccak256("ecrecover failure");
+        FrostVerifier.Signature memory s = frostSign(k, d);
+        uint256 a = uint256(uint160(uint256(keccak256(abi.encodePacked(s.rx, s.ry)))));
+        uint256[2] memory xs = [k.x, uint256(5)];
+        uint256[2] memory parities = [uint256(2), 0];
+        for (uint256 i = 0; i < 2; ++i) {
+            // hash = n - z * x mod n == a  <=>  z = (n - a) * x^-1 mod n.
+            uint256 z = mulmod(N - a, invModN(xs[i]), N);
+            FrostVerifier.Signature memory t = FrostVerifier.Signature(s.rx, s.ry, z);
+            assertEq(N - mulmod(z, xs[i], N), a, "hash word is address(R)");
+            assertFalse(h.verifyDigestWords(xs[i], parities[i], t, d), "failed ecrecover");
+            assertFalse(
+                h.verify(FrostVerifier.PublicKey(xs[i], uint8(parities[i])), t, abi.encodePacked(d)), "bytes form"
+            );
+        }
+    }
+
+    /// verifyDigest borrows 0x00..0x7f and writes free memory only: the free memory pointer and
+    /// the zero slot are restored and memory below the free memory pointer is untouched, for
+    /// valid and invalid signatures alike.
+    function testFuzz_verify_digest_memory_safe(bytes32 d, uint256 flip, bool corrupt) public {
+        TestKey memory k = testKey(3);
+        FrostVerifier.Signature memory s = frostSign(k, d);
+        if (corrupt) s.z ^= flip | 1;
+        (bool ok, bool fmpKept, bool zeroSlotKept, bool sentinelKept) = h.verifyDigestMemory(k.x, k.parity, s, d);
+        assertTrue(ok == !corrupt, "result");
+        assertTrue(fmpKept, "free memory pointer restored");
+        assertTrue(zeroSlotKept, "zero slot restored");
+        assertTrue(sentinelKept, "allocated memory untouched");
     }
 }
