@@ -205,8 +205,10 @@ fn generate() -> Value {
 
 #[test]
 fn fixtures_are_fresh() {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../contracts/test/fixtures/frost.json");
+    // Read at run time: clones share one target dir, so a compile-time path could name
+    // another clone's file.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test");
+    let path = PathBuf::from(manifest).join("../contracts/test/fixtures/frost.json");
     let text = serde_json::to_string_pretty(&generate()).unwrap() + "\n";
     if std::env::var_os("SIGIL_BLESS").is_some() {
         std::fs::write(&path, &text).unwrap();

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    // Read at run time: clones share one target dir (see scripts/env.sh).
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test")).join("..")
 }
 
 fn oz(messages: &[Message], multi: &[usize]) -> Value {

@@ -13,9 +13,29 @@ use std::path::{Path, PathBuf};
 
 pub use sigil_node::contracts::{FixableReceiver, RecordingReceiver, SigilGateway, SigilInbox};
 
-/// The repository root (parent of this crate).
+/// The repository root: the first directory holding `contracts/foundry.toml` at or above
+/// the `CARGO_MANIFEST_DIR` cargo sets at run time (tests, `cargo run`), else the current
+/// directory, else the path this crate was compiled from.
+///
+/// Looked up at run time because clones share one cargo target dir (`scripts/env.sh`): a
+/// binary or test compiled in one clone may be run from another, and a compile-time path
+/// would read the other clone's contracts and tools.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    let compiled = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let starts = [
+        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
+        std::env::current_dir().ok(),
+    ];
+    starts
+        .into_iter()
+        .flatten()
+        .find_map(|start| {
+            start
+                .ancestors()
+                .find(|d| d.join("contracts/foundry.toml").is_file())
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or(compiled)
 }
 
 /// The anvil binary from the pinned npm package. Errors if `scripts/setup.sh` was not run.
