@@ -168,3 +168,15 @@ fn a_rogue_rotation_is_never_decided() {
         }
     }
 }
+
+/// Found by the 100,000-schedule sweep (seed 29361): a block prevoted by all honest members
+/// named a nonce commitment that a signing retry of the previous height consumed a moment
+/// later. Validity must not change over time: two members locked on the block and the third,
+/// which then found it invalid, would disagree for ever.
+#[test]
+fn a_block_whose_nonce_a_retry_consumed_is_still_decided() {
+    let mut sc = Scenario::new(4, 29361, Some((2, Adversary::RogueRotation)));
+    sc.crash_after_decide = Some(3);
+    sc.rotation = true;
+    clean(sc);
+}

@@ -540,24 +540,16 @@ impl App {
             let Some(m) = m else {
                 return Err(format!("signer {} not a member", c.member));
             };
-            if self.used.contains(&(m, c.nonce_id)) {
-                return Err(format!("member {m} nonce {} already used", c.nonce_id));
-            }
+            // Decodable is all validity asks of a commitment. Whether a nonce is still unused
+            // changes over time (a signing retry of an earlier height may name it after this
+            // block was prevoted), and `valid(v)` must not: members locked on a block would
+            // then disagree for ever with one that no longer finds it valid (seed 29361). The
+            // signing set is attempt 0's suggestion; the owner's pool and durable ledger
+            // refuse a consumed or unknown nonce (`signing::sign`), and the attempt retries
+            // with fresh commitments.
             let sc = self
                 .decode_commitment(m, c)
                 .ok_or_else(|| format!("member {m}: malformed commitment"))?;
-            if Some(m) == self.p.me {
-                let held = self
-                    .signer
-                    .as_ref()
-                    .and_then(|s| s.pool.commitments(NonceId(c.nonce_id)));
-                if held != Some(sc) {
-                    return Err(format!(
-                        "our nonce {} is not held (consumed or unknown)",
-                        c.nonce_id
-                    ));
-                }
-            }
             if out.insert(m, sc).is_some() {
                 return Err(format!("signer {m} twice"));
             }
