@@ -9,7 +9,8 @@
 //!   a quorum (t members) has observed, its Merkle root, and the signing set with one
 //!   pre-published nonce commitment per signer — a few hundred bytes at 10,000 messages;
 //! - **validity**: a member accepts a block only if it observed every message in it with the
-//!   identical leaf (root recomputed from its own observations), the commitments are fresh,
+//!   identical leaf (root recomputed from its own observations), the commitments decode
+//!   (freshness is not asked: it changes over time, and `valid(v)` must not),
 //!   and the limits hold; an unknown-yet message makes the answer [`Validity::Pending`];
 //! - **signing after decision** (RFC 9591 §5.2–5.3): the decided block's signers consume
 //!   their nonce durably and release shares; every member verifies shares and aggregates.
