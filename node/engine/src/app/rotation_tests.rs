@@ -1,6 +1,6 @@
 //! Unit tests of rotation authorisation: only what an operator approved is prevoted.
 
-use super::tests::{committee, route};
+use super::tests::{committee, exchange_commitments, route};
 use super::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -149,17 +149,7 @@ fn a_rotation_alone_is_an_empty_signed_batch_and_is_decided_once() {
         assert!(a.has_work(), "an approved rotation is worth a height");
     }
     // Fresh commitments for the second height.
-    let lists: Vec<_> = apps
-        .iter_mut()
-        .map(|a| a.refresh_commitments().unwrap().unwrap())
-        .collect();
-    for a in apps.iter_mut() {
-        for (i, l) in lists.iter().enumerate() {
-            if Some(i as Member + 1) != a.params().me {
-                a.on_commitments(i as Member + 1, l);
-            }
-        }
-    }
+    exchange_commitments(&mut apps);
     let b2 = apps[1].build_block(2, 0).expect("the rotation alone");
     assert!(b2.0.ranges.is_empty() && b2.0.count == 0);
     assert_eq!(b2.0.root, B256::ZERO.as_slice());

@@ -74,25 +74,35 @@ pub(super) fn committee(n: u16) -> Vec<App> {
     for a in apps.iter_mut() {
         a.observe((0..10).map(obs), Some(cursor.clone()));
     }
-    let lists: Vec<_> = apps
-        .iter_mut()
-        .map(|a| a.refresh_commitments().unwrap().unwrap())
-        .collect();
     for a in apps.iter_mut() {
-        for (i, l) in lists.iter().enumerate() {
-            let m = i as u16 + 1;
+        for m in 1..=n {
             a.on_cursors(
                 m,
                 &pb::Cursors {
                     cursors: vec![cursor.clone()],
                 },
             );
+        }
+    }
+    exchange_commitments(&mut apps);
+    apps
+}
+
+/// Every member refreshes its nonce pool and every other member hears its list (what the
+/// driver's gossip period does).
+pub(super) fn exchange_commitments(apps: &mut [App]) {
+    let lists: Vec<_> = apps
+        .iter_mut()
+        .map(|a| a.refresh_commitments().unwrap().unwrap())
+        .collect();
+    for a in apps.iter_mut() {
+        for (i, l) in lists.iter().enumerate() {
+            let m = i as Member + 1;
             if Some(m) != a.params().me {
                 a.on_commitments(m, l);
             }
         }
     }
-    apps
 }
 
 /// Delivers broadcast effects to every other member; returns attestations and culprits.
