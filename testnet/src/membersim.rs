@@ -627,160 +627,6 @@ impl Sim {
         }
     }
 
-    /// The root the chain's messages in `ranges` really have, or `None` if a range names
-    /// messages the chain did not emit (or another chain/gateway).
-    fn true_root(&self, b: &pb::Block) -> Option<Vec<u8>> {
-        let mut leaves = Vec::new();
-        for r in &b.ranges {
-            if r.chain_id != CHAIN || r.gateway != Address::repeat_byte(0x5a).as_slice() {
-                return None;
-            }
-            for nonce in r.from_nonce..r.to_nonce {
-                leaves.push(self.chain.get(usize::try_from(nonce).ok()?)?.message.leaf());
-            }
-        }
-        Some(BatchTree::new(&leaves).ok()?.root().to_vec())
-    }
-
-    /// The block's root is what the chain emitted in its ranges (or, for a rotation alone,
-    /// the zero root of an empty batch).
-    fn truthful_root(&self, b: &pb::Block) -> bool {
-        if b.ranges.is_empty() && b.rotation.is_some() {
-            b.count == 0 && b.root == B256::ZERO.as_slice()
-        } else {
-            self.true_root(b).as_deref() == Some(b.root.as_slice())
-        }
-    }
-
-    /// Worth an honest share: a truthful root and no rotation but the approved one.
-    fn truthful(&self, b: &pb::Block) -> bool {
-        self.truthful_root(b)
-            && b.rotation
-                .as_ref()
-                .is_none_or(|r| self.sc.rotation && *r == approved_rotation(self.sc.n))
-    }
-
-    fn check_decided(&mut self, m: Member, height: u64, b: &pb::Block) {
-        if let Some(r) = &b.rotation {
-            if !self.sc.rotation || *r != approved_rotation(self.sc.n) {
-                self.violate(format!(
-                    "member {m} decided at height {height} a rotation no honest operator approved"
-                ));
-            }
-            if let Some(first) = self.rotations.insert(m, height)
-                && first != height
-            {
-                self.violate(format!(
-                    "member {m} decided a second rotation in one epoch (heights {first} and {height})"
-                ));
-            }
-        }
-        if !self.truthful_root(b) {
-            self.violate(format!(
-                "member {m} decided height {height} with a root the chain never emitted"
-            ));
-        }
-        let id = sigil_consensus::Value::id(&sigil_engine::app::Block(b.clone()));
-        for (other, map) in &self.decided {
-            if let Some(x) = map.get(&height)
-                && *x != id
-            {
-                let msg =
-                    format!("agreement: members {m} and {other} decided differently at {height}");
-                self.violate(msg);
-                break;
-            }
-        }
-        self.decided.entry(m).or_default().insert(height, id);
-    }
-
-    fn check_attestation(&mut self, m: Member, a: &pb::Attestation) {
-        self.report.attestations += 1;
-        let ok = B256::try_from(a.root.as_slice()).ok().is_some_and(|root| {
-            frost::Signature::deserialize(&a.signature).is_ok_and(|sig| {
-                let d = sigil_crypto::batch_digest(a.epoch, a.height, root);
-                sigil_crypto::signing::verify(&self.keys.group_key, d, &sig).is_ok()
-            })
-        });
-        let decided_root = self.members[&m]
-            .driver
-            .as_ref()
-            .and_then(|d| d.storage().block(a.height).ok().flatten())
-            .and_then(|cb| cb.proposal)
-            .and_then(|env| pb::Body::decode(env.body.as_slice()).ok())
-            .and_then(|b| match b.kind {
-                Some(pb::body::Kind::Proposal(p)) => p.block.map(|b| b.root),
-                _ => None,
-            });
-        if !ok || decided_root.as_deref() != Some(a.root.as_slice()) {
-            self.violate(format!(
-                "member {m}: attestation at height {} does not verify over its decided root",
-                a.height
-            ));
-        }
-    }
-
-    /// Own votes never change across crashes; own shares only for truthful decided blocks.
-    fn check_own(&mut self, m: Member, env: &pb::Envelope) {
-        if env.member != u32::from(m) {
-            // Another member's envelope it repeats (a quorum's votes).
-            return;
-        }
-        let Ok(body) = pb::Body::decode(env.body.as_slice()) else {
-            return;
-        };
-        match body.kind {
-            Some(pb::body::Kind::Vote(v)) => {
-                let key = (m, v.height, v.round, v.kind);
-                match self.votes.get(&key) {
-                    Some(prev) if *prev != v.value_id => self.violate(format!(
-                        "member {m} double-voted at height {} round {}",
-                        v.height, v.round
-                    )),
-                    Some(_) => {}
-                    None => {
-                        self.votes.insert(key, v.value_id);
-                    }
-                }
-            }
-            Some(pb::body::Kind::Share(s)) => {
-                let block = self.members[&m]
-                    .driver
-                    .as_ref()
-                    .and_then(|d| d.storage().block(s.height).ok().flatten())
-                    .and_then(|cb| cb.proposal)
-                    .and_then(|env| pb::Body::decode(env.body.as_slice()).ok())
-                    .and_then(|b| match b.kind {
-                        Some(pb::body::Kind::Proposal(p)) => p.block,
-                        _ => None,
-                    });
-                let truthful = block.as_ref().is_some_and(|b| self.truthful(b));
-                if !truthful {
-                    self.violate(format!(
-                        "member {m} released a share for height {} whose block is not what the chain emitted",
-                        s.height
-                    ));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn check_bounds(&mut self, m: Member) {
-        let Some(d) = self.members.get(&m).and_then(|s| s.driver.as_ref()) else {
-            return;
-        };
-        let state = d.held_entries();
-        let wal = d.storage().wal_len();
-        self.report.peak_state = self.report.peak_state.max(state);
-        self.report.peak_wal = self.report.peak_wal.max(wal);
-        if state > STATE_BOUND || wal > WAL_BOUND {
-            self.violate(format!(
-                "member {m} holds {state} driver entries and {wal} WAL records (bounds {STATE_BOUND}/{WAL_BOUND})"
-            ));
-        }
-    }
-
     fn step(&mut self, ev: Ev) {
         match ev {
             Ev::Emit => {
@@ -1005,53 +851,6 @@ pub fn run(sc: Scenario) -> Report {
     }
 }
 
-/// The next committee every honest operator approves in a rotation schedule: n + 1 fixed
-/// node keys (epoch [`EPOCH`] + 1).
-pub fn approved_rotation(n: u16) -> pb::Rotation {
-    rotation_of(n + 1, 0x0071_7a7e)
-}
-
-/// The committee a Byzantine member `m` "approves": its own key and made-up others.
-fn rogue_rotation(n: u16, m: Member) -> pb::Rotation {
-    rotation_of(n, 0x0b00_0000 + u64::from(m))
-}
-
-fn rotation_of(size: u16, seed: u64) -> pb::Rotation {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let members = (0..size)
-        .map(|_| {
-            SigningKey::random(&mut rng)
-                .verifying_key()
-                .to_encoded_point(true)
-                .as_bytes()
-                .to_vec()
-        })
-        .collect();
-    pb::Rotation {
-        epoch: EPOCH + 1,
-        members,
-        threshold: u32::from(sigil_crypto::keys::thresholds(size).1),
-    }
-}
-
-/// The rotation a member's stored blocks decided, with its height (the host's restart path).
-fn stored_rotation(disk: &MemStorage) -> Option<(u64, pb::Rotation)> {
-    let last = disk.last_height().ok()?;
-    (1..=last).find_map(|h| {
-        let block = disk
-            .block(h)
-            .ok()
-            .flatten()?
-            .proposal
-            .and_then(|env| pb::Body::decode(env.body.as_slice()).ok())
-            .and_then(|b| match b.kind {
-                Some(pb::body::Kind::Proposal(p)) => p.block,
-                _ => None,
-            })?;
-        block.rotation.map(|r| (h, r))
-    })
-}
-
 /// The command that replays one schedule.
 pub fn replay_command(sc: &Scenario) -> String {
     let adv = sc
@@ -1070,4 +869,8 @@ pub fn replay_command(sc: &Scenario) -> String {
 }
 
 mod byzantine;
+mod checks;
 pub mod sweep;
+
+pub use checks::approved_rotation;
+use checks::{rogue_rotation, stored_rotation};
