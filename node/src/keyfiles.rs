@@ -2,8 +2,13 @@
 //! (scrypt + XChaCha20-Poly1305, [`sigil_crypto::keystore`]):
 //!
 //! - `node_key.json`: the 32-byte secp256k1 node key (p2p identity, consensus votes);
-//! - `key_share.json`: the FROST key share from `sigil dkg` ([`KeyShare`], JSON);
-//! - `group_key.json`: the group key, public, unencrypted ([`GroupKeyFile`]).
+//! - `keys/share-epoch-<e>.json`: the FROST key share of key epoch e from `sigil dkg`
+//!   ([`KeyShare`], JSON), one file per epoch: a new epoch's share never replaces an older
+//!   one, which stays until `sigil epoch prune` erases it (after the old epoch's grace
+//!   period has ended on every inbox). A `key_share.json` from before per-epoch storage is
+//!   still read for the epoch it holds;
+//! - `keys/group_key-epoch-<e>.json` and `group_key.json` (the latest): the group key,
+//!   public, unencrypted ([`GroupKeyFile`]).
 //!
 //! The passphrase comes from `SIGIL_PASSPHRASE`, the file named by `SIGIL_PASSPHRASE_FILE`,
 //! or a prompt on the terminal.
@@ -18,8 +23,20 @@ use zeroize::Zeroizing;
 
 /// Node key file name.
 pub const NODE_KEY: &str = "node_key.json";
-/// Key share file name.
+/// Key share file name from before per-epoch storage (read for the epoch it holds).
 pub const KEY_SHARE: &str = "key_share.json";
+/// Directory of the per-epoch key shares and group keys.
+pub const KEYS_DIR: &str = "keys";
+
+/// Where the key share of `epoch` is stored: `<home>/keys/share-epoch-<epoch>.json`.
+pub fn key_share_path(home: &Path, epoch: u64) -> std::path::PathBuf {
+    home.join(KEYS_DIR).join(format!("share-epoch-{epoch}.json"))
+}
+
+/// Where the public group key of `epoch` is stored: `<home>/keys/group_key-epoch-<epoch>.json`.
+pub fn group_key_path(home: &Path, epoch: u64) -> std::path::PathBuf {
+    home.join(KEYS_DIR).join(format!("group_key-epoch-{epoch}.json"))
+}
 /// Public group key file name.
 pub const GROUP_KEY: &str = "group_key.json";
 
@@ -93,9 +110,10 @@ pub fn passphrase() -> Result<Zeroizing<Vec<u8>>> {
     ))
 }
 
-/// KDF cost: production scrypt unless `SIGIL_INSECURE_FAST_KDF=1` (devnets, tests).
+/// KDF cost: production scrypt unless `SIGIL_INSECURE_FAST_KDF=1` (devnets, tests) or in
+/// this crate's unit tests.
 pub fn kdf() -> ScryptParams {
-    if std::env::var("SIGIL_INSECURE_FAST_KDF").as_deref() == Ok("1") {
+    if cfg!(test) || std::env::var("SIGIL_INSECURE_FAST_KDF").as_deref() == Ok("1") {
         ScryptParams::insecure_fast()
     } else {
         ScryptParams::default()
@@ -127,38 +145,207 @@ pub fn read_node_key(home: &Path, pass: &[u8]) -> Result<NodeKey> {
     Ok(NodeKey::from_bytes(&bytes)?)
 }
 
-/// Writes the key share (encrypted) and the public group key file.
+/// Writes the key share of `share.epoch` (encrypted) and the public group key files (the
+/// epoch's and `group_key.json`, the latest). Shares of other epochs are never touched.
+///
+/// Errors: a share for that epoch exists and `replace` is false (replacing a share whose
+/// group key an inbox already holds strands the node; `sigil dkg --replace` asks for it),
+/// or I/O.
 pub fn write_key_share(
     home: &Path,
     share: &KeyShare,
     group_key: &GroupKey,
     pass: &[u8],
+    replace: bool,
 ) -> Result<()> {
+    let p = key_share_path(home, share.epoch);
+    if p.exists() && !replace {
+        bail!(
+            "{} exists: a key share for epoch {} is stored; pass --replace to overwrite it",
+            p.display(),
+            share.epoch
+        );
+    }
+    std::fs::create_dir_all(home.join(KEYS_DIR))?;
     let json = Zeroizing::new(serde_json::to_vec(share)?);
-    let p = home.join(KEY_SHARE);
-    if p.exists() {
-        std::fs::remove_file(&p)?;
+    let tmp = p.with_extension("json.tmp");
+    if tmp.exists() {
+        std::fs::remove_file(&tmp)?;
     }
     keystore::write_file(
-        &p,
+        &tmp,
         &json,
         pass,
         "sigil-key-share",
         kdf(),
         &mut rand_core::OsRng,
     )?;
-    let g = GroupKeyFile::new(share.epoch, group_key);
-    std::fs::write(home.join(GROUP_KEY), serde_json::to_string_pretty(&g)?)?;
+    std::fs::rename(&tmp, &p)?;
+    let g = serde_json::to_string_pretty(&GroupKeyFile::new(share.epoch, group_key))?;
+    std::fs::write(group_key_path(home, share.epoch), &g)?;
+    std::fs::write(home.join(GROUP_KEY), &g)?;
     Ok(())
 }
 
-/// Reads the key share, if present.
-pub fn read_key_share(home: &Path, pass: &[u8]) -> Result<Option<KeyShare>> {
-    let p = home.join(KEY_SHARE);
-    if !p.exists() {
-        return Ok(None);
+/// Reads the key share of `epoch`, if stored (per-epoch file, else a `key_share.json` from
+/// before per-epoch storage that holds that epoch).
+///
+/// Errors: a wrong passphrase, a corrupt file, or a file whose epoch is not `epoch`.
+pub fn read_key_share(home: &Path, pass: &[u8], epoch: u64) -> Result<Option<KeyShare>> {
+    let p = key_share_path(home, epoch);
+    if p.exists() {
+        let share = read_share_file(&p, pass)?;
+        if share.epoch != epoch {
+            bail!(
+                "{} holds a share of epoch {}, not {epoch}",
+                p.display(),
+                share.epoch
+            );
+        }
+        return Ok(Some(share));
     }
+    let legacy = home.join(KEY_SHARE);
+    if legacy.exists() {
+        let share = read_share_file(&legacy, pass)?;
+        if share.epoch == epoch {
+            return Ok(Some(share));
+        }
+    }
+    Ok(None)
+}
+
+fn read_share_file(p: &Path, pass: &[u8]) -> Result<KeyShare> {
     let bytes =
-        keystore::read_file(&p, pass).with_context(|| format!("opening {}", p.display()))?;
-    Ok(Some(serde_json::from_slice(&bytes)?))
+        keystore::read_file(p, pass).with_context(|| format!("opening {}", p.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("decoding {}", p.display()))
+}
+
+/// The epochs whose key shares are stored in `keys/` (ascending).
+/// Errors: I/O reading the directory.
+pub fn stored_epochs(home: &Path) -> Result<Vec<u64>> {
+    let dir = home.join(KEYS_DIR);
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut epochs = Vec::new();
+    for e in std::fs::read_dir(&dir)? {
+        let name = e?.file_name();
+        if let Some(n) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("share-epoch-"))
+            .and_then(|n| n.strip_suffix(".json"))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            epochs.push(n);
+        }
+    }
+    epochs.sort_unstable();
+    Ok(epochs)
+}
+
+/// Erases the key shares of every epoch below `below` (the old epochs whose grace period
+/// has ended on every inbox); returns the epochs erased. A `key_share.json` from before
+/// per-epoch storage is erased too when its epoch is below `below`.
+///
+/// Errors: I/O; a legacy file that cannot be read with `pass` is left alone and reported.
+pub fn erase_key_shares_below(home: &Path, below: u64, pass: &[u8]) -> Result<Vec<u64>> {
+    let mut erased = Vec::new();
+    for e in stored_epochs(home)? {
+        if e < below {
+            std::fs::remove_file(key_share_path(home, e))?;
+            erased.push(e);
+        }
+    }
+    let legacy = home.join(KEY_SHARE);
+    if legacy.exists() {
+        let share = read_share_file(&legacy, pass)?;
+        if share.epoch < below {
+            std::fs::remove_file(&legacy)?;
+            erased.push(share.epoch);
+        }
+    }
+    erased.sort_unstable();
+    erased.dedup();
+    Ok(erased)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn share(epoch: u64, seed: u64) -> (KeyShare, GroupKey) {
+        use rand_core::SeedableRng;
+        let dealt = sigil_crypto::keys::trusted_dealer(
+            3,
+            4,
+            &mut rand_chacha::ChaCha20Rng::seed_from_u64(seed),
+        )
+        .unwrap();
+        let s = KeyShare {
+            epoch,
+            member: 1,
+            n: 4,
+            t: 3,
+            key_package: dealt.key_packages[&1].clone(),
+            public_key_package: dealt.public_key_package.clone(),
+        };
+        (s, dealt.group_key)
+    }
+
+    #[test]
+    fn shares_are_kept_per_epoch_and_only_pruned_on_request() {
+        let home = tempfile::tempdir().unwrap();
+        let pass = b"pw";
+        let (s1, g1) = share(1, 1);
+        let (s2, g2) = share(2, 2);
+        write_key_share(home.path(), &s1, &g1, pass, false).unwrap();
+        write_key_share(home.path(), &s2, &g2, pass, false).unwrap();
+        assert_eq!(stored_epochs(home.path()).unwrap(), vec![1, 2]);
+        let back1 = read_key_share(home.path(), pass, 1).unwrap().unwrap();
+        assert_eq!(back1.key_package, s1.key_package, "epoch 1 kept beside epoch 2");
+        let back2 = read_key_share(home.path(), pass, 2).unwrap().unwrap();
+        assert_eq!(back2.key_package, s2.key_package);
+        assert!(read_key_share(home.path(), pass, 3).unwrap().is_none());
+        let latest: GroupKeyFile =
+            serde_json::from_str(&std::fs::read_to_string(home.path().join(GROUP_KEY)).unwrap())
+                .unwrap();
+        assert_eq!(latest.epoch, 2);
+        // The same epoch is never silently replaced.
+        let (other, go) = share(2, 9);
+        let e = write_key_share(home.path(), &other, &go, pass, false).unwrap_err();
+        assert!(e.to_string().contains("--replace"), "{e}");
+        assert_eq!(
+            read_key_share(home.path(), pass, 2).unwrap().unwrap().key_package,
+            s2.key_package
+        );
+        write_key_share(home.path(), &other, &go, pass, true).unwrap();
+        assert_eq!(
+            read_key_share(home.path(), pass, 2).unwrap().unwrap().key_package,
+            other.key_package
+        );
+        assert_eq!(erase_key_shares_below(home.path(), 2, pass).unwrap(), vec![1]);
+        assert_eq!(stored_epochs(home.path()).unwrap(), vec![2]);
+        assert!(read_key_share(home.path(), pass, 1).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_share_from_before_per_epoch_storage_is_read_for_its_epoch() {
+        let home = tempfile::tempdir().unwrap();
+        let pass = b"pw";
+        let (s1, _) = share(1, 1);
+        let json = serde_json::to_vec(&s1).unwrap();
+        keystore::write_file(
+            &home.path().join(KEY_SHARE),
+            &json,
+            pass,
+            "sigil-key-share",
+            kdf(),
+            &mut rand_core::OsRng,
+        )
+        .unwrap();
+        assert!(read_key_share(home.path(), pass, 1).unwrap().is_some());
+        assert!(read_key_share(home.path(), pass, 2).unwrap().is_none());
+        assert_eq!(erase_key_shares_below(home.path(), 2, pass).unwrap(), vec![1]);
+        assert!(!home.path().join(KEY_SHARE).exists());
+    }
 }

@@ -20,6 +20,7 @@ pub use sigil_engine::app;
 pub mod config;
 pub mod contracts;
 pub mod dkg;
+pub mod epoch;
 pub mod identity;
 pub mod keyfiles;
 pub mod metrics;
@@ -50,11 +51,11 @@ pub async fn start(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let key = keyfiles::read_node_key(home, pass)?;
-    let share = keyfiles::read_key_share(home, pass)?.ok_or_else(|| {
+    let epoch = cfg.committee.epoch;
+    let share = keyfiles::read_key_share(home, pass, epoch)?.ok_or_else(|| {
         anyhow::anyhow!(
-            "no {} in {}; run `sigil dkg` first",
-            keyfiles::KEY_SHARE,
-            home.display()
+            "no key share for epoch {epoch} (config field `committee.epoch`) at {}; run `sigil dkg` first",
+            keyfiles::key_share_path(home, epoch).display()
         )
     })?;
     let store = store::Store::open(&home.join("db"))?;
@@ -115,6 +116,7 @@ pub async fn start(
             key,
             share,
             store,
+            approval: Some(home.join(epoch::APPROVAL_FILE)),
         },
         metrics,
         status,

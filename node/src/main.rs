@@ -44,6 +44,10 @@ enum Cmd {
         /// Give up (naming missing members) after this long.
         #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
         timeout: Duration,
+        /// Overwrite a key share already stored for this epoch (shares of other epochs are
+        /// never touched).
+        #[arg(long)]
+        replace: bool,
     },
     /// Run the node.
     Start,
@@ -104,12 +108,56 @@ enum Cmd {
         #[arg(long)]
         group_key: Option<String>,
     },
+    /// Committee epochs: this node's epoch and committee, and its operator's approval of the
+    /// next committee (see README, "Changing the committee").
+    Epoch {
+        #[command(subcommand)]
+        cmd: EpochCmd,
+    },
     /// Run a local devnet (two anvil chains, N nodes); arguments go to `sigil-devnet`.
     #[command(disable_help_flag = true)]
     Devnet {
         /// Arguments for sigil-devnet.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EpochCmd {
+    /// The epoch and committee in config.toml, and the next committee approved in this home.
+    Show,
+    /// Approve the next committee (epoch + 1, threshold 2f + 1 of its size): writes
+    /// <home>/rotation-approval.toml, which a running node re-reads within a second. The
+    /// committee decides the rotation once 2f + 1 members' operators approved the same list.
+    Approve {
+        /// The whole next committee in member order (node keys from `sigil keys`; repeat or
+        /// comma-separate).
+        #[arg(long = "member", value_delimiter = ',', conflicts_with_all = ["add", "remove", "withdraw"])]
+        members: Vec<String>,
+        /// A node key joining: the current committee plus this one (repeatable).
+        #[arg(long, value_delimiter = ',', conflicts_with = "withdraw")]
+        add: Vec<String>,
+        /// A node key leaving: the current committee without this one (repeatable).
+        #[arg(long, value_delimiter = ',', conflicts_with = "withdraw")]
+        remove: Vec<String>,
+        /// Withdraw the approval (delete the file): the node stops proposing and prevoting it.
+        #[arg(long)]
+        withdraw: bool,
+    },
+    /// Erase the key shares of every epoch below EPOCH — only once the old epochs' grace
+    /// period has ended on every inbox (their attestations can no longer be delivered).
+    /// Never erases the epoch in config.toml.
+    Prune {
+        /// Erase shares of epochs strictly below this one.
+        #[arg(long)]
+        below: u64,
+    },
+    /// The running node's rotation progress (the `rotation` part of /v1/status).
+    Status {
+        /// API base URL (default: node.api from config.toml).
+        #[arg(long)]
+        api: Option<String>,
     },
 }
 
@@ -244,6 +292,72 @@ async fn retry_message(a: &AttestationView, rpc: &str, key: &str) -> Result<()> 
     Ok(())
 }
 
+/// `sigil epoch …`.
+async fn epoch_cmd(home: &Path, cmd: EpochCmd) -> Result<()> {
+    use sigil_node::epoch::{APPROVAL_FILE, Approval, next_members};
+    match cmd {
+        EpochCmd::Show => print!("{}", sigil_node::epoch::show(&load_config(home)?, home)),
+        EpochCmd::Approve {
+            members,
+            add,
+            remove,
+            withdraw,
+        } => {
+            let path = home.join(APPROVAL_FILE);
+            if withdraw {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => println!("approval withdrawn ({} removed)", path.display()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        println!("nothing was approved ({} absent)", path.display())
+                    }
+                    Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+                }
+                return Ok(());
+            }
+            let cfg = load_config(home)?;
+            let current: Vec<String> = cfg.committee.members.iter().map(|m| m.key.clone()).collect();
+            let next = next_members(&current, members, add, remove).map_err(|e| anyhow!(e))?;
+            let a = Approval::next(cfg.committee.epoch, next);
+            a.to_rotation(&path, cfg.committee.epoch)?;
+            a.write(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "approved: epoch {}, {} members, threshold {} (written to {}; a running node applies it within a second)",
+                a.epoch,
+                a.members.len(),
+                a.threshold,
+                path.display()
+            );
+        }
+        EpochCmd::Prune { below } => {
+            let cfg = load_config(home)?;
+            if below > cfg.committee.epoch {
+                bail!(
+                    "--below {below} would erase the share of epoch {}, the one config.toml signs under",
+                    cfg.committee.epoch
+                );
+            }
+            let pass = keyfiles::passphrase()?;
+            let erased = keyfiles::erase_key_shares_below(home, below, &pass)?;
+            if erased.is_empty() {
+                println!("no key share below epoch {below}");
+            } else {
+                println!("erased the key shares of epochs {erased:?}");
+            }
+        }
+        EpochCmd::Status { api } => {
+            let url = format!("{}/v1/status", api_url(home, api)?);
+            let v: serde_json::Value = reqwest::get(&url)
+                .await
+                .with_context(|| format!("GET {url}"))?
+                .json()
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v["rotation"])?);
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     if let Err(e) = run().await {
@@ -304,20 +418,25 @@ async fn run() -> Result<()> {
                 println!("group key: {} (epoch {})", gk.compressed, gk.epoch);
             }
         }
-        Cmd::Dkg { timeout } => {
+        Cmd::Dkg { timeout, replace } => {
             let cfg = load_config(&home)?;
             init_logs(cfg.node.log_format == "json");
+            let epoch = cfg.committee.epoch;
+            let path = keyfiles::key_share_path(&home, epoch);
+            if path.exists() && !replace {
+                bail!(
+                    "{} exists: a key share for epoch {epoch} is stored; pass --replace to run the DKG again and overwrite it",
+                    path.display()
+                );
+            }
             let pass = keyfiles::passphrase()?;
             let key = keyfiles::read_node_key(&home, &pass)?;
             let r = sigil_node::dkg::run(&cfg, &key, timeout).await?;
-            keyfiles::write_key_share(&home, &r.share, &r.group_key, &pass)?;
+            keyfiles::write_key_share(&home, &r.share, &r.group_key, &pass, replace)?;
             println!("group key: {}", hex::encode(r.group_key.compressed()));
             println!("x: {}", r.group_key.x());
             println!("y: {}", r.group_key.y());
-            println!(
-                "key share written to {}",
-                home.join(keyfiles::KEY_SHARE).display()
-            );
+            println!("key share of epoch {epoch} written to {}", path.display());
         }
         Cmd::Start => {
             let cfg = load_config(&home)?;
@@ -387,6 +506,7 @@ async fn run() -> Result<()> {
                 .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
+        Cmd::Epoch { cmd } => epoch_cmd(&home, cmd).await?,
         Cmd::Attestation {
             cmd: AttestationCmd::Get { id, api },
         } => {

@@ -1,7 +1,7 @@
 //! Prometheus metrics (prometheus-client), one registry per node, served at `/metrics`.
 //!
 //! One struct per subsystem — [`ChainMetrics`] (watchers), [`ConsensusMetrics`],
-//! [`SigningMetrics`], [`P2pMetrics`], [`RelayerMetrics`] — held by [`Metrics`], whose
+//! [`SigningMetrics`], [`P2pMetrics`], [`RelayerMetrics`], [`EpochMetrics`] — held by [`Metrics`], whose
 //! [`Metrics::register`] adds them all to one [`Registry`]. Each subsystem gets only its
 //! own struct where it can (the relayer's helpers take `&RelayerMetrics`).
 //!
@@ -418,6 +418,50 @@ pub struct Metrics {
     pub p2p: P2pMetrics,
     /// Relayer transactions.
     pub relayer: RelayerMetrics,
+    /// Committee epochs.
+    pub epoch: EpochMetrics,
+}
+
+/// Committee epochs: the epoch signed under and the rotation's progress.
+#[derive(Debug, Default)]
+pub struct EpochMetrics {
+    /// The key epoch this committee signs under (epoch number). `sigil_epoch`.
+    pub epoch: Gauge,
+    /// Progress of the rotation to the next epoch: 0 none, 1 approved by this operator,
+    /// 2 decided by the committee. `sigil_rotation_stage`.
+    pub rotation_stage: Gauge,
+    /// Height of the block that decided the rotation (height; 0 while undecided).
+    /// `sigil_rotation_decided_height`.
+    pub rotation_decided_height: Gauge,
+    /// Approval files refused (bad TOML, a field out of shape); each withdraws the approval
+    /// (files). `sigil_rotation_approval_errors_total`.
+    pub approval_errors: Counter,
+}
+
+impl EpochMetrics {
+    /// Registers the epoch metrics in `r`.
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "sigil_epoch",
+            "Key epoch the committee signs under",
+            self.epoch.clone(),
+        );
+        r.register(
+            "sigil_rotation_stage",
+            "Rotation to the next epoch: 0 none, 1 approved by this operator, 2 decided",
+            self.rotation_stage.clone(),
+        );
+        r.register(
+            "sigil_rotation_decided_height",
+            "Height of the block that decided the rotation (0 while undecided)",
+            self.rotation_decided_height.clone(),
+        );
+        r.register(
+            "sigil_rotation_approval_errors",
+            "Approval files refused (each withdraws the approval)",
+            self.approval_errors.clone(),
+        );
+    }
 }
 
 /// Cumulative counts the engine keeps itself (it has no metrics handle), read by the host
@@ -459,6 +503,7 @@ impl Metrics {
         self.signing.register(r);
         self.p2p.register(r);
         self.relayer.register(r);
+        self.epoch.register(r);
     }
 
     /// Brings the engine-kept counters up to `now` (the engine's cumulative counts), given

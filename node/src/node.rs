@@ -50,6 +50,8 @@ pub struct Status {
     pub epoch: u64,
     /// Group key (compressed hex).
     pub group_key: Option<String>,
+    /// Committee epochs: the rotation to the next epoch (approved, decided).
+    pub rotation: crate::epoch::EpochStatus,
     /// Per chain.
     pub chains: Vec<ChainStatus>,
     /// Whether quorum peers are connected and every chain answered recently.
@@ -115,7 +117,16 @@ pub struct Node {
     exported: EngineTotals,
     /// Monotonic origin of the engine's clock.
     origin: Instant,
+    /// The operator's approval file of the next committee, re-read when it changes.
+    approval: Option<crate::epoch::ApprovalWatch>,
+    /// Why the approval file was last refused (shown in `/v1/status`).
+    approval_error: Option<String>,
+    /// When the approval file was last polled.
+    approval_polled: Option<Instant>,
 }
+
+/// How often the approval file is polled (a stat per poll).
+const APPROVAL_POLL: Duration = Duration::from_secs(1);
 
 /// Everything needed to start a node.
 pub struct NodeSetup {
@@ -127,6 +138,9 @@ pub struct NodeSetup {
     pub share: KeyShare,
     /// Opened database.
     pub store: Store,
+    /// The operator's approval of the next committee
+    /// (`<home>/`[`crate::epoch::APPROVAL_FILE`]); `None`: never approve a rotation.
+    pub approval: Option<std::path::PathBuf>,
 }
 
 /// The engine's timing from the config (ms).
@@ -156,6 +170,7 @@ impl Node {
             key,
             share,
             store,
+            approval,
         } = setup;
         let committee = Committee::from_config(&cfg.committee)?;
         let me = committee.index_of(&key.public()).ok_or_else(|| {
@@ -212,6 +227,20 @@ impl Node {
             let cursor = store.cursor(c.chain_id)?.map(|cur| cur.to_wire(c.chain_id));
             app.observe(obs, cursor);
         }
+        // The operator's approval is read before the engine starts (replayed proposals are
+        // judged with it), then re-read as it changes.
+        let mut approval = approval.map(|p| crate::epoch::ApprovalWatch::new(p, cfg.committee.epoch));
+        let mut approval_error = None;
+        if let Some(Some(change)) = approval.as_mut().map(|w| w.poll()) {
+            if let Err(e) = change
+                .map_err(|e| e.to_string())
+                .and_then(|r| app.approve_rotation(r))
+            {
+                tracing::error!(error = %e, "approval file refused; nothing approved");
+                metrics.epoch.approval_errors.inc();
+                approval_error = Some(e);
+            }
+        }
         let swarm = crate::p2p::build(&key, &committee)?;
         let origin = Instant::now();
         let (engine, startup) = Driver::new(
@@ -239,6 +268,9 @@ impl Node {
             chain_status: BTreeMap::new(),
             exported: EngineTotals::default(),
             origin,
+            approval,
+            approval_error,
+            approval_polled: Some(Instant::now()),
         })
     }
 
@@ -441,6 +473,48 @@ impl Node {
         }
     }
 
+    /// Re-reads the operator's approval file when it changed (at most every
+    /// [`APPROVAL_POLL`]) and hands it to the engine. A refused file withdraws the approval,
+    /// is logged naming the field, counted, and shown in `/v1/status`.
+    fn poll_approval(&mut self) {
+        let Some(watch) = self.approval.as_mut() else {
+            return;
+        };
+        if self
+            .approval_polled
+            .is_some_and(|t| t.elapsed() < APPROVAL_POLL)
+        {
+            return;
+        }
+        self.approval_polled = Some(Instant::now());
+        let Some(change) = watch.poll() else {
+            return;
+        };
+        let result = change
+            .map_err(|e| e.to_string())
+            .and_then(|r| self.engine.approve_rotation(r));
+        match result {
+            Ok(()) => {
+                self.approval_error = None;
+                match self.engine.app().approved_rotation() {
+                    Some(r) => tracing::info!(
+                        epoch = r.epoch,
+                        members = r.members.len(),
+                        threshold = r.threshold,
+                        "operator approved the next committee"
+                    ),
+                    None => tracing::info!("no approved next committee"),
+                }
+            }
+            Err(e) => {
+                let _ = self.engine.approve_rotation(None);
+                self.metrics.epoch.approval_errors.inc();
+                tracing::error!(error = %e, "approval file refused; approval withdrawn");
+                self.approval_error = Some(e);
+            }
+        }
+    }
+
     fn update_status(&mut self) {
         let t = usize::from(self.engine.app().params().t);
         let fresh = self
@@ -449,6 +523,13 @@ impl Node {
             .all(|c| now_ms().saturating_sub(c.updated_ms) < 30_000);
         let chains_ok = self.chain_status.len() == self.cfg.chains.len() && fresh;
         let es = self.engine.status();
+        let app = self.engine.app();
+        let rotation = crate::epoch::EpochStatus::new(
+            app.params().epoch,
+            app.approved_rotation(),
+            app.decided_rotation(),
+            self.approval_error.clone(),
+        );
         if let Ok(mut s) = self.status.write() {
             s.moniker = self.cfg.node.moniker.clone();
             s.version = env!("CARGO_PKG_VERSION").into();
@@ -467,7 +548,17 @@ impl Node {
                 .map(|g| hex::encode(g.compressed()));
             s.chains = self.chain_status.values().cloned().collect();
             s.ready = self.connected.len() + 1 >= t && chains_ok;
+            s.rotation = rotation.clone();
         }
+        self.metrics.epoch.epoch.set(i64::try_from(rotation.epoch).unwrap_or(i64::MAX));
+        self.metrics.epoch.rotation_stage.set(rotation.stage_code());
+        self.metrics.epoch.rotation_decided_height.set(
+            rotation
+                .decided
+                .as_ref()
+                .and_then(|d| d.height)
+                .map_or(0, |h| i64::try_from(h).unwrap_or(i64::MAX)),
+        );
         self.metrics.p2p.peers.set(self.connected.len() as i64);
         self.metrics.consensus.height.set(es.height as i64);
         self.metrics.consensus.round.set(i64::from(es.round));
@@ -597,6 +688,7 @@ impl Node {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
                 Some(ev) = chain_rx.recv() => self.on_chain_event(ev),
                 _ = tick.tick() => {
+                    self.poll_approval();
                     self.drive(Input::Tick);
                     self.redial();
                     self.update_status();

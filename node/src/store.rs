@@ -12,6 +12,7 @@
 //! | nonces        | `next` / `floor` / `c`·id u64         | u64 / marker               |
 //! | evidence      | height u64 · round u32 · step u8 · member u16 | `pb::Evidence`     |
 //! | meta          | `schema`, `next_nonce`·chain u64      | u32 / u64                  |
+//! | meta          | `rotation`·epoch u64                  | height u64 · `pb::Rotation` |
 
 use alloy_primitives::B256;
 use prost::Message as _;
@@ -200,14 +201,24 @@ impl Store {
 
     // ---- decided blocks and attestations ----
 
-    /// Stores a decided block with its certificate (durable) and indexes its message ids.
+    /// Stores a decided block with its certificate (durable) and indexes its message ids;
+    /// with `rotation`, records it (first one per epoch wins) as decided at `height` in the
+    /// same write.
     pub fn put_block(
         &self,
         height: u64,
         block: &pb::CommittedBlock,
         next_nonces: &[(u64, u64)],
+        rotation: Option<&pb::Rotation>,
     ) -> Result<(), StoreError> {
         let mut b = WriteBatch::default();
+        if let Some(r) = rotation
+            && self.decided_rotation(r.epoch)?.is_none()
+        {
+            let mut v = height.to_be_bytes().to_vec();
+            v.extend(r.encode_to_vec());
+            b.put_cf(self.cf("meta")?, rotation_key(r.epoch), v);
+        }
         b.put_cf(
             self.cf("blocks")?,
             height.to_be_bytes(),
@@ -226,6 +237,23 @@ impl Store {
         // The WAL of a decided height is no longer needed.
         b.delete_range_cf(self.cf("wal")?, wal_key(0, 0), wal_key(height + 1, 0));
         Ok(self.db.write_opt(b, &sync())?)
+    }
+
+    /// The rotation to `epoch` a stored block decided, with that block's height.
+    /// Errors: RocksDB, or a corrupt record.
+    pub fn decided_rotation(
+        &self,
+        epoch: u64,
+    ) -> Result<Option<(u64, pb::Rotation)>, StoreError> {
+        let Some(v) = self.get("meta", &rotation_key(epoch))? else {
+            return Ok(None);
+        };
+        if v.len() < 8 {
+            return Err(corrupt("meta", "rotation record shorter than 8 bytes"));
+        }
+        let height = u64_of("meta", &v[..8])?;
+        let r = pb::Rotation::decode(&v[8..]).map_err(|e| corrupt("meta", e))?;
+        Ok(Some((height, r)))
     }
 
     /// The decided block at `height`.
@@ -398,6 +426,12 @@ fn vote_key(height: u64, round: u32, step: u8) -> Vec<u8> {
     k
 }
 
+fn rotation_key(epoch: u64) -> Vec<u8> {
+    let mut k = b"rotation".to_vec();
+    k.extend_from_slice(&epoch.to_be_bytes());
+    k
+}
+
 fn next_nonce_key(chain: u64) -> Vec<u8> {
     let mut k = b"next_nonce".to_vec();
     k.extend_from_slice(&chain.to_be_bytes());
@@ -540,8 +574,17 @@ impl sigil_engine::Storage for Store {
         height: u64,
         block: &pb::CommittedBlock,
         next_nonces: &[(u64, u64)],
+        rotation: Option<&pb::Rotation>,
     ) -> Result<(), sigil_engine::StorageError> {
-        Store::put_block(self, height, block, next_nonces).map_err(|e| port_err("put_block", e))
+        Store::put_block(self, height, block, next_nonces, rotation)
+            .map_err(|e| port_err("put_block", e))
+    }
+
+    fn decided_rotation(
+        &self,
+        epoch: u64,
+    ) -> Result<Option<(u64, pb::Rotation)>, sigil_engine::StorageError> {
+        Store::decided_rotation(self, epoch).map_err(|e| port_err("decided_rotation", e))
     }
 
     fn block(&self, height: u64) -> Result<Option<pb::CommittedBlock>, sigil_engine::StorageError> {
@@ -607,6 +650,26 @@ mod tests {
             Some(b"a".to_vec())
         );
         assert_eq!(store.own_votes().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_decided_rotation_survives_restart_and_the_first_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let r = |threshold| pb::Rotation {
+            epoch: 2,
+            members: vec![vec![2; 33]; 4],
+            threshold,
+        };
+        let cb = pb::CommittedBlock::default();
+        assert_eq!(store.decided_rotation(2).unwrap(), None);
+        store.put_block(7, &cb, &[], Some(&r(3))).unwrap();
+        store.put_block(8, &cb, &[], Some(&r(4))).unwrap();
+        store.put_block(9, &cb, &[], None).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.decided_rotation(2).unwrap(), Some((7, r(3))));
+        assert_eq!(store.decided_rotation(3).unwrap(), None);
     }
 
     #[test]

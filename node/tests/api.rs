@@ -113,7 +113,7 @@ async fn serve() -> (String, Arc<RwLock<Status>>, tempfile::TempDir, Vec<Message
         }),
     };
     assert!(cb.encoded_len() > 0);
-    store.put_block(1, &cb, &[(CHAIN, 5)]).unwrap();
+    store.put_block(1, &cb, &[(CHAIN, 5)], None).unwrap();
     let metrics = Arc::new(Metrics::new());
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);

@@ -12,6 +12,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use sigil_crypto::Message;
 use sigil_node::config::Config;
+use sigil_node::epoch::{APPROVAL_FILE, Approval, next_members};
 use sigil_node::identity::{NodeKey, public_key_hex};
 use sigil_node::keyfiles::KeyShare;
 use sigil_node::metrics::Metrics;
@@ -46,7 +47,7 @@ struct Running {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     metrics: Arc<Metrics>,
-    _status: Arc<RwLock<Status>>,
+    status: Arc<RwLock<Status>>,
 }
 
 fn free_port() -> u16 {
@@ -180,6 +181,7 @@ inbox = "{}"
                 key: self.keys[i].clone(),
                 share,
                 store,
+                approval: Some(self.home(i).join(APPROVAL_FILE)),
             },
             metrics.clone(),
             status.clone(),
@@ -193,7 +195,7 @@ inbox = "{}"
             stop,
             task,
             metrics,
-            _status: status,
+            status,
         });
     }
 
@@ -470,6 +472,93 @@ async fn malformed_peer_input_is_dropped_and_counted() {
     let denied = metric(r0, "sigil_p2p_denied_connections_total");
     assert!(denied >= 1.0, "non-member refused: {denied}");
     for i in 0..3 {
+        c.stop(i).await;
+    }
+}
+
+/// The rotation part of a running node's `/v1/status`.
+fn rotation(r: &Running) -> sigil_node::epoch::EpochStatus {
+    r.status.read().unwrap().rotation.clone()
+}
+
+/// Operators approve the next committee (member 4 leaves, a new key joins) by writing the
+/// approval file while the committee runs. With two approvals (fewer than 2f + 1 = 3)
+/// nothing is decided and messages are still attested; after the third, every member —
+/// the one that never approved included — decides the same rotation at the same height,
+/// `/v1/status` and `sigil_rotation_stage` show it, and a restarted member reads it back
+/// from its store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_rotation_is_decided_once_and_survives_restart() {
+    let mut c = Cluster::new(4);
+    for i in 0..4 {
+        c.start(i);
+    }
+    let current: Vec<String> = c.keys.iter().map(|k| public_key_hex(&k.public())).collect();
+    let joiner = public_key_hex(&NodeKey::generate().public());
+    let next = next_members(&current, vec![], vec![joiner], vec![current[3].clone()]).unwrap();
+    let approval = Approval::next(1, next);
+    for i in 0..2 {
+        approval.write(&c.home(i).join(APPROVAL_FILE)).unwrap();
+    }
+    wait_until("two operators' approvals applied", Duration::from_secs(10), || {
+        (0..2).all(|i| rotation(c.running[i].as_ref().unwrap()).stage == "approved")
+    })
+    .await;
+    c.feed(10).await;
+    wait_until(
+        "10 messages decided with a minority of approvals",
+        Duration::from_secs(60),
+        || c.running.iter().flatten().all(|r| attested_metric(r) >= 10),
+    )
+    .await;
+    for r in c.running.iter().flatten() {
+        assert_eq!(rotation(r).decided, None, "two approvals of four decide nothing");
+    }
+    assert_eq!(rotation(c.running[3].as_ref().unwrap()).stage, "none");
+    approval.write(&c.home(2).join(APPROVAL_FILE)).unwrap();
+    wait_until("the rotation decided on every member", Duration::from_secs(60), || {
+        c.running.iter().flatten().all(|r| rotation(r).decided.is_some())
+    })
+    .await;
+    let decided: Vec<_> = c.running.iter().flatten().map(|r| rotation(r).decided.unwrap()).collect();
+    assert!(decided.windows(2).all(|w| w[0] == w[1]), "one rotation, one height: {decided:?}");
+    let d = &decided[0];
+    assert_eq!((d.epoch, d.threshold, d.members.len()), (2, 3, 4));
+    assert_eq!(d.members, approval.members);
+    for r in c.running.iter().flatten() {
+        assert_eq!(metric(r, "sigil_rotation_stage"), 2.0);
+        assert_eq!(metric(r, "sigil_rotation_decided_height"), d.height.unwrap() as f64);
+    }
+    // A restarted member restores the decided rotation from its store.
+    c.stop(1).await;
+    c.start(1);
+    wait_until("the restarted member shows the decided rotation", Duration::from_secs(10), || {
+        rotation(c.running[1].as_ref().unwrap()).decided.as_ref() == Some(d)
+    })
+    .await;
+    // Attestation goes on after the rotation is decided.
+    c.feed(5).await;
+    c.refeed(1).await;
+    wait_until(
+        "5 more messages decided after the rotation (the restarted member counts from 0)",
+        Duration::from_secs(60),
+        || {
+            c.running.iter().enumerate().all(|(i, r)| {
+                r.as_ref()
+                    .is_some_and(|r| attested_metric(r) >= if i == 1 { 5 } else { 15 })
+            })
+        },
+    )
+    .await;
+    // A bad approval file is refused, counted and withdraws the approval.
+    std::fs::write(c.home(0).join(APPROVAL_FILE), "epoch = \"two\"\n").unwrap();
+    wait_until("a bad approval file refused", Duration::from_secs(10), || {
+        let r = rotation(c.running[0].as_ref().unwrap());
+        r.approval_error.is_some() && r.approved.is_none()
+    })
+    .await;
+    assert_eq!(metric(c.running[0].as_ref().unwrap(), "sigil_rotation_approval_errors_total"), 1.0);
+    for i in 0..4 {
         c.stop(i).await;
     }
 }

@@ -419,16 +419,13 @@ impl Sim {
         };
         app.observe(sm.observed.clone(), Some(cursor.to_wire(CHAIN)));
         // The operator's approval is configuration: it survives restarts. A decided rotation
-        // is read back from the member's own stored blocks.
+        // is read back from the member's own disk by `Driver::new`, as in the node.
         let approval = match self.sc.adversary {
             Some((b, Adversary::RogueRotation)) if b == m => Some(rogue_rotation(n, m)),
             _ if self.sc.rotation => Some(approved_rotation(n)),
             _ => None,
         };
         let refused = approval.and_then(|r| app.approve_rotation(Some(r)).err());
-        if let Some((h, r)) = stored_rotation(&disk) {
-            app.restore_rotation(h, r);
-        }
         let mut cfg = DriverConfig::new(m);
         cfg.consensus.propose_ms = 600;
         cfg.consensus.prevote_ms = 300;
@@ -449,8 +446,16 @@ impl Sim {
             self.now,
         ) {
             Ok((d, effects)) => {
+                // The rotation restored from the disk's index is the one its blocks carry.
+                let restored = d.app().decided_rotation().map(|(h, r)| (h, r.clone()));
+                let stored = stored_rotation(d.storage());
                 sm.driver = Some(d);
                 self.effects(m, effects);
+                if restored != stored {
+                    self.violate(format!(
+                        "member {m} restarted with rotation {restored:?}, its blocks decided {stored:?}"
+                    ));
+                }
             }
             Err(e) => self.violate(format!("member {m} failed to start: {e}")),
         }

@@ -189,7 +189,8 @@ fn rotation_of(size: u16, seed: u64) -> pb::Rotation {
     }
 }
 
-/// The rotation a member's stored blocks decided, with its height (the host's restart path).
+/// The rotation a member's stored blocks decided, with its height, found by scanning them
+/// (checked against what the engine restores from the disk's index).
 pub(super) fn stored_rotation(disk: &MemStorage) -> Option<(u64, pb::Rotation)> {
     let last = disk.last_height().ok()?;
     (1..=last).find_map(|h| {

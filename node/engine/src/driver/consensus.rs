@@ -329,7 +329,13 @@ impl<S: Storage> Driver<S> {
             precommits,
             attestation: attestation.clone(),
         };
-        if let Err(e) = self.storage.put_block(h, &cb, &nexts) {
+        // The rotation this block decided, if any (the first of the epoch), is stored with it.
+        let rotation = self
+            .app
+            .decided_rotation()
+            .filter(|(rh, _)| *rh == h)
+            .map(|(_, r)| r.clone());
+        if let Err(e) = self.storage.put_block(h, &cb, &nexts, rotation.as_ref()) {
             // The machine has decided; the block will be fetched again by catch-up after a
             // restart. Count it loudly.
             self.event(Event::Storage(e));

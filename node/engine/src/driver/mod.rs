@@ -199,6 +199,10 @@ impl<S: Storage> Driver<S> {
             heads: BTreeMap::new(),
         };
         d.app.set_height(height);
+        let next_epoch = d.app.params().epoch.saturating_add(1);
+        if let Some((h, r)) = d.storage.decided_rotation(next_epoch)? {
+            d.app.restore_rotation(h, r);
+        }
         d.restore(height)?;
         let effects = std::mem::take(&mut d.out);
         Ok((d, effects))
@@ -254,6 +258,20 @@ impl<S: Storage> Driver<S> {
     /// The application core (read-only: pool, sessions, counters).
     pub fn app(&self) -> &App {
         &self.app
+    }
+
+    /// Sets what this member's operator approved as the next committee (`None` withdraws
+    /// it); see `App::approve_rotation`. The host calls it at start and whenever the
+    /// operator changes the approval; it takes effect from the next proposal or prevote.
+    ///
+    /// Errors: the rotation's shape check ([`crate::app::check_rotation`]); the previous
+    /// approval is then withdrawn too, so nothing the operator did not approve is prevoted.
+    pub fn approve_rotation(&mut self, r: Option<pb::Rotation>) -> Result<(), String> {
+        let result = self.app.approve_rotation(r);
+        if result.is_err() {
+            let _ = self.app.approve_rotation(None);
+        }
+        result
     }
 
     /// The storage port (the simulator inspects its disk).
@@ -552,7 +570,7 @@ impl<S: Storage> Driver<S> {
             .iter()
             .map(|(c, n)| (*c, *n))
             .collect();
-        if let Err(e) = self.storage.put_block(h, &cb, &nexts) {
+        if let Err(e) = self.storage.put_block(h, &cb, &nexts, None) {
             return self.event(Event::Storage(e));
         }
         self.unattested.remove(&h);
