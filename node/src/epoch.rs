@@ -186,7 +186,9 @@ pub fn next_members(
         let before = next.len();
         next.retain(|m| *m != k);
         if next.len() == before {
-            return Err(format!("--remove {k}: not a member of the current committee"));
+            return Err(format!(
+                "--remove {k}: not a member of the current committee"
+            ));
         }
     }
     for k in add.iter().map(|k| norm(k)) {
@@ -207,7 +209,10 @@ pub fn show(cfg: &crate::config::Config, home: &Path) -> String {
     let (f, t) = sigil_crypto::keys::thresholds(n);
     let mut out = String::new();
     let _ = writeln!(out, "epoch:     {}", c.epoch);
-    let _ = writeln!(out, "committee: {n} members, threshold {t}, tolerates {f} faulty");
+    let _ = writeln!(
+        out,
+        "committee: {n} members, threshold {t}, tolerates {f} faulty"
+    );
     for (i, m) in c.members.iter().enumerate() {
         let _ = writeln!(out, "  {:>3}  {}  {}", i + 1, norm(&m.key), m.address);
     }
@@ -222,7 +227,11 @@ pub fn show(cfg: &crate::config::Config, home: &Path) -> String {
     let path = home.join(APPROVAL_FILE);
     match Approval::read(&path) {
         Ok(None) => {
-            let _ = writeln!(out, "approved next committee: none ({} absent)", path.display());
+            let _ = writeln!(
+                out,
+                "approved next committee: none ({} absent)",
+                path.display()
+            );
         }
         Ok(Some(a)) => {
             let verdict = match a.to_rotation(&path, c.epoch) {
@@ -238,10 +247,17 @@ pub fn show(cfg: &crate::config::Config, home: &Path) -> String {
             );
             let current: Vec<String> = c.members.iter().map(|m| norm(&m.key)).collect();
             for (i, k) in a.members.iter().enumerate() {
-                let tag = if current.contains(&norm(k)) { "" } else { "  (joins)" };
+                let tag = if current.contains(&norm(k)) {
+                    ""
+                } else {
+                    "  (joins)"
+                };
                 let _ = writeln!(out, "  {:>3}  {}{tag}", i + 1, norm(k));
             }
-            for k in current.iter().filter(|k| !a.members.iter().any(|m| norm(m) == **k)) {
+            for k in current
+                .iter()
+                .filter(|k| !a.members.iter().any(|m| norm(m) == **k))
+            {
                 let _ = writeln!(out, "    -  {k}  (leaves)");
             }
         }
@@ -424,12 +440,32 @@ mod tests {
     fn next_members_adds_and_removes_against_the_current_committee() {
         let k = keys(6);
         let current = k[..4].to_vec();
-        let next = next_members(&current, vec![], vec![k[4].clone()], vec![format!("0x{}", k[1].to_uppercase())]).unwrap();
-        assert_eq!(next, vec![k[0].clone(), k[2].clone(), k[3].clone(), k[4].clone()]);
-        assert!(next_members(&current, vec![], vec![], vec![k[5].clone()]).unwrap_err().contains("not a member"));
-        assert!(next_members(&current, vec![], vec![k[0].clone()], vec![]).unwrap_err().contains("already a member"));
+        let next = next_members(
+            &current,
+            vec![],
+            vec![k[4].clone()],
+            vec![format!("0x{}", k[1].to_uppercase())],
+        )
+        .unwrap();
+        assert_eq!(
+            next,
+            vec![k[0].clone(), k[2].clone(), k[3].clone(), k[4].clone()]
+        );
+        assert!(
+            next_members(&current, vec![], vec![], vec![k[5].clone()])
+                .unwrap_err()
+                .contains("not a member")
+        );
+        assert!(
+            next_members(&current, vec![], vec![k[0].clone()], vec![])
+                .unwrap_err()
+                .contains("already a member")
+        );
         assert!(next_members(&current, vec![], vec![], vec![]).is_err());
-        assert_eq!(next_members(&current, k[2..].to_vec(), vec![], vec![]).unwrap(), k[2..].to_vec());
+        assert_eq!(
+            next_members(&current, k[2..].to_vec(), vec![], vec![]).unwrap(),
+            k[2..].to_vec()
+        );
     }
 
     #[test]
@@ -437,7 +473,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(APPROVAL_FILE);
         let mut w = ApprovalWatch::new(path.clone(), 1);
-        assert!(matches!(w.poll(), Some(Ok(None))), "no file: nothing approved");
+        assert!(
+            matches!(w.poll(), Some(Ok(None))),
+            "no file: nothing approved"
+        );
         assert!(w.poll().is_none(), "unchanged");
         Approval::next(1, keys(4)).write(&path).unwrap();
         let r = w.poll().unwrap().unwrap().unwrap();

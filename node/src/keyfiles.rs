@@ -30,12 +30,14 @@ pub const KEYS_DIR: &str = "keys";
 
 /// Where the key share of `epoch` is stored: `<home>/keys/share-epoch-<epoch>.json`.
 pub fn key_share_path(home: &Path, epoch: u64) -> std::path::PathBuf {
-    home.join(KEYS_DIR).join(format!("share-epoch-{epoch}.json"))
+    home.join(KEYS_DIR)
+        .join(format!("share-epoch-{epoch}.json"))
 }
 
 /// Where the public group key of `epoch` is stored: `<home>/keys/group_key-epoch-<epoch>.json`.
 pub fn group_key_path(home: &Path, epoch: u64) -> std::path::PathBuf {
-    home.join(KEYS_DIR).join(format!("group_key-epoch-{epoch}.json"))
+    home.join(KEYS_DIR)
+        .join(format!("group_key-epoch-{epoch}.json"))
 }
 /// Public group key file name.
 pub const GROUP_KEY: &str = "group_key.json";
@@ -215,8 +217,7 @@ pub fn read_key_share(home: &Path, pass: &[u8], epoch: u64) -> Result<Option<Key
 }
 
 fn read_share_file(p: &Path, pass: &[u8]) -> Result<KeyShare> {
-    let bytes =
-        keystore::read_file(p, pass).with_context(|| format!("opening {}", p.display()))?;
+    let bytes = keystore::read_file(p, pass).with_context(|| format!("opening {}", p.display()))?;
     serde_json::from_slice(&bytes).with_context(|| format!("decoding {}", p.display()))
 }
 
@@ -302,7 +303,10 @@ mod tests {
         write_key_share(home.path(), &s2, &g2, pass, false).unwrap();
         assert_eq!(stored_epochs(home.path()).unwrap(), vec![1, 2]);
         let back1 = read_key_share(home.path(), pass, 1).unwrap().unwrap();
-        assert_eq!(back1.key_package, s1.key_package, "epoch 1 kept beside epoch 2");
+        assert_eq!(
+            back1.key_package, s1.key_package,
+            "epoch 1 kept beside epoch 2"
+        );
         let back2 = read_key_share(home.path(), pass, 2).unwrap().unwrap();
         assert_eq!(back2.key_package, s2.key_package);
         assert!(read_key_share(home.path(), pass, 3).unwrap().is_none());
@@ -315,15 +319,24 @@ mod tests {
         let e = write_key_share(home.path(), &other, &go, pass, false).unwrap_err();
         assert!(e.to_string().contains("--replace"), "{e}");
         assert_eq!(
-            read_key_share(home.path(), pass, 2).unwrap().unwrap().key_package,
+            read_key_share(home.path(), pass, 2)
+                .unwrap()
+                .unwrap()
+                .key_package,
             s2.key_package
         );
         write_key_share(home.path(), &other, &go, pass, true).unwrap();
         assert_eq!(
-            read_key_share(home.path(), pass, 2).unwrap().unwrap().key_package,
+            read_key_share(home.path(), pass, 2)
+                .unwrap()
+                .unwrap()
+                .key_package,
             other.key_package
         );
-        assert_eq!(erase_key_shares_below(home.path(), 2, pass).unwrap(), vec![1]);
+        assert_eq!(
+            erase_key_shares_below(home.path(), 2, pass).unwrap(),
+            vec![1]
+        );
         assert_eq!(stored_epochs(home.path()).unwrap(), vec![2]);
         assert!(read_key_share(home.path(), pass, 1).unwrap().is_none());
     }
@@ -345,7 +358,10 @@ mod tests {
         .unwrap();
         assert!(read_key_share(home.path(), pass, 1).unwrap().is_some());
         assert!(read_key_share(home.path(), pass, 2).unwrap().is_none());
-        assert_eq!(erase_key_shares_below(home.path(), 2, pass).unwrap(), vec![1]);
+        assert_eq!(
+            erase_key_shares_below(home.path(), 2, pass).unwrap(),
+            vec![1]
+        );
         assert!(!home.path().join(KEY_SHARE).exists());
     }
 }

@@ -310,12 +310,19 @@ async fn epoch_cmd(home: &Path, cmd: EpochCmd) -> Result<()> {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         println!("nothing was approved ({} absent)", path.display())
                     }
-                    Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("removing {}", path.display()));
+                    }
                 }
                 return Ok(());
             }
             let cfg = load_config(home)?;
-            let current: Vec<String> = cfg.committee.members.iter().map(|m| m.key.clone()).collect();
+            let current: Vec<String> = cfg
+                .committee
+                .members
+                .iter()
+                .map(|m| m.key.clone())
+                .collect();
             let next = next_members(&current, members, add, remove).map_err(|e| anyhow!(e))?;
             let a = Approval::next(cfg.committee.epoch, next);
             a.to_rotation(&path, cfg.committee.epoch)?;

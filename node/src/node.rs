@@ -229,7 +229,8 @@ impl Node {
         }
         // The operator's approval is read before the engine starts (replayed proposals are
         // judged with it), then re-read as it changes.
-        let mut approval = approval.map(|p| crate::epoch::ApprovalWatch::new(p, cfg.committee.epoch));
+        let mut approval =
+            approval.map(|p| crate::epoch::ApprovalWatch::new(p, cfg.committee.epoch));
         let mut approval_error = None;
         if let Some(Some(change)) = approval.as_mut().map(|w| w.poll()) {
             if let Err(e) = change
@@ -550,7 +551,10 @@ impl Node {
             s.ready = self.connected.len() + 1 >= t && chains_ok;
             s.rotation = rotation.clone();
         }
-        self.metrics.epoch.epoch.set(i64::try_from(rotation.epoch).unwrap_or(i64::MAX));
+        self.metrics
+            .epoch
+            .epoch
+            .set(i64::try_from(rotation.epoch).unwrap_or(i64::MAX));
         self.metrics.epoch.rotation_stage.set(rotation.stage_code());
         self.metrics.epoch.rotation_decided_height.set(
             rotation

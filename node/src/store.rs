@@ -241,10 +241,7 @@ impl Store {
 
     /// The rotation to `epoch` a stored block decided, with that block's height.
     /// Errors: RocksDB, or a corrupt record.
-    pub fn decided_rotation(
-        &self,
-        epoch: u64,
-    ) -> Result<Option<(u64, pb::Rotation)>, StoreError> {
+    pub fn decided_rotation(&self, epoch: u64) -> Result<Option<(u64, pb::Rotation)>, StoreError> {
         let Some(v) = self.get("meta", &rotation_key(epoch))? else {
             return Ok(None);
         };

@@ -500,9 +500,11 @@ async fn an_approved_rotation_is_decided_once_and_survives_restart() {
     for i in 0..2 {
         approval.write(&c.home(i).join(APPROVAL_FILE)).unwrap();
     }
-    wait_until("two operators' approvals applied", Duration::from_secs(10), || {
-        (0..2).all(|i| rotation(c.running[i].as_ref().unwrap()).stage == "approved")
-    })
+    wait_until(
+        "two operators' approvals applied",
+        Duration::from_secs(10),
+        || (0..2).all(|i| rotation(c.running[i].as_ref().unwrap()).stage == "approved"),
+    )
     .await;
     c.feed(10).await;
     wait_until(
@@ -512,29 +514,53 @@ async fn an_approved_rotation_is_decided_once_and_survives_restart() {
     )
     .await;
     for r in c.running.iter().flatten() {
-        assert_eq!(rotation(r).decided, None, "two approvals of four decide nothing");
+        assert_eq!(
+            rotation(r).decided,
+            None,
+            "two approvals of four decide nothing"
+        );
     }
     assert_eq!(rotation(c.running[3].as_ref().unwrap()).stage, "none");
     approval.write(&c.home(2).join(APPROVAL_FILE)).unwrap();
-    wait_until("the rotation decided on every member", Duration::from_secs(60), || {
-        c.running.iter().flatten().all(|r| rotation(r).decided.is_some())
-    })
+    wait_until(
+        "the rotation decided on every member",
+        Duration::from_secs(60),
+        || {
+            c.running
+                .iter()
+                .flatten()
+                .all(|r| rotation(r).decided.is_some())
+        },
+    )
     .await;
-    let decided: Vec<_> = c.running.iter().flatten().map(|r| rotation(r).decided.unwrap()).collect();
-    assert!(decided.windows(2).all(|w| w[0] == w[1]), "one rotation, one height: {decided:?}");
+    let decided: Vec<_> = c
+        .running
+        .iter()
+        .flatten()
+        .map(|r| rotation(r).decided.unwrap())
+        .collect();
+    assert!(
+        decided.windows(2).all(|w| w[0] == w[1]),
+        "one rotation, one height: {decided:?}"
+    );
     let d = &decided[0];
     assert_eq!((d.epoch, d.threshold, d.members.len()), (2, 3, 4));
     assert_eq!(d.members, approval.members);
     for r in c.running.iter().flatten() {
         assert_eq!(metric(r, "sigil_rotation_stage"), 2.0);
-        assert_eq!(metric(r, "sigil_rotation_decided_height"), d.height.unwrap() as f64);
+        assert_eq!(
+            metric(r, "sigil_rotation_decided_height"),
+            d.height.unwrap() as f64
+        );
     }
     // A restarted member restores the decided rotation from its store.
     c.stop(1).await;
     c.start(1);
-    wait_until("the restarted member shows the decided rotation", Duration::from_secs(10), || {
-        rotation(c.running[1].as_ref().unwrap()).decided.as_ref() == Some(d)
-    })
+    wait_until(
+        "the restarted member shows the decided rotation",
+        Duration::from_secs(10),
+        || rotation(c.running[1].as_ref().unwrap()).decided.as_ref() == Some(d),
+    )
     .await;
     // Attestation goes on after the rotation is decided.
     c.feed(5).await;
@@ -552,12 +578,22 @@ async fn an_approved_rotation_is_decided_once_and_survives_restart() {
     .await;
     // A bad approval file is refused, counted and withdraws the approval.
     std::fs::write(c.home(0).join(APPROVAL_FILE), "epoch = \"two\"\n").unwrap();
-    wait_until("a bad approval file refused", Duration::from_secs(10), || {
-        let r = rotation(c.running[0].as_ref().unwrap());
-        r.approval_error.is_some() && r.approved.is_none()
-    })
+    wait_until(
+        "a bad approval file refused",
+        Duration::from_secs(10),
+        || {
+            let r = rotation(c.running[0].as_ref().unwrap());
+            r.approval_error.is_some() && r.approved.is_none()
+        },
+    )
     .await;
-    assert_eq!(metric(c.running[0].as_ref().unwrap(), "sigil_rotation_approval_errors_total"), 1.0);
+    assert_eq!(
+        metric(
+            c.running[0].as_ref().unwrap(),
+            "sigil_rotation_approval_errors_total"
+        ),
+        1.0
+    );
     for i in 0..4 {
         c.stop(i).await;
     }

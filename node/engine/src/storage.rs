@@ -67,10 +67,7 @@ pub trait Storage {
     ) -> Result<(), StorageError>;
     /// The rotation to `epoch` a stored block decided, with that block's height (the
     /// engine restores it at start: committee epochs, step one).
-    fn decided_rotation(
-        &self,
-        epoch: u64,
-    ) -> Result<Option<(Height, pb::Rotation)>, StorageError>;
+    fn decided_rotation(&self, epoch: u64) -> Result<Option<(Height, pb::Rotation)>, StorageError>;
     /// The decided block at `height`.
     fn block(&self, height: Height) -> Result<Option<pb::CommittedBlock>, StorageError>;
     /// Highest decided height (0 if none).
@@ -249,10 +246,7 @@ impl Storage for MemStorage {
             .transpose()
     }
 
-    fn decided_rotation(
-        &self,
-        epoch: u64,
-    ) -> Result<Option<(Height, pb::Rotation)>, StorageError> {
+    fn decided_rotation(&self, epoch: u64) -> Result<Option<(Height, pb::Rotation)>, StorageError> {
         self.check("decided_rotation")?;
         Ok(self.rotations.get(&epoch).cloned())
     }
