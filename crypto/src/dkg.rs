@@ -74,6 +74,20 @@ pub enum DkgError {
     /// The machine already finished or failed.
     #[error("the DKG is no longer accepting packages")]
     Finished,
+    /// A share refresh's round-1 package does not have t - 1 coefficient commitments.
+    #[error("member {from} sent a refresh package with {got} coefficient commitments, need {want}")]
+    MalformedRefreshPackage {
+        /// Sender index.
+        from: MemberIndex,
+        /// Commitments received.
+        got: usize,
+        /// t - 1.
+        want: usize,
+    },
+    /// A share refresh produced another group key (cannot happen with frost's refresh; checked
+    /// so a refresh can never silently change the key the inboxes hold).
+    #[error("the share refresh changed the group key; the old share is kept")]
+    RefreshChangedKey,
     /// Any other FROST error.
     #[error("frost: {0}")]
     Frost(frost::Error),
@@ -113,10 +127,20 @@ enum Phase {
     Done,
 }
 
-/// One member's DKG state machine (see module docs).
+/// What a proactive share refresh starts from: this member's key package and the
+/// committee's public key package (their group key is kept).
+struct Refresh {
+    key_package: KeyPackage,
+    public_key_package: PublicKeyPackage,
+}
+
+/// One member's DKG state machine (see module docs): a new key ([`Dkg::start`]) or a
+/// proactive refresh of the shares of an existing one ([`Dkg::start_refresh`]).
 pub struct Dkg {
     me: MemberIndex,
     n: u16,
+    t: u16,
+    refresh: Option<Box<Refresh>>,
     phase: Phase,
     own_round1: round1::Package,
     round1: BTreeMap<MemberIndex, round1::Package>,
@@ -142,12 +166,62 @@ impl Dkg {
         let dkg = Self {
             me,
             n,
+            t,
+            refresh: None,
             phase: Phase::Round1(secret),
             own_round1: package.clone(),
             round1: BTreeMap::new(),
             round2: BTreeMap::new(),
         };
         Ok((dkg, Outgoing::Broadcast(package)))
+    }
+
+    /// Starts a proactive share refresh (frost `keys::refresh`, the DKG flavour) for member
+    /// `me` holding `key_package` of the committee whose public keys are
+    /// `public_key_package`: the same two rounds and confirmations as a DKG, every one of
+    /// the n members taking part; the output has new shares of the *same* group key, so no
+    /// inbox changes. Old and new shares do not mix: a share that leaked before the refresh
+    /// is useless once the members erase their old shares. Threshold and size stay.
+    ///
+    /// Errors: [`DkgError::Key`] when `me` is outside `1..=n` or `key_package` is not
+    /// member `me`'s; [`DkgError::Frost`] for bad parameters.
+    pub fn start_refresh<R: RngCore + CryptoRng>(
+        me: MemberIndex,
+        key_package: KeyPackage,
+        public_key_package: PublicKeyPackage,
+        rng: &mut R,
+    ) -> Result<(Self, Outgoing), DkgError> {
+        let n = u16::try_from(public_key_package.verifying_shares().len())
+            .map_err(|_| DkgError::Frost(frost::Error::IncorrectNumberOfShares))?;
+        let t = *key_package.min_signers();
+        if me == 0 || me > n {
+            return Err(KeyError::InvalidMember { index: me, n }.into());
+        }
+        if *key_package.identifier() != identifier(me)? {
+            return Err(KeyError::InvalidMember { index: me, n }.into());
+        }
+        let (secret, package) =
+            frost::keys::refresh::refresh_dkg_part1(identifier(me)?, n, t, &mut *rng)
+                .map_err(DkgError::Frost)?;
+        let dkg = Self {
+            me,
+            n,
+            t,
+            refresh: Some(Box::new(Refresh {
+                key_package,
+                public_key_package,
+            })),
+            phase: Phase::Round1(secret),
+            own_round1: package.clone(),
+            round1: BTreeMap::new(),
+            round2: BTreeMap::new(),
+        };
+        Ok((dkg, Outgoing::Broadcast(package)))
+    }
+
+    /// Whether this is a share refresh (same group key) rather than a new key.
+    pub fn is_refresh(&self) -> bool {
+        self.refresh.is_some()
     }
 
     /// This member's index.
@@ -213,6 +287,13 @@ impl Dkg {
         if !matches!(self.phase, Phase::Round1(_)) {
             return Err(DkgError::Finished);
         }
+        // A refresh package commits to the t - 1 non-constant coefficients only (its
+        // constant term is zero by construction); refuse any other length, naming the sender.
+        let want = usize::from(self.t).saturating_sub(1);
+        let got = package.commitment().serialize().map_or(0, |c| c.len());
+        if self.refresh.is_some() && got != want {
+            return Err(DkgError::MalformedRefreshPackage { from, got, want });
+        }
         self.round1.insert(from, package);
         if self.round1.len() < usize::from(self.n) - 1 {
             return Ok(Vec::new());
@@ -221,7 +302,12 @@ impl Dkg {
             return Err(DkgError::Finished);
         };
         let by_id = self.round1_by_identifier()?;
-        match frost::keys::dkg::part2(secret.clone(), &by_id) {
+        let part2 = if self.refresh.is_some() {
+            frost::keys::refresh::refresh_dkg_part2(secret.clone(), &by_id)
+        } else {
+            frost::keys::dkg::part2(secret.clone(), &by_id)
+        };
+        match part2 {
             Ok((secret2, packages)) => {
                 self.phase = Phase::Round2(secret2);
                 let mut out = Vec::with_capacity(packages.len());
@@ -291,7 +377,17 @@ impl Dkg {
             .iter()
             .map(|(i, p)| Ok((identifier(*i)?, p.clone())))
             .collect::<Result<_, DkgError>>()?;
-        let (key_package, public_key_package) = match frost::keys::dkg::part3(secret, &r1, &r2) {
+        let result = match &self.refresh {
+            Some(old) => frost::keys::refresh::refresh_dkg_shares(
+                secret,
+                &r1,
+                &r2,
+                old.public_key_package.clone(),
+                old.key_package.clone(),
+            ),
+            None => frost::keys::dkg::part3(secret, &r1, &r2),
+        };
+        let (key_package, public_key_package) = match result {
             Ok(v) => v,
             Err(e) => {
                 let err = self.map_frost(e);
@@ -302,6 +398,12 @@ impl Dkg {
                 return Err(err);
             }
         };
+        if let Some(old) = &self.refresh
+            && public_key_package.verifying_key() != old.public_key_package.verifying_key()
+        {
+            self.phase = Phase::Done;
+            return Err(DkgError::RefreshChangedKey);
+        }
         self.phase = Phase::Done;
         let group_key = GroupKey::new(*public_key_package.verifying_key())?;
         let transcript = self.transcript(&public_key_package)?;
@@ -588,406 +690,62 @@ pub fn run_local<R: RngCore + CryptoRng>(
                 broadcasts.push((i, p));
             }
         }
-        let mut directs = Vec::new();
-        for (from, p) in &broadcasts {
-            for (to, m) in machines.iter_mut() {
-                if to != from {
-                    for o in m.receive_round1(*from, p.clone())? {
-                        if let Outgoing::Direct { to: dest, package } = o {
-                            directs.push((*to, dest, package));
-                        }
+        match exchange(machines, broadcasts) {
+            Err(DkgError::Key(KeyError::GroupKeyOutOfRange { .. })) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Runs a proactive share refresh ([`Dkg::start_refresh`]) among in-process members, each
+/// starting from its `(key package, public key package)`; returns each member's refreshed
+/// output by index (tests and tools).
+///
+/// Errors: any [`DkgError`] a participant raises.
+pub fn refresh_local<R: RngCore + CryptoRng>(
+    shares: &BTreeMap<MemberIndex, (KeyPackage, PublicKeyPackage)>,
+    rng: &mut R,
+) -> Result<BTreeMap<MemberIndex, DkgOutput>, DkgError> {
+    let mut machines = BTreeMap::new();
+    let mut broadcasts = Vec::new();
+    for (i, (key, public)) in shares {
+        let (m, out) = Dkg::start_refresh(*i, key.clone(), public.clone(), rng)?;
+        machines.insert(*i, m);
+        if let Outgoing::Broadcast(p) = out {
+            broadcasts.push((*i, p));
+        }
+    }
+    exchange(machines, broadcasts)
+}
+
+/// Delivers every round-1 broadcast and then every round-2 package; the outputs by index.
+fn exchange(
+    mut machines: BTreeMap<MemberIndex, Dkg>,
+    broadcasts: Vec<(MemberIndex, round1::Package)>,
+) -> Result<BTreeMap<MemberIndex, DkgOutput>, DkgError> {
+    let mut directs = Vec::new();
+    for (from, p) in &broadcasts {
+        for (to, m) in machines.iter_mut() {
+            if to != from {
+                for o in m.receive_round1(*from, p.clone())? {
+                    if let Outgoing::Direct { to: dest, package } = o {
+                        directs.push((*to, dest, package));
                     }
                 }
             }
         }
-        let mut outputs = BTreeMap::new();
-        let mut out_of_range = false;
-        for (from, to, package) in directs {
-            let m = machines
-                .get_mut(&to)
-                .ok_or(DkgError::UnknownParticipant { from: to })?;
-            match m.receive_round2(from, package) {
-                Ok(Some(out)) => {
-                    outputs.insert(to, out);
-                }
-                Ok(None) => {}
-                Err(DkgError::Key(KeyError::GroupKeyOutOfRange { .. })) => out_of_range = true,
-                Err(e) => return Err(e),
-            }
-        }
-        if !out_of_range {
-            return Ok(outputs);
+    }
+    let mut outputs = BTreeMap::new();
+    for (from, to, package) in directs {
+        let m = machines
+            .get_mut(&to)
+            .ok_or(DkgError::UnknownParticipant { from: to })?;
+        if let Some(out) = m.receive_round2(from, package)? {
+            outputs.insert(to, out);
         }
     }
+    Ok(outputs)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rand_chacha::ChaCha20Rng;
-    use rand_core::SeedableRng;
-
-    #[test]
-    fn local_dkg_agrees_on_group_key() {
-        let mut rng = ChaCha20Rng::seed_from_u64(7);
-        let out = run_local(3, 4, &mut rng).unwrap();
-        assert_eq!(out.len(), 4);
-        let gk = out[&1].group_key;
-        for o in out.values() {
-            assert_eq!(o.group_key, gk);
-            assert_eq!(o.public_key_package, out[&1].public_key_package);
-        }
-    }
-
-    #[test]
-    fn rejects_unknown_and_self_and_conflicts() {
-        let mut rng = ChaCha20Rng::seed_from_u64(8);
-        let (mut a, _) = Dkg::start(1, 2, 3, &mut rng).unwrap();
-        let (_, Outgoing::Broadcast(p2)) = Dkg::start(2, 2, 3, &mut rng).unwrap() else {
-            panic!()
-        };
-        let (_, Outgoing::Broadcast(p2b)) = Dkg::start(2, 2, 3, &mut rng).unwrap() else {
-            panic!()
-        };
-        assert_eq!(
-            a.receive_round1(1, p2.clone()).unwrap_err(),
-            DkgError::UnknownParticipant { from: 1 }
-        );
-        assert_eq!(
-            a.receive_round1(4, p2.clone()).unwrap_err(),
-            DkgError::UnknownParticipant { from: 4 }
-        );
-        assert!(a.receive_round1(2, p2.clone()).unwrap().is_empty());
-        assert!(
-            a.receive_round1(2, p2).unwrap().is_empty(),
-            "identical repeat is ignored"
-        );
-        assert_eq!(
-            a.receive_round1(2, p2b).unwrap_err(),
-            DkgError::ConflictingPackage { from: 2, round: 1 }
-        );
-        assert_eq!(a.missing_round1(), vec![3]);
-    }
-
-    #[test]
-    fn invalid_proof_of_knowledge_names_the_sender() {
-        let mut rng = ChaCha20Rng::seed_from_u64(9);
-        let (mut a, _) = Dkg::start(1, 2, 3, &mut rng).unwrap();
-        let (_, Outgoing::Broadcast(p2)) = Dkg::start(2, 2, 3, &mut rng).unwrap() else {
-            panic!()
-        };
-        // Member 3 replays member 2's package as its own: its proof of knowledge is bound
-        // to identifier 2, so it fails for identifier 3.
-        a.receive_round1(2, p2.clone()).unwrap();
-        assert_eq!(
-            a.receive_round1(3, p2).unwrap_err(),
-            DkgError::InvalidProofOfKnowledge { culprit: 3 }
-        );
-        assert_eq!(a.missing_round1(), vec![3]);
-    }
-
-    fn confirmation(o: &DkgOutput) -> Confirmation {
-        Confirmation {
-            group_key: o.group_key.compressed().to_vec(),
-            transcript: o.transcript.clone(),
-        }
-    }
-
-    #[test]
-    fn honest_transcripts_agree() {
-        let mut rng = ChaCha20Rng::seed_from_u64(20);
-        let out = run_local(3, 4, &mut rng).unwrap();
-        let confirms: BTreeMap<_, _> = out.iter().map(|(i, o)| (*i, confirmation(o))).collect();
-        for o in out.values() {
-            assert_eq!(o.transcript, out[&1].transcript);
-            assert_eq!(o.transcript.round1.len(), 4);
-        }
-        for r in 1..=4 {
-            check_confirmations(4, r, &confirms).unwrap();
-        }
-        // A partial set (confirmations still arriving) is fine too.
-        let partial: BTreeMap<_, _> = confirms.clone().into_iter().take(2).collect();
-        check_confirmations(4, 1, &partial).unwrap();
-    }
-
-    /// Yields `shared`'s stream for the first `left` bytes, then `own`'s. frost's `part1`
-    /// draws the secret a_0 first (one 32-byte scalar), so two `Dkg::start`s fed forks of
-    /// one `shared` seed get the same a_0 and independent other coefficients.
-    struct ForkRng {
-        shared: ChaCha20Rng,
-        own: ChaCha20Rng,
-        left: usize,
-    }
-
-    impl RngCore for ForkRng {
-        fn next_u32(&mut self) -> u32 {
-            rand_core::impls::next_u32_via_fill(self)
-        }
-        fn next_u64(&mut self) -> u64 {
-            rand_core::impls::next_u64_via_fill(self)
-        }
-        fn fill_bytes(&mut self, dest: &mut [u8]) {
-            let take = self.left.min(dest.len());
-            let (a, b) = dest.split_at_mut(take);
-            if !a.is_empty() {
-                self.shared.fill_bytes(a);
-            }
-            if !b.is_empty() {
-                self.own.fill_bytes(b);
-            }
-            self.left -= take;
-        }
-        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-            self.fill_bytes(dest);
-            Ok(())
-        }
-    }
-
-    impl CryptoRng for ForkRng {}
-
-    /// Security review finding: round 1 went point-to-point with no echo. Member 4 sends
-    /// member 1 a different commitment vector (same constant term) than members 2 and 3,
-    /// with shares consistent with each. Every member's DKG completes with the same group
-    /// key (the old group-key-only confirmation accepted it) but honest signing fails; the
-    /// transcript check rejects it and names member 4.
-    #[test]
-    fn round1_equivocation_is_detected_and_names_the_sender() {
-        let (t, n) = (3, 4);
-        let mut rng = ChaCha20Rng::seed_from_u64(21);
-        let mut honest = BTreeMap::new();
-        let mut r1 = BTreeMap::new();
-        for i in 1..=3 {
-            let (m, Outgoing::Broadcast(p)) = Dkg::start(i, t, n, &mut rng).unwrap() else {
-                panic!()
-            };
-            honest.insert(i, m);
-            r1.insert(i, p);
-        }
-        let fork = |seed| ForkRng {
-            shared: ChaCha20Rng::seed_from_u64(40),
-            own: ChaCha20Rng::seed_from_u64(seed),
-            left: 32,
-        };
-        // Member 4 runs two machines: `to_rest` for members 2 and 3, `to_one` for member 1.
-        let (mut to_rest, Outgoing::Broadcast(p4)) = Dkg::start(4, t, n, &mut fork(41)).unwrap()
-        else {
-            panic!()
-        };
-        let (mut to_one, Outgoing::Broadcast(p4_for_1)) =
-            Dkg::start(4, t, n, &mut fork(42)).unwrap()
-        else {
-            panic!()
-        };
-        assert_ne!(p4, p4_for_1);
-        assert_eq!(
-            p4.commitment().serialize().unwrap()[0],
-            p4_for_1.commitment().serialize().unwrap()[0],
-            "same constant term, so the same group key"
-        );
-
-        // Round 1.
-        let mut direct = Vec::new(); // (from, to, package)
-        for (&to, m) in honest.iter_mut() {
-            for (&from, p) in &r1 {
-                if from != to {
-                    for o in m.receive_round1(from, p.clone()).unwrap() {
-                        if let Outgoing::Direct { to: d, package } = o {
-                            direct.push((to, d, package));
-                        }
-                    }
-                }
-            }
-            let p = if to == 1 { &p4_for_1 } else { &p4 };
-            for o in m.receive_round1(4, p.clone()).unwrap() {
-                if let Outgoing::Direct { to: d, package } = o {
-                    direct.push((to, d, package));
-                }
-            }
-        }
-        for (evil, recipients) in [(&mut to_rest, &[2u16, 3][..]), (&mut to_one, &[1][..])] {
-            let mut out = Vec::new();
-            for (&from, p) in &r1 {
-                out.extend(evil.receive_round1(from, p.clone()).unwrap());
-            }
-            for o in out {
-                if let Outgoing::Direct { to, package } = o
-                    && recipients.contains(&to)
-                {
-                    direct.push((4, to, package));
-                }
-            }
-        }
-
-        // Round 2.
-        let mut outs = BTreeMap::new();
-        for (from, to, package) in direct {
-            let m = if to == 4 {
-                &mut to_rest
-            } else {
-                honest.get_mut(&to).unwrap()
-            };
-            if let Some(o) = m.receive_round2(from, package).unwrap() {
-                outs.insert(to, o);
-            }
-        }
-        assert_eq!(outs.len(), 4, "every member's DKG completes");
-
-        // What the old confirmation compared: all agree.
-        assert!(outs.values().all(|o| o.group_key == outs[&1].group_key));
-        assert_ne!(
-            outs[&1].public_key_package, outs[&2].public_key_package,
-            "but member 1's verifying shares differ from member 2's"
-        );
-        // And the honest members 1, 2, 3 cannot sign.
-        let honest_keys: BTreeMap<_, _> =
-            (1..=3).map(|i| (i, outs[&i].key_package.clone())).collect();
-        let digest = alloy_primitives::B256::repeat_byte(9);
-        for i in 1..=3 {
-            assert!(
-                crate::signing::sign_local(
-                    &honest_keys,
-                    &outs[&i].public_key_package,
-                    digest,
-                    &mut rng
-                )
-                .is_err(),
-                "honest signing with member {i}'s public key package"
-            );
-        }
-
-        // The transcript check fails at every honest member and names member 4.
-        let confirms: BTreeMap<_, _> = outs.iter().map(|(i, o)| (*i, confirmation(o))).collect();
-        for reference in 1..=3 {
-            let err = check_confirmations(n, reference, &confirms).unwrap_err();
-            assert_eq!(
-                err,
-                ConfirmationError::Round1Equivocation {
-                    sender: 4,
-                    first: 1,
-                    second: 2
-                }
-            );
-            assert_eq!(
-                err.to_string(),
-                "member 4 sent different round-1 packages to members 1 and 2 (equivocation)"
-            );
-        }
-        // Member 1 alone with one other member already sees it.
-        let two: BTreeMap<_, _> = [(1, confirms[&1].clone()), (3, confirms[&3].clone())].into();
-        assert!(matches!(
-            check_confirmations(n, 1, &two),
-            Err(ConfirmationError::Round1Equivocation {
-                sender: 4,
-                first: 1,
-                second: 3
-            })
-        ));
-    }
-
-    #[test]
-    fn malformed_or_mismatched_confirmations_name_the_member() {
-        let mut rng = ChaCha20Rng::seed_from_u64(22);
-        let out = run_local(3, 4, &mut rng).unwrap();
-        let good: BTreeMap<_, _> = out.iter().map(|(i, o)| (*i, confirmation(o))).collect();
-        let with = |m: u16, f: &dyn Fn(&mut Confirmation)| {
-            let mut c = good.clone();
-            f(c.get_mut(&m).unwrap());
-            c
-        };
-        let short = with(2, &|c| {
-            c.transcript.round1.pop();
-        });
-        assert!(matches!(
-            check_confirmations(4, 1, &short),
-            Err(ConfirmationError::Malformed { member: 2, .. })
-        ));
-        // A hash list that does not match its own digest.
-        let inconsistent = with(3, &|c| c.transcript.round1[0] = [7; 32]);
-        assert!(matches!(
-            check_confirmations(4, 1, &inconsistent),
-            Err(ConfirmationError::Malformed { member: 3, .. })
-        ));
-        // A consistent but different hash for member 2's package, reported by member 3.
-        let lied = with(3, &|c| {
-            c.transcript.round1[1] = [7; 32];
-            c.transcript.round1_digest = round1_digest(&c.transcript.round1);
-        });
-        assert_eq!(
-            check_confirmations(4, 1, &lied),
-            Err(ConfirmationError::Round1Equivocation {
-                sender: 2,
-                first: 1,
-                second: 3
-            })
-        );
-        let key = with(4, &|c| c.group_key = vec![2; 33]);
-        assert!(matches!(
-            check_confirmations(4, 1, &key),
-            Err(ConfirmationError::GroupKeyMismatch {
-                member: 4,
-                reference: 1,
-                ..
-            })
-        ));
-        let shares = with(2, &|c| c.transcript.verifying_shares_digest = [1; 32]);
-        assert_eq!(
-            check_confirmations(4, 3, &shares),
-            Err(ConfirmationError::VerifyingSharesMismatch {
-                member: 2,
-                reference: 3
-            })
-        );
-        let mut stranger = good.clone();
-        stranger.insert(5, good[&1].clone());
-        assert_eq!(
-            check_confirmations(4, 1, &stranger),
-            Err(ConfirmationError::UnknownMember { member: 5 })
-        );
-    }
-
-    #[test]
-    fn invalid_secret_share_names_the_sender() {
-        let mut rng = ChaCha20Rng::seed_from_u64(10);
-        let n = 3;
-        let mut ms = BTreeMap::new();
-        let mut r1 = Vec::new();
-        for i in 1..=n {
-            let (m, Outgoing::Broadcast(p)) = Dkg::start(i, 2, n, &mut rng).unwrap() else {
-                panic!()
-            };
-            ms.insert(i, m);
-            r1.push((i, p));
-        }
-        let mut direct = Vec::new();
-        for (from, p) in &r1 {
-            for (to, m) in ms.iter_mut() {
-                if to != from {
-                    for o in m.receive_round1(*from, p.clone()).unwrap() {
-                        if let Outgoing::Direct { to: d, package } = o {
-                            direct.push((*to, d, package));
-                        }
-                    }
-                }
-            }
-        }
-        // Member 1 receives member 3's share intended for member 2, labelled as from 3.
-        let wrong = direct
-            .iter()
-            .find(|(f, t, _)| *f == 3 && *t == 2)
-            .unwrap()
-            .2
-            .clone();
-        let m1 = ms.get_mut(&1).unwrap();
-        let good2 = direct
-            .iter()
-            .find(|(f, t, _)| *f == 2 && *t == 1)
-            .unwrap()
-            .2
-            .clone();
-        assert!(m1.receive_round2(2, good2).unwrap().is_none());
-        assert_eq!(
-            m1.receive_round2(3, wrong).unwrap_err(),
-            DkgError::InvalidSecretShare { culprit: Some(3) }
-        );
-    }
-}
+mod tests;

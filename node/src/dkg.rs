@@ -57,6 +57,31 @@ struct Outbox {
 /// verifying shares differ; a FROST parameter error for a committee too small for
 /// [`sigil_crypto::keys::thresholds`].
 pub async fn run(cfg: &Config, key: &NodeKey, timeout: Duration) -> Result<DkgResult> {
+    run_with(cfg, key, timeout, None).await
+}
+
+/// Proactively refreshes this member's key share with the whole committee in `cfg` (every
+/// member takes part): the same rounds and confirmations as [`run`], through
+/// [`Dkg::start_refresh`], from `share` (this epoch's). The result holds new shares of the
+/// *same* group key (checked), so no inbox changes; once every member has replaced its old
+/// share, a share that leaked before is useless.
+///
+/// Errors: as [`run`]; `share` is not this member's or not this committee's.
+pub async fn refresh(
+    cfg: &Config,
+    key: &NodeKey,
+    share: &KeyShare,
+    timeout: Duration,
+) -> Result<DkgResult> {
+    run_with(cfg, key, timeout, Some(share)).await
+}
+
+async fn run_with(
+    cfg: &Config,
+    key: &NodeKey,
+    timeout: Duration,
+    refresh: Option<&KeyShare>,
+) -> Result<DkgResult> {
     let committee = Committee::from_config(&cfg.committee)?;
     let me = committee
         .index_of(&key.public())
@@ -66,7 +91,26 @@ pub async fn run(cfg: &Config, key: &NodeKey, timeout: Duration) -> Result<DkgRe
     let epoch = cfg.committee.epoch;
     let mut swarm = crate::p2p::build(key, &committee)?;
     swarm.listen_on(cfg.node.listen.parse()?)?;
-    let (mut dkg, first) = Dkg::start(me, t, n, &mut rand_core::OsRng)?;
+    let (mut dkg, first) = match refresh {
+        None => Dkg::start(me, t, n, &mut rand_core::OsRng)?,
+        Some(share) => {
+            if share.member != me || share.n != n || share.t != t || share.epoch != epoch {
+                bail!(
+                    "the stored key share is member {} of {} (t = {}, epoch {}), config says member {me} of {n} (t = {t}, epoch {epoch})",
+                    share.member,
+                    share.n,
+                    share.t,
+                    share.epoch
+                );
+            }
+            Dkg::start_refresh(
+                me,
+                share.key_package.clone(),
+                share.public_key_package.clone(),
+                &mut rand_core::OsRng,
+            )?
+        }
+    };
     let mut outbox: Vec<Outbox> = Vec::new();
     let now = Instant::now();
     let seal = |kind: pb::body::Kind| key.seal(me, &pb::Body { kind: Some(kind) });

@@ -48,6 +48,11 @@ enum Cmd {
         /// never touched).
         #[arg(long)]
         replace: bool,
+        /// Proactively refresh this epoch's shares instead (every member, node stopped):
+        /// new shares of the same group key, so no inbox changes; the old share is
+        /// overwritten, and a share that leaked before is useless once all have refreshed.
+        #[arg(long, conflicts_with = "replace")]
+        refresh: bool,
     },
     /// Run the node.
     Start,
@@ -425,21 +430,36 @@ async fn run() -> Result<()> {
                 println!("group key: {} (epoch {})", gk.compressed, gk.epoch);
             }
         }
-        Cmd::Dkg { timeout, replace } => {
+        Cmd::Dkg {
+            timeout,
+            replace,
+            refresh,
+        } => {
             let cfg = load_config(&home)?;
             init_logs(cfg.node.log_format == "json");
             let epoch = cfg.committee.epoch;
             let path = keyfiles::key_share_path(&home, epoch);
-            if path.exists() && !replace {
+            if path.exists() && !replace && !refresh {
                 bail!(
-                    "{} exists: a key share for epoch {epoch} is stored; pass --replace to run the DKG again and overwrite it",
+                    "{} exists: a key share for epoch {epoch} is stored; pass --replace to run the DKG again and overwrite it, or --refresh to refresh it",
                     path.display()
                 );
             }
             let pass = keyfiles::passphrase()?;
             let key = keyfiles::read_node_key(&home, &pass)?;
-            let r = sigil_node::dkg::run(&cfg, &key, timeout).await?;
-            keyfiles::write_key_share(&home, &r.share, &r.group_key, &pass, replace)?;
+            let r = if refresh {
+                let old = keyfiles::read_key_share(&home, &pass, epoch)?.ok_or_else(|| {
+                    anyhow!("--refresh: no key share for epoch {epoch} to refresh; run `sigil dkg` first")
+                })?;
+                let r = sigil_node::dkg::refresh(&cfg, &key, &old, timeout).await?;
+                println!(
+                    "shares refreshed; the group key is unchanged (no inbox needs a rotation)"
+                );
+                r
+            } else {
+                sigil_node::dkg::run(&cfg, &key, timeout).await?
+            };
+            keyfiles::write_key_share(&home, &r.share, &r.group_key, &pass, replace || refresh)?;
             println!("group key: {}", hex::encode(r.group_key.compressed()));
             println!("x: {}", r.group_key.x());
             println!("y: {}", r.group_key.y());

@@ -232,15 +232,14 @@ impl Node {
         let mut approval =
             approval.map(|p| crate::epoch::ApprovalWatch::new(p, cfg.committee.epoch));
         let mut approval_error = None;
-        if let Some(Some(change)) = approval.as_mut().map(|w| w.poll()) {
-            if let Err(e) = change
-                .map_err(|e| e.to_string())
+        let first = approval.as_mut().and_then(|w| w.poll());
+        if let Some(Err(e)) = first.map(|c| {
+            c.map_err(|e| e.to_string())
                 .and_then(|r| app.approve_rotation(r))
-            {
-                tracing::error!(error = %e, "approval file refused; nothing approved");
-                metrics.epoch.approval_errors.inc();
-                approval_error = Some(e);
-            }
+        }) {
+            tracing::error!(error = %e, "approval file refused; nothing approved");
+            metrics.epoch.approval_errors.inc();
+            approval_error = Some(e);
         }
         let swarm = crate::p2p::build(&key, &committee)?;
         let origin = Instant::now();

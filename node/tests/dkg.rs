@@ -100,3 +100,69 @@ async fn a_missing_member_is_named_after_the_timeout() {
         );
     }
 }
+
+/// `sigil dkg --refresh` over libp2p: after a DKG, the four members refresh their shares;
+/// the group key is unchanged, every share is new, any three refreshed shares sign for the
+/// key, and a pre-refresh share mixed with refreshed ones does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_members_refresh_their_shares_and_keep_the_key() {
+    let keys: Vec<NodeKey> = (0..4).map(|_| NodeKey::generate()).collect();
+    let cfgs = configs(&keys);
+    let mut tasks = Vec::new();
+    for (cfg, key) in cfgs.iter().cloned().zip(keys.clone()) {
+        tasks.push(tokio::spawn(async move {
+            sigil_node::dkg::run(&cfg, &key, Duration::from_secs(60)).await
+        }));
+    }
+    let mut old = Vec::new();
+    for t in tasks {
+        old.push(t.await.unwrap().expect("dkg succeeds"));
+    }
+    let gk = old[0].group_key;
+    // Fresh ports: the first DKG's listeners are gone, but keep the runs independent.
+    let cfgs = configs(&keys);
+    let mut tasks = Vec::new();
+    for ((cfg, key), o) in cfgs.into_iter().zip(keys).zip(&old) {
+        let share = sigil_node::keyfiles::KeyShare {
+            epoch: o.share.epoch,
+            member: o.share.member,
+            n: o.share.n,
+            t: o.share.t,
+            key_package: o.share.key_package.clone(),
+            public_key_package: o.share.public_key_package.clone(),
+        };
+        tasks.push(tokio::spawn(async move {
+            sigil_node::dkg::refresh(&cfg, &key, &share, Duration::from_secs(60)).await
+        }));
+    }
+    let mut new = Vec::new();
+    for t in tasks {
+        new.push(t.await.unwrap().expect("refresh succeeds"));
+    }
+    for (o, n) in old.iter().zip(&new) {
+        assert_eq!(n.group_key, gk, "member {}: same group key", n.share.member);
+        assert_eq!(n.share.member, o.share.member);
+        assert_ne!(
+            n.share.key_package.signing_share(),
+            o.share.key_package.signing_share(),
+            "member {}: a new share",
+            n.share.member
+        );
+    }
+    let digest = sigil_crypto::batch_digest(1, 2, alloy_primitives::B256::repeat_byte(6));
+    let sign = |parts: &[&sigil_node::keyfiles::KeyShare]| {
+        let keys: BTreeMap<u16, _> = parts
+            .iter()
+            .map(|s| (s.member, s.key_package.clone()))
+            .collect();
+        sigil_crypto::signing::sign_local(
+            &keys,
+            &new[0].share.public_key_package,
+            digest,
+            &mut rand_core::OsRng,
+        )
+        .is_ok_and(|sig| sigil_crypto::signing::verify(&gk, digest, &sig).is_ok())
+    };
+    assert!(sign(&[&new[0].share, &new[2].share, &new[3].share]));
+    assert!(!sign(&[&new[0].share, &new[2].share, &old[3].share]));
+}
