@@ -221,6 +221,37 @@ fn read_share_file(p: &Path, pass: &[u8]) -> Result<KeyShare> {
     serde_json::from_slice(&bytes).with_context(|| format!("decoding {}", p.display()))
 }
 
+/// Where the share of `epoch` is kept during a refresh: `<home>/keys/share-epoch-<epoch>.pre-refresh.json`.
+pub fn pre_refresh_path(home: &Path, epoch: u64) -> std::path::PathBuf {
+    home.join(KEYS_DIR)
+        .join(format!("share-epoch-{epoch}.pre-refresh.json"))
+}
+
+/// Before a refreshed share overwrites the share of `epoch`, keeps the old one as
+/// [`pre_refresh_path`] (encrypted as before), so a refresh that some members finished and
+/// others did not can be undone ([`undo_refresh`]). `sigil epoch prune` erases it once the
+/// committee signs with the refreshed shares. Returns whether there was a share to keep.
+/// Errors: I/O.
+pub fn keep_pre_refresh(home: &Path, epoch: u64) -> Result<bool> {
+    let p = key_share_path(home, epoch);
+    if !p.exists() {
+        return Ok(false);
+    }
+    std::fs::rename(&p, pre_refresh_path(home, epoch))?;
+    Ok(true)
+}
+
+/// Puts the pre-refresh share of `epoch` back (the refreshed one is erased).
+/// Errors: no pre-refresh share is kept, or I/O.
+pub fn undo_refresh(home: &Path, epoch: u64) -> Result<()> {
+    let kept = pre_refresh_path(home, epoch);
+    if !kept.exists() {
+        bail!("{} does not exist: nothing to undo", kept.display());
+    }
+    std::fs::rename(&kept, key_share_path(home, epoch))?;
+    Ok(())
+}
+
 /// The epochs whose key shares are stored in `keys/` (ascending).
 /// Errors: I/O reading the directory.
 pub fn stored_epochs(home: &Path) -> Result<Vec<u64>> {
@@ -245,7 +276,8 @@ pub fn stored_epochs(home: &Path) -> Result<Vec<u64>> {
 }
 
 /// Erases the key shares of every epoch below `below` (the old epochs whose grace period
-/// has ended on every inbox); returns the epochs erased. A `key_share.json` from before
+/// has ended on every inbox) and every pre-refresh share up to `below`; returns the epochs
+/// erased. A `key_share.json` from before
 /// per-epoch storage is erased too when its epoch is below `below`.
 ///
 /// Errors: I/O; a legacy file that cannot be read with `pass` is left alone and reported.
@@ -263,6 +295,23 @@ pub fn erase_key_shares_below(home: &Path, below: u64, pass: &[u8]) -> Result<Ve
         if share.epoch < below {
             std::fs::remove_file(&legacy)?;
             erased.push(share.epoch);
+        }
+    }
+    // Pre-refresh shares of every epoch up to `below` (the current one included: pruning
+    // says the refreshed shares sign).
+    let dir = home.join(KEYS_DIR);
+    if dir.exists() {
+        for entry in std::fs::read_dir(&dir)? {
+            let name = entry?.file_name();
+            let epoch = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("share-epoch-"))
+                .and_then(|n| n.strip_suffix(".pre-refresh.json"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(e) = epoch.filter(|e| *e <= below) {
+                std::fs::remove_file(pre_refresh_path(home, e))?;
+                erased.push(e);
+            }
         }
     }
     erased.sort_unstable();

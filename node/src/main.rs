@@ -53,6 +53,10 @@ enum Cmd {
         /// overwritten, and a share that leaked before is useless once all have refreshed.
         #[arg(long, conflicts_with = "replace")]
         refresh: bool,
+        /// Undo this member's last refresh: put the pre-refresh share back (when a refresh
+        /// finished on some members but not on others, all that finished undo it).
+        #[arg(long, conflicts_with_all = ["replace", "refresh"])]
+        undo_refresh: bool,
     },
     /// Run the node.
     Start,
@@ -434,10 +438,16 @@ async fn run() -> Result<()> {
             timeout,
             replace,
             refresh,
+            undo_refresh,
         } => {
             let cfg = load_config(&home)?;
             init_logs(cfg.node.log_format == "json");
             let epoch = cfg.committee.epoch;
+            if undo_refresh {
+                keyfiles::undo_refresh(&home, epoch)?;
+                println!("the pre-refresh key share of epoch {epoch} is back in place");
+                return Ok(());
+            }
             let path = keyfiles::key_share_path(&home, epoch);
             if path.exists() && !replace && !refresh {
                 bail!(
@@ -459,6 +469,9 @@ async fn run() -> Result<()> {
             } else {
                 sigil_node::dkg::run(&cfg, &key, timeout).await?
             };
+            if refresh {
+                keyfiles::keep_pre_refresh(&home, epoch)?;
+            }
             keyfiles::write_key_share(&home, &r.share, &r.group_key, &pass, replace || refresh)?;
             println!("group key: {}", hex::encode(r.group_key.compressed()));
             println!("x: {}", r.group_key.x());
