@@ -28,7 +28,7 @@ use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use prost::Message as _;
 use sigil_crypto::GroupKey;
-use sigil_crypto::dkg::{Confirmation, Dkg, DkgOutput, Hash, Outgoing, Transcript};
+use sigil_crypto::dkg::{Confirmation, Dkg, DkgOutput, Outgoing};
 use sigil_proto as pb;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -350,38 +350,6 @@ fn confirm_to_pb(epoch: u64, c: &Confirmation) -> pb::DkgConfirm {
     }
 }
 
-/// Parses a confirmation for a committee of `n`.
-///
-/// Errors: which field has the wrong length (group key 33 bytes, digests 32 bytes, n
-/// round-1 package hashes of 32 bytes).
-fn confirm_from_pb(c: pb::DkgConfirm, n: u16) -> Result<Confirmation, String> {
-    let hash = |field: &str, b: &[u8]| -> Result<Hash, String> {
-        Hash::try_from(b).map_err(|_| format!("{field} is {} bytes, want 32", b.len()))
-    };
-    if c.group_key.len() != 33 {
-        return Err(format!("group_key is {} bytes, want 33", c.group_key.len()));
-    }
-    if c.round1_packages.len() != usize::from(n) {
-        return Err(format!(
-            "{} round-1 package hashes for {n} members",
-            c.round1_packages.len()
-        ));
-    }
-    let round1 = c
-        .round1_packages
-        .iter()
-        .map(|h| hash("round1_packages entry", h))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Confirmation {
-        group_key: c.group_key,
-        transcript: Transcript {
-            round1,
-            round1_digest: hash("round1_digest", &c.round1_digest)?,
-            verifying_shares_digest: hash("verifying_shares_digest", &c.verifying_shares_digest)?,
-        },
-    })
-}
-
 #[derive(Default)]
 struct Handled {
     outgoing: Vec<Outgoing>,
@@ -452,7 +420,7 @@ fn handle(
             if from == dkg.me() {
                 return Err(HandleError::Retry("confirmation from ourselves".into()));
             }
-            let c = confirm_from_pb(c, committee.len()).map_err(|e| {
+            let c = sigil_engine::app::confirmation_from_wire(c, committee.len()).map_err(|e| {
                 HandleError::Fatal(format!("member {from}: malformed DKG confirmation: {e}"))
             })?;
             Ok(Handled {
@@ -484,11 +452,14 @@ mod tests {
         assert_eq!(wire.round1_packages.len(), 4);
         // Through the protobuf encoding, as peers see it.
         let decoded = pb::DkgConfirm::decode(wire.encode_to_vec().as_slice()).unwrap();
-        assert_eq!(confirm_from_pb(decoded, 4).unwrap(), c);
+        assert_eq!(
+            sigil_engine::app::confirmation_from_wire(decoded, 4).unwrap(),
+            c
+        );
         let bad = |f: &dyn Fn(&mut pb::DkgConfirm)| {
             let mut w = wire.clone();
             f(&mut w);
-            confirm_from_pb(w, 4).unwrap_err()
+            sigil_engine::app::confirmation_from_wire(w, 4).unwrap_err()
         };
         assert!(
             bad(&|w| {

@@ -88,6 +88,7 @@ async fn serve() -> (String, Arc<RwLock<Status>>, tempfile::TempDir, Vec<Message
         signers: vec![],
         time_ms: 0,
         rotation: None,
+        key_commit: None,
     };
     let proposer = NodeKey::generate();
     let env = proposer.seal(

@@ -33,6 +33,7 @@ impl Sim {
             signers: Vec::new(),
             time_ms: 0,
             rotation: None,
+            key_commit: None,
         }
     }
 

@@ -23,7 +23,7 @@ impl Sim {
     /// The block's root is what the chain emitted in its ranges (or, for a rotation alone,
     /// the zero root of an empty batch).
     pub(super) fn truthful_root(&self, b: &pb::Block) -> bool {
-        if b.ranges.is_empty() && b.rotation.is_some() {
+        if b.ranges.is_empty() && (b.rotation.is_some() || b.key_commit.is_some()) {
             b.count == 0 && b.root == B256::ZERO.as_slice()
         } else {
             self.true_root(b).as_deref() == Some(b.root.as_slice())

@@ -33,11 +33,15 @@ use sigil_crypto::{BatchTree, GroupKey, NonceId, NonceLedger, NoncePool};
 use sigil_proto as pb;
 use std::collections::{BTreeMap, BTreeSet};
 
+mod handover;
 mod retry;
 mod rotation;
 mod signing;
 
+pub use handover::{check_key_commit, confirmation_from_wire};
 pub use rotation::{MAX_ROTATION_MEMBERS, MIN_ROTATION_MEMBERS, check_rotation};
+#[cfg(test)]
+mod handover_tests;
 #[cfg(test)]
 mod rotation_tests;
 #[cfg(test)]
@@ -213,6 +217,10 @@ pub struct App {
     approved: Option<pb::Rotation>,
     /// The rotation decided in this epoch, with its height.
     decided_rotation: Option<(Height, pb::Rotation)>,
+    /// The key commit the host offered for proposal (see [`handover`]).
+    offered_key: Option<pb::KeyCommit>,
+    /// The key commit decided in this epoch, with its height.
+    decided_key: Option<(Height, pb::KeyCommit)>,
     /// Counters.
     pub stats: AppStats,
 }
@@ -268,6 +276,8 @@ impl App {
             height: 1,
             approved: None,
             decided_rotation: None,
+            offered_key: None,
+            decided_key: None,
             stats: AppStats::default(),
         }
     }
@@ -375,6 +385,7 @@ impl App {
     /// waits to be decided (worth starting a height).
     pub fn has_work(&self) -> bool {
         self.rotation_to_propose().is_some()
+            || self.key_commit_to_propose().is_some()
             || self.p.chains.iter().any(|(c, _)| {
                 let next = self.next_nonce.get(c).copied().unwrap_or(0);
                 self.quorum_nonce(*c).min(self.own_next(*c)) > next
@@ -432,7 +443,12 @@ impl App {
             }
         }
         let rotation = self.rotation_to_propose().cloned();
-        if ranges.is_empty() && rotation.is_none() {
+        // A key commit waits for the height after the rotation's (never both in one block).
+        let key_commit = rotation
+            .is_none()
+            .then(|| self.key_commit_to_propose().cloned())
+            .flatten();
+        if ranges.is_empty() && rotation.is_none() && key_commit.is_none() {
             return None;
         }
         let root = if ranges.is_empty() {
@@ -451,6 +467,7 @@ impl App {
             signers,
             time_ms,
             rotation,
+            key_commit,
         }))
     }
 
@@ -467,8 +484,11 @@ impl App {
         if let Err(e) = self.check_block_rotation(b) {
             return bad(e);
         }
-        if b.ranges.is_empty() && b.rotation.is_some() {
-            // A rotation alone: an empty batch with a zero root.
+        if let Err(e) = self.check_block_key_commit(b) {
+            return bad(e);
+        }
+        if b.ranges.is_empty() && (b.rotation.is_some() || b.key_commit.is_some()) {
+            // A rotation or key commit alone: an empty batch with a zero root.
             if b.count != 0 || b.root != B256::ZERO.as_slice() {
                 return bad("an empty batch must have count 0 and a zero root".into());
             }

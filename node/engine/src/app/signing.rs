@@ -167,6 +167,7 @@ impl App {
         }
         self.height = self.height.max(height.saturating_add(1));
         self.note_decided_rotation(height, b);
+        self.note_decided_key_commit(height, b);
         if attestation.is_some() {
             return Vec::new();
         }

@@ -1,0 +1,178 @@
+//! Unit tests of the new group key's decision: only a key every incoming member confirmed,
+//! after the rotation, once per epoch.
+
+use super::tests::{committee, exchange_commitments, route};
+use super::*;
+use k256::ecdsa::SigningKey;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+/// The incoming committee: node keys, the rotation naming them, and a key commit built
+/// from a real DKG among them (every member's signed confirmation, in member order).
+struct Incoming {
+    keys: Vec<SigningKey>,
+    rotation: pb::Rotation,
+    commit: pb::KeyCommit,
+    outputs: BTreeMap<u16, sigil_crypto::dkg::DkgOutput>,
+}
+
+fn confirm(epoch: u64, o: &sigil_crypto::dkg::DkgOutput) -> pb::DkgConfirm {
+    pb::DkgConfirm {
+        epoch,
+        group_key: o.group_key.compressed().to_vec(),
+        round1_digest: o.transcript.round1_digest.to_vec(),
+        verifying_shares_digest: o.transcript.verifying_shares_digest.to_vec(),
+        round1_packages: o.transcript.round1.iter().map(|h| h.to_vec()).collect(),
+    }
+}
+
+fn sealed(key: &SigningKey, member: u16, c: pb::DkgConfirm) -> pb::Envelope {
+    crate::envelope::seal(
+        key,
+        member,
+        &pb::Body {
+            kind: Some(pb::body::Kind::DkgConfirm(c)),
+        },
+    )
+}
+
+fn incoming(n: u16, seed: u64) -> Incoming {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let keys: Vec<SigningKey> = (0..n).map(|_| SigningKey::random(&mut rng)).collect();
+    let (_, t) = sigil_crypto::keys::thresholds(n);
+    let rotation = pb::Rotation {
+        epoch: 2,
+        members: keys
+            .iter()
+            .map(|k| k.verifying_key().to_encoded_point(true).as_bytes().to_vec())
+            .collect(),
+        threshold: u32::from(t),
+    };
+    let outputs = sigil_crypto::dkg::run_local(t, n, &mut rng).unwrap();
+    let commit = pb::KeyCommit {
+        epoch: 2,
+        group_key: outputs[&1].group_key.compressed().to_vec(),
+        confirmations: (1..=n)
+            .map(|i| sealed(&keys[usize::from(i) - 1], i, confirm(2, &outputs[&i])))
+            .collect(),
+    };
+    Incoming {
+        keys,
+        rotation,
+        commit,
+        outputs,
+    }
+}
+
+#[test]
+fn a_key_commit_is_checked_against_every_incoming_member() {
+    let inc = incoming(5, 1);
+    let key = check_key_commit(&inc.commit, &inc.rotation).unwrap();
+    assert_eq!(key, inc.outputs[&1].group_key);
+    let other = incoming(5, 2);
+    let mut cases: Vec<(pb::KeyCommit, &str)> = Vec::new();
+    // One member's confirmation missing (withheld): not decidable.
+    let mut c = inc.commit.clone();
+    c.confirmations.pop();
+    cases.push((c, "4 confirmations"));
+    // Out of order.
+    let mut c = inc.commit.clone();
+    c.confirmations.swap(0, 1);
+    cases.push((c, "member order"));
+    // A confirmation signed by a key outside the incoming committee.
+    let mut c = inc.commit.clone();
+    c.confirmations[2] = sealed(&other.keys[2], 3, confirm(2, &inc.outputs[&3]));
+    cases.push((c, "confirmation 3"));
+    // A proposer's own key, with confirmations of another DKG it ran with keys it holds:
+    // the envelopes do not verify under the rotation's keys.
+    cases.push((other.commit.clone(), "confirmation 1"));
+    // The real confirmations but another group key named in the commit.
+    let mut c = inc.commit.clone();
+    c.group_key = other.commit.group_key.clone();
+    cases.push((c, "another group key"));
+    // One member saw a different round-1 package (an equivocating dealer): named.
+    let mut c = inc.commit.clone();
+    let mut bad = confirm(2, &inc.outputs[&4]);
+    bad.round1_packages[1][0] ^= 1;
+    let hashes: Vec<[u8; 32]> = bad
+        .round1_packages
+        .iter()
+        .map(|h| h.as_slice().try_into().unwrap())
+        .collect();
+    bad.round1_digest = sigil_crypto::dkg::round1_digest(&hashes).to_vec();
+    c.confirmations[3] = sealed(&inc.keys[3], 4, bad);
+    cases.push((c, "member 2"));
+    // Another epoch.
+    let mut c = inc.commit.clone();
+    c.epoch = 3;
+    cases.push((c, "epoch"));
+    let mut c = inc.commit.clone();
+    c.confirmations[0] = sealed(&inc.keys[0], 1, confirm(3, &inc.outputs[&1]));
+    cases.push((c, "epoch 3"));
+    for (c, word) in cases {
+        let e = check_key_commit(&c, &inc.rotation).expect_err(word);
+        assert!(e.contains(word), "{e:?} should name {word}");
+    }
+}
+
+#[test]
+fn the_new_key_is_decided_once_after_the_rotation() {
+    let mut apps = committee(4);
+    let inc = incoming(5, 3);
+    // Before any rotation is decided a key commit is refused, offered or proposed.
+    assert!(apps[0].offer_key_commit(inc.commit.clone()).is_err());
+    let b1 = apps[0].build_block(1, 0).unwrap();
+    let mut early = b1.clone();
+    early.0.key_commit = Some(inc.commit.clone());
+    for a in &apps {
+        assert!(
+            matches!(a.validate(1, &early), Validity::Invalid(e) if e.contains("no rotation")),
+            "no key before the rotation"
+        );
+    }
+    // Height 1: messages and the rotation every operator approved.
+    for a in apps.iter_mut() {
+        a.approve_rotation(Some(inc.rotation.clone())).unwrap();
+    }
+    let b1 = apps[0].build_block(1, 0).unwrap();
+    assert!(b1.0.rotation.is_some());
+    let mut log = Vec::new();
+    for i in 0..4 {
+        let e = apps[i].on_decided(1, &b1, None, 0);
+        route(&mut apps, i as Member + 1, e, None, 0, &mut log);
+    }
+    // Height 2: the key commit alone, an empty signed batch.
+    for a in apps.iter_mut() {
+        a.offer_key_commit(inc.commit.clone()).unwrap();
+        assert!(a.has_work(), "a key to decide is worth a height");
+    }
+    exchange_commitments(&mut apps);
+    let b2 = apps[1].build_block(2, 0).expect("the key commit");
+    assert_eq!(b2.0.key_commit.as_ref(), Some(&inc.commit));
+    assert!(b2.0.ranges.is_empty() && b2.0.root == B256::ZERO.as_slice());
+    for a in &apps {
+        assert_eq!(a.validate(2, &b2), Validity::Valid);
+    }
+    // A forged commit (one envelope replaced) is refused by every member.
+    let mut forged = b2.clone();
+    forged.0.key_commit.as_mut().unwrap().confirmations[4] =
+        sealed(&incoming(5, 4).keys[4], 5, confirm(2, &inc.outputs[&5]));
+    for a in &apps {
+        assert!(matches!(a.validate(2, &forged), Validity::Invalid(_)));
+    }
+    let mut log = Vec::new();
+    for i in 0..4 {
+        let e = apps[i].on_decided(2, &b2, None, 0);
+        route(&mut apps, i as Member + 1, e, None, 0, &mut log);
+    }
+    for a in &apps {
+        assert_eq!(a.decided_key_commit(), Some((2, &inc.commit)));
+        assert!(!a.has_work(), "a decided key is not proposed again");
+    }
+    let mut again = b2.clone();
+    again.0.height = 3;
+    assert!(
+        matches!(apps[2].validate(3, &again), Validity::Invalid(e) if e.contains("already decided"))
+    );
+    assert!(apps[0].offer_key_commit(inc.commit.clone()).is_err());
+}
