@@ -12,7 +12,7 @@
 //! | nonces        | `next` / `floor` / `c`·id u64         | u64 / marker               |
 //! | evidence      | height u64 · round u32 · step u8 · member u16 | `pb::Evidence`     |
 //! | meta          | `schema`, `next_nonce`·chain u64      | u32 / u64                  |
-//! | meta          | `rotation`·epoch u64                  | height u64 · `pb::Rotation` |
+//! | meta          | `epoch`·epoch u64                     | `pb::EpochRecord`          |
 
 use alloy_primitives::B256;
 use prost::Message as _;
@@ -202,22 +202,18 @@ impl Store {
     // ---- decided blocks and attestations ----
 
     /// Stores a decided block with its certificate (durable) and indexes its message ids;
-    /// with `rotation`, records it (first one per epoch wins) as decided at `height` in the
-    /// same write.
+    /// with `record` = (epoch, record), replaces that epoch's record (what the decided blocks
+    /// settled about it) in the same write.
     pub fn put_block(
         &self,
         height: u64,
         block: &pb::CommittedBlock,
         next_nonces: &[(u64, u64)],
-        rotation: Option<&pb::Rotation>,
+        record: Option<(u64, &pb::EpochRecord)>,
     ) -> Result<(), StoreError> {
         let mut b = WriteBatch::default();
-        if let Some(r) = rotation
-            && self.decided_rotation(r.epoch)?.is_none()
-        {
-            let mut v = height.to_be_bytes().to_vec();
-            v.extend(r.encode_to_vec());
-            b.put_cf(self.cf("meta")?, rotation_key(r.epoch), v);
+        if let Some((epoch, r)) = record {
+            b.put_cf(self.cf("meta")?, epoch_key(epoch), r.encode_to_vec());
         }
         b.put_cf(
             self.cf("blocks")?,
@@ -239,18 +235,12 @@ impl Store {
         Ok(self.db.write_opt(b, &sync())?)
     }
 
-    /// The rotation to `epoch` a stored block decided, with that block's height.
+    /// What the stored blocks decided about `epoch` (rotation, key commit, their heights).
     /// Errors: RocksDB, or a corrupt record.
-    pub fn decided_rotation(&self, epoch: u64) -> Result<Option<(u64, pb::Rotation)>, StoreError> {
-        let Some(v) = self.get("meta", &rotation_key(epoch))? else {
-            return Ok(None);
-        };
-        if v.len() < 8 {
-            return Err(corrupt("meta", "rotation record shorter than 8 bytes"));
-        }
-        let height = u64_of("meta", &v[..8])?;
-        let r = pb::Rotation::decode(&v[8..]).map_err(|e| corrupt("meta", e))?;
-        Ok(Some((height, r)))
+    pub fn epoch_record(&self, epoch: u64) -> Result<Option<pb::EpochRecord>, StoreError> {
+        self.get("meta", &epoch_key(epoch))?
+            .map(|v| pb::EpochRecord::decode(v.as_slice()).map_err(|e| corrupt("meta", e)))
+            .transpose()
     }
 
     /// The decided block at `height`.
@@ -423,8 +413,8 @@ fn vote_key(height: u64, round: u32, step: u8) -> Vec<u8> {
     k
 }
 
-fn rotation_key(epoch: u64) -> Vec<u8> {
-    let mut k = b"rotation".to_vec();
+fn epoch_key(epoch: u64) -> Vec<u8> {
+    let mut k = b"epoch".to_vec();
     k.extend_from_slice(&epoch.to_be_bytes());
     k
 }
@@ -571,17 +561,17 @@ impl sigil_engine::Storage for Store {
         height: u64,
         block: &pb::CommittedBlock,
         next_nonces: &[(u64, u64)],
-        rotation: Option<&pb::Rotation>,
+        record: Option<(u64, &pb::EpochRecord)>,
     ) -> Result<(), sigil_engine::StorageError> {
-        Store::put_block(self, height, block, next_nonces, rotation)
+        Store::put_block(self, height, block, next_nonces, record)
             .map_err(|e| port_err("put_block", e))
     }
 
-    fn decided_rotation(
+    fn epoch_record(
         &self,
         epoch: u64,
-    ) -> Result<Option<(u64, pb::Rotation)>, sigil_engine::StorageError> {
-        Store::decided_rotation(self, epoch).map_err(|e| port_err("decided_rotation", e))
+    ) -> Result<Option<pb::EpochRecord>, sigil_engine::StorageError> {
+        Store::epoch_record(self, epoch).map_err(|e| port_err("epoch_record", e))
     }
 
     fn block(&self, height: u64) -> Result<Option<pb::CommittedBlock>, sigil_engine::StorageError> {
@@ -650,23 +640,39 @@ mod tests {
     }
 
     #[test]
-    fn a_decided_rotation_survives_restart_and_the_first_one_wins() {
+    fn an_epoch_record_survives_restart_and_is_replaced_with_its_block() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let r = |threshold| pb::Rotation {
+        let rotation = pb::Rotation {
             epoch: 2,
             members: vec![vec![2; 33]; 4],
-            threshold,
+            threshold: 3,
+        };
+        let first = pb::EpochRecord {
+            rotation: Some(rotation.clone()),
+            rotation_height: 7,
+            ..Default::default()
+        };
+        let second = pb::EpochRecord {
+            key_commit: Some(pb::KeyCommit {
+                epoch: 2,
+                ..Default::default()
+            }),
+            key_height: 8,
+            ..first.clone()
         };
         let cb = pb::CommittedBlock::default();
-        assert_eq!(store.decided_rotation(2).unwrap(), None);
-        store.put_block(7, &cb, &[], Some(&r(3))).unwrap();
-        store.put_block(8, &cb, &[], Some(&r(4))).unwrap();
+        assert_eq!(store.epoch_record(2).unwrap(), None);
+        store.put_block(7, &cb, &[], Some((2, &first))).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.epoch_record(2).unwrap(), Some(first));
+        store.put_block(8, &cb, &[], Some((2, &second))).unwrap();
         store.put_block(9, &cb, &[], None).unwrap();
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.decided_rotation(2).unwrap(), Some((7, r(3))));
-        assert_eq!(store.decided_rotation(3).unwrap(), None);
+        assert_eq!(store.epoch_record(2).unwrap(), Some(second));
+        assert_eq!(store.epoch_record(3).unwrap(), None);
     }
 
     #[test]

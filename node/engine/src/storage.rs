@@ -54,20 +54,20 @@ pub trait Storage {
     ) -> Result<Option<Vec<u8>>, StorageError>;
     /// Stores a decided block with its certificate and, when present, its attestation
     /// (durable), the next undecided gateway nonce per chain, and drops the WAL of every
-    /// height ≤ `height`. When `rotation` is given, the block decided that committee
-    /// rotation: it is recorded as the one decided for `rotation.epoch` at `height` in the
-    /// same durable write (a crash never keeps the block and loses the rotation), and
-    /// [`Storage::decided_rotation`] returns it from then on.
+    /// height ≤ `height`. When `record` is given, the block changed what is decided about
+    /// the next epoch (a rotation, a key commit): `record` replaces the stored one for
+    /// `epoch` in the same durable write (a crash never keeps the block and loses the
+    /// record), and [`Storage::epoch_record`] returns it from then on.
     fn put_block(
         &mut self,
         height: Height,
         block: &pb::CommittedBlock,
         next_nonces: &[(u64, u64)],
-        rotation: Option<&pb::Rotation>,
+        record: Option<(u64, &pb::EpochRecord)>,
     ) -> Result<(), StorageError>;
-    /// The rotation to `epoch` a stored block decided, with that block's height (the
-    /// engine restores it at start: committee epochs, step one).
-    fn decided_rotation(&self, epoch: u64) -> Result<Option<(Height, pb::Rotation)>, StorageError>;
+    /// What the stored blocks decided about `epoch` (the engine restores it at start:
+    /// committee epochs).
+    fn epoch_record(&self, epoch: u64) -> Result<Option<pb::EpochRecord>, StorageError>;
     /// The decided block at `height`.
     fn block(&self, height: Height) -> Result<Option<pb::CommittedBlock>, StorageError>;
     /// Highest decided height (0 if none).
@@ -95,7 +95,7 @@ pub struct MemStorage {
     votes: BTreeMap<(Height, Round, u8), Vec<u8>>,
     blocks: BTreeMap<Height, Vec<u8>>,
     next_nonces: BTreeMap<u64, u64>,
-    rotations: BTreeMap<u64, (Height, pb::Rotation)>,
+    epochs: BTreeMap<u64, pb::EpochRecord>,
     evidence: BTreeMap<(Height, Round, u8, Member), (pb::Envelope, pb::Envelope)>,
     /// Fail every operation (a broken disk), for tests.
     pub fail: bool,
@@ -215,14 +215,12 @@ impl Storage for MemStorage {
         height: Height,
         block: &pb::CommittedBlock,
         next_nonces: &[(u64, u64)],
-        rotation: Option<&pb::Rotation>,
+        record: Option<(u64, &pb::EpochRecord)>,
     ) -> Result<(), StorageError> {
         self.check("put_block")?;
         self.blocks.insert(height, block.encode_to_vec());
-        if let Some(r) = rotation {
-            self.rotations
-                .entry(r.epoch)
-                .or_insert_with(|| (height, r.clone()));
+        if let Some((epoch, r)) = record {
+            self.epochs.insert(epoch, r.clone());
         }
         for (c, n) in next_nonces {
             self.next_nonces.insert(*c, *n);
@@ -246,9 +244,9 @@ impl Storage for MemStorage {
             .transpose()
     }
 
-    fn decided_rotation(&self, epoch: u64) -> Result<Option<(Height, pb::Rotation)>, StorageError> {
-        self.check("decided_rotation")?;
-        Ok(self.rotations.get(&epoch).cloned())
+    fn epoch_record(&self, epoch: u64) -> Result<Option<pb::EpochRecord>, StorageError> {
+        self.check("epoch_record")?;
+        Ok(self.epochs.get(&epoch).cloned())
     }
 
     fn last_height(&self) -> Result<Height, StorageError> {

@@ -11,9 +11,11 @@
 //! committee decide a key the others did not derive. At most one key commit is decided per
 //! epoch.
 //!
+//! A decided key commit is kept in the epoch record stored with its block
+//! ([`App::epoch_record`], `Storage::put_block`) and restored by `Driver::new`.
+//!
 //! Not yet built: the host's DKG of the incoming committee that produces the confirmations,
-//! restoring a decided key commit across restarts, the `KeyRotation` signatures and the
-//! switch (ARCHITECTURE.md, "Committee epochs").
+//! the `KeyRotation` signatures and the switch (ARCHITECTURE.md, "Committee epochs").
 
 use super::*;
 use crate::envelope::Committee;

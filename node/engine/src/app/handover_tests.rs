@@ -175,4 +175,18 @@ fn the_new_key_is_decided_once_after_the_rotation() {
         matches!(apps[2].validate(3, &again), Validity::Invalid(e) if e.contains("already decided"))
     );
     assert!(apps[0].offer_key_commit(inc.commit.clone()).is_err());
+    // After a restart the member restores the record its storage kept with the block, and
+    // still refuses a second key commit.
+    let record = apps[2].epoch_record();
+    assert_eq!((record.rotation_height, record.key_height), (1, 2));
+    let mut restarted = committee(4).remove(2);
+    restarted.set_height(3);
+    assert!(
+        matches!(restarted.validate(3, &again), Validity::Invalid(e) if e.contains("no rotation"))
+    );
+    restarted.restore_epoch_record(record);
+    assert_eq!(restarted.decided_key_commit(), Some((2, &inc.commit)));
+    assert!(
+        matches!(restarted.validate(3, &again), Validity::Invalid(e) if e.contains("already decided"))
+    );
 }

@@ -90,6 +90,35 @@ impl App {
         self.decided_rotation = Some((height, r));
     }
 
+    /// What this member's decided blocks settled about the next epoch (rotation, key
+    /// commit, with their heights), as stored next to the block that changed it.
+    pub fn epoch_record(&self) -> pb::EpochRecord {
+        let (rotation_height, rotation) = self
+            .decided_rotation
+            .as_ref()
+            .map_or((0, None), |(h, r)| (*h, Some(r.clone())));
+        let (key_height, key_commit) = self
+            .decided_key
+            .as_ref()
+            .map_or((0, None), |(h, k)| (*h, Some(k.clone())));
+        pb::EpochRecord {
+            rotation,
+            rotation_height,
+            key_commit,
+            key_height,
+        }
+    }
+
+    /// Restores an [`App::epoch_record`] read back from storage at start.
+    pub fn restore_epoch_record(&mut self, r: pb::EpochRecord) {
+        if let Some(rot) = r.rotation {
+            self.decided_rotation = Some((r.rotation_height, rot));
+        }
+        if let Some(k) = r.key_commit {
+            self.decided_key = Some((r.key_height, k));
+        }
+    }
+
     /// The approved rotation when it is still to be decided.
     pub(super) fn rotation_to_propose(&self) -> Option<&pb::Rotation> {
         self.approved

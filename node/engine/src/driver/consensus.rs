@@ -329,13 +329,14 @@ impl<S: Storage> Driver<S> {
             precommits,
             attestation: attestation.clone(),
         };
-        // The rotation this block decided, if any (the first of the epoch), is stored with it.
-        let rotation = self
-            .app
-            .decided_rotation()
-            .filter(|(rh, _)| *rh == h)
-            .map(|(_, r)| r.clone());
-        if let Err(e) = self.storage.put_block(h, &cb, &nexts, rotation.as_ref()) {
+        // When this block decided the epoch's rotation or key commit, the epoch record is
+        // stored with it.
+        let changed = self.app.decided_rotation().is_some_and(|(rh, _)| rh == h)
+            || self.app.decided_key_commit().is_some_and(|(kh, _)| kh == h);
+        let record = changed.then(|| self.app.epoch_record());
+        let next_epoch = self.app.params().epoch.saturating_add(1);
+        let record = record.as_ref().map(|r| (next_epoch, r));
+        if let Err(e) = self.storage.put_block(h, &cb, &nexts, record) {
             // The machine has decided; the block will be fetched again by catch-up after a
             // restart. Count it loudly.
             self.event(Event::Storage(e));

@@ -200,8 +200,8 @@ impl<S: Storage> Driver<S> {
         };
         d.app.set_height(height);
         let next_epoch = d.app.params().epoch.saturating_add(1);
-        if let Some((h, r)) = d.storage.decided_rotation(next_epoch)? {
-            d.app.restore_rotation(h, r);
+        if let Some(r) = d.storage.epoch_record(next_epoch)? {
+            d.app.restore_epoch_record(r);
         }
         d.restore(height)?;
         let effects = std::mem::take(&mut d.out);
