@@ -89,12 +89,16 @@ impl Approval {
         }
     }
 
-    /// The wire rotation, after the engine's shape check against `current_epoch`.
+    /// The wire rotation, after the engine's shape check against `current_epoch`. The
+    /// destination inboxes the key rotation is signed for are this node's configured
+    /// `[[chains]]` inboxes ([`inboxes`]): every member's config lists the same chains, so
+    /// honest members build the same rotation.
     /// Errors: [`ApprovalError::Field`] naming `members[i]` (not hex) or the engine's check.
     pub fn to_rotation(
         &self,
         path: &Path,
         current_epoch: u64,
+        inboxes: &[pb::Inbox],
     ) -> Result<pb::Rotation, ApprovalError> {
         let field = |field: String, detail: String| ApprovalError::Field {
             path: path.to_owned(),
@@ -114,6 +118,7 @@ impl Approval {
             epoch: self.epoch,
             members,
             threshold: self.threshold,
+            inboxes: inboxes.to_vec(),
         };
         sigil_engine::app::check_rotation(&r, current_epoch)
             .map_err(|e| field("epoch/members/threshold".into(), e))?;
@@ -234,7 +239,7 @@ pub fn show(cfg: &crate::config::Config, home: &Path) -> String {
             );
         }
         Ok(Some(a)) => {
-            let verdict = match a.to_rotation(&path, c.epoch) {
+            let verdict = match a.to_rotation(&path, c.epoch, &inboxes(cfg)) {
                 Ok(_) => "valid".to_string(),
                 Err(e) => format!("REFUSED: {e}"),
             };
@@ -268,21 +273,36 @@ pub fn show(cfg: &crate::config::Config, home: &Path) -> String {
     out
 }
 
+/// The destination inboxes of a config, in `[[chains]]` order: the rotation is signed once
+/// for each (contracts/V2.md §5).
+pub fn inboxes(cfg: &crate::config::Config) -> Vec<pb::Inbox> {
+    cfg.chains
+        .iter()
+        .map(|c| pb::Inbox {
+            chain_id: c.chain_id,
+            address: c.inbox.to_vec(),
+        })
+        .collect()
+}
+
 /// Re-reads the approval file when it changes (modification time or length), for the
 /// running node. Polled about once a second: a stat per poll.
 #[derive(Debug)]
 pub struct ApprovalWatch {
     path: PathBuf,
     current_epoch: u64,
+    inboxes: Vec<pb::Inbox>,
     seen: Option<Option<(SystemTime, u64)>>,
 }
 
 impl ApprovalWatch {
-    /// Watches `path` for a committee after `current_epoch`.
-    pub fn new(path: PathBuf, current_epoch: u64) -> Self {
+    /// Watches `path` for a committee after `current_epoch`, signing the key rotation for
+    /// `inboxes` ([`inboxes`]).
+    pub fn new(path: PathBuf, current_epoch: u64, inboxes: Vec<pb::Inbox>) -> Self {
         Self {
             path,
             current_epoch,
+            inboxes,
             seen: None,
         }
     }
@@ -305,7 +325,7 @@ impl ApprovalWatch {
         }
         self.seen = Some(stamp);
         Some(Approval::read(&self.path).and_then(|a| {
-            a.map(|a| a.to_rotation(&self.path, self.current_epoch))
+            a.map(|a| a.to_rotation(&self.path, self.current_epoch, &self.inboxes))
                 .transpose()
         }))
     }
@@ -393,6 +413,13 @@ impl EpochStatus {
 mod tests {
     use super::*;
 
+    fn test_inboxes() -> Vec<pb::Inbox> {
+        vec![pb::Inbox {
+            chain_id: 31337,
+            address: vec![0xbb; 20],
+        }]
+    }
+
     fn keys(n: usize) -> Vec<String> {
         (1..=n)
             .map(|i| {
@@ -411,7 +438,7 @@ mod tests {
         a.write(&path).unwrap();
         let back = Approval::read(&path).unwrap().unwrap();
         assert_eq!(back, a);
-        let r = back.to_rotation(&path, 1).unwrap();
+        let r = back.to_rotation(&path, 1, &test_inboxes()).unwrap();
         assert_eq!(r.members.len(), 5);
         assert_eq!(r.members[0].len(), 33);
     }
@@ -422,14 +449,23 @@ mod tests {
         let path = dir.path().join(APPROVAL_FILE);
         let mut a = Approval::next(1, keys(4));
         a.members[2] = "zz".into();
-        let e = a.to_rotation(&path, 1).unwrap_err().to_string();
+        let e = a
+            .to_rotation(&path, 1, &test_inboxes())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("members[2]"), "{e}");
         let a = Approval::next(2, keys(4));
-        let e = a.to_rotation(&path, 1).unwrap_err().to_string();
+        let e = a
+            .to_rotation(&path, 1, &test_inboxes())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("epoch 3 but the current epoch is 1"), "{e}");
         let mut a = Approval::next(1, keys(4));
         a.threshold = 2;
-        let e = a.to_rotation(&path, 1).unwrap_err().to_string();
+        let e = a
+            .to_rotation(&path, 1, &test_inboxes())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("threshold 2"), "{e}");
         std::fs::write(&path, "epoch = 2\nthreshold = 3\nmembers = []\nextra = 1\n").unwrap();
         let e = Approval::read(&path).unwrap_err().to_string();
@@ -472,7 +508,7 @@ mod tests {
     fn the_watch_reports_changes_and_withdrawals_once() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(APPROVAL_FILE);
-        let mut w = ApprovalWatch::new(path.clone(), 1);
+        let mut w = ApprovalWatch::new(path.clone(), 1, test_inboxes());
         assert!(
             matches!(w.poll(), Some(Ok(None))),
             "no file: nothing approved"

@@ -334,7 +334,11 @@ async fn epoch_cmd(home: &Path, cmd: EpochCmd) -> Result<()> {
                 .collect();
             let next = next_members(&current, members, add, remove).map_err(|e| anyhow!(e))?;
             let a = Approval::next(cfg.committee.epoch, next);
-            a.to_rotation(&path, cfg.committee.epoch)?;
+            a.to_rotation(
+                &path,
+                cfg.committee.epoch,
+                &sigil_node::epoch::inboxes(&cfg),
+            )?;
             a.write(&path)
                 .with_context(|| format!("writing {}", path.display()))?;
             println!(

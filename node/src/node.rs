@@ -229,8 +229,9 @@ impl Node {
         }
         // The operator's approval is read before the engine starts (replayed proposals are
         // judged with it), then re-read as it changes.
-        let mut approval =
-            approval.map(|p| crate::epoch::ApprovalWatch::new(p, cfg.committee.epoch));
+        let mut approval = approval.map(|p| {
+            crate::epoch::ApprovalWatch::new(p, cfg.committee.epoch, crate::epoch::inboxes(&cfg))
+        });
         let mut approval_error = None;
         let first = approval.as_mut().and_then(|w| w.poll());
         if let Some(Err(e)) = first.map(|c| {

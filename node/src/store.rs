@@ -647,6 +647,7 @@ mod tests {
             epoch: 2,
             members: vec![vec![2; 33]; 4],
             threshold: 3,
+            inboxes: Vec::new(),
         };
         let first = pb::EpochRecord {
             rotation: Some(rotation.clone()),

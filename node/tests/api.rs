@@ -89,6 +89,8 @@ async fn serve() -> (String, Arc<RwLock<Status>>, tempfile::TempDir, Vec<Message
         time_ms: 0,
         rotation: None,
         key_commit: None,
+        handover: None,
+        carry: vec![],
     };
     let proposer = NodeKey::generate();
     let env = proposer.seal(
@@ -111,6 +113,7 @@ async fn serve() -> (String, Arc<RwLock<Status>>, tempfile::TempDir, Vec<Message
             root: root.to_vec(),
             signature: sig.serialize().unwrap(),
             message_ids: messages.iter().map(|m| m.id().to_vec()).collect(),
+            handover: None,
         }),
     };
     assert!(cb.encoded_len() > 0);

@@ -126,6 +126,13 @@ pub struct Scenario {
     /// Every honest operator approves the same next committee ([`approved_rotation`]) at
     /// start: it must be decided, exactly once, by every honest member.
     pub rotation: bool,
+    /// A committee change carried out end to end (rotation, the incoming DKG's key commit,
+    /// key rotations, the switch; see [`epochs`]); overrides `rotation`.
+    pub switch: Option<Switch>,
+    /// Crash this honest node in the middle of the hand-over and restart it later: an
+    /// outgoing member when it decides the key commit or a key-rotation block, a joiner
+    /// when it decides its first block.
+    pub crash_in_handover: Option<Member>,
     /// Probability a gossiped message is lost on one link (0..1).
     pub loss: f64,
     /// Virtual time limit (ms).
@@ -144,6 +151,8 @@ impl Scenario {
             adversary,
             crash_after_decide: None,
             rotation: false,
+            switch: None,
+            crash_in_handover: None,
             loss: 0.02,
             limit_ms: 120_000,
             trace: false,
@@ -168,6 +177,11 @@ pub struct Report {
     pub peak_wal: usize,
     /// A hash of the event trace (determinism check).
     pub trace_hash: u64,
+    /// The outgoing epoch's last height, in a switch schedule.
+    pub epoch_end: Option<u64>,
+    /// Messages the new committee decided and attested (in blocks of the new epoch), on
+    /// the first node of the final committee.
+    pub new_epoch_messages: u64,
     /// The first safety invariant broken, if any (agreement, forged batch decided or
     /// signed, bad attestation, honest double vote, state bound).
     pub violation: Option<String>,
@@ -229,6 +243,10 @@ enum Ev {
     Observe(Member),
     Emit,
     Restart(Member),
+    /// The incoming committee's DKG finished.
+    DkgDone,
+    /// A joiner's (or incoming member's) periodic hand-over step.
+    Join(Member),
 }
 
 struct SimMember {
@@ -242,6 +260,10 @@ struct SimMember {
     /// How far the chain is visible to this member (next nonce).
     visible: u64,
     crashed_once: bool,
+    /// The epoch its driver (or last driver) runs in.
+    epoch: u64,
+    /// A joiner still without the hand-over blocks (no driver).
+    joining: bool,
 }
 
 struct Sim {
@@ -270,6 +292,20 @@ struct Sim {
     harvest: BTreeMap<Member, Vec<pb::Commitment>>,
     /// The height each honest member decided the rotation at (at most one per epoch).
     rotations: BTreeMap<Member, u64>,
+    /// The incoming committee of a switch schedule.
+    incoming: Option<epochs::Incoming>,
+    /// The outgoing epoch's last height, once a node reached it.
+    switch_end: Option<u64>,
+    /// Whether the incoming DKG finished (scheduled once).
+    dkg_finished: bool,
+    /// Whether the DKG's end is scheduled.
+    dkg_scheduled: bool,
+    /// Whether the hand-over crash happened.
+    handover_crashed: bool,
+    /// Hand-over requests joiners sent (round robin over the outgoing members).
+    join_asks: u64,
+    /// Per node, the nonce its decided ranges reached (every message in exactly one block).
+    frontier: BTreeMap<Member, u64>,
     /// Made-up commitment lists the attempt bumper reuses (fresh nonce ids each time): making
     /// points is costly and the receivers cannot tell a reused one from a new one.
     fakes: Vec<Vec<pb::Commitment>>,
@@ -307,10 +343,21 @@ impl Sim {
         let mut key_rng = ChaCha20Rng::seed_from_u64(0x0051_6711);
         let keys = sigil_crypto::keys::trusted_dealer(t, sc.n, &mut key_rng)
             .map_err(|e| format!("trusted dealer for n = {}: {e}", sc.n))?;
-        let node_keys: Vec<SigningKey> = (0..sc.n)
+        let nodes = sc.switch.map_or(sc.n, |s| s.nodes(sc.n));
+        let node_keys: Vec<SigningKey> = (0..nodes)
             .map(|_| SigningKey::random(&mut key_rng))
             .collect();
-        let committee = Committee::new(node_keys.iter().map(|k| *k.verifying_key()).collect());
+        let committee = Committee::new(
+            node_keys
+                .iter()
+                .take(usize::from(sc.n))
+                .map(|k| *k.verifying_key())
+                .collect(),
+        );
+        let incoming = match sc.switch {
+            Some(s) => Some(epochs::incoming(s, sc.n, &node_keys)?),
+            None => None,
+        };
         let mut members = BTreeMap::new();
         for (i, key) in node_keys.into_iter().enumerate() {
             let m = i as Member + 1;
@@ -324,6 +371,8 @@ impl Sim {
                     observed: Vec::new(),
                     visible: 0,
                     crashed_once: false,
+                    epoch: EPOCH,
+                    joining: false,
                 },
             );
         }
@@ -332,6 +381,13 @@ impl Sim {
             sc,
             fakes: Vec::new(),
             rotations: BTreeMap::new(),
+            incoming,
+            switch_end: None,
+            dkg_finished: false,
+            dkg_scheduled: false,
+            handover_crashed: false,
+            join_asks: 0,
+            frontier: BTreeMap::new(),
             rng,
             now: 0,
             seq: 0,
@@ -349,7 +405,7 @@ impl Sim {
             harvest: BTreeMap::new(),
             report: Report::default(),
         };
-        for m in 1..=sim.sc.n {
+        for m in 1..=sim.nodes() {
             sim.start(m);
             let jitter = sim.rng.next_u64() % TICK_MS;
             sim.push(jitter, Ev::Tick(m));
@@ -362,8 +418,27 @@ impl Sim {
         self.sc.adversary.is_none_or(|(b, _)| b != m)
     }
 
+    /// The Byzantine behaviour of node `m` (only in the genesis epoch: a Byzantine node the
+    /// next committee keeps runs the honest driver there, and stays counted as faulty).
     fn adversary_of(&self, m: Member) -> Option<Adversary> {
+        if self.members.get(&m).is_some_and(|s| s.epoch != EPOCH) {
+            return None;
+        }
         self.sc.adversary.and_then(|(b, a)| (b == m).then_some(a))
+    }
+
+    /// Nodes in the schedule: the genesis members and any joiners.
+    fn nodes(&self) -> u16 {
+        self.sc.switch.map_or(self.sc.n, |s| s.nodes(self.sc.n))
+    }
+
+    /// The next committee the honest operators approve, if any.
+    fn approved(&self) -> Option<pb::Rotation> {
+        match &self.incoming {
+            Some(inc) => Some(inc.rotation.clone()),
+            None if self.sc.rotation => Some(approved_rotation(self.sc.n)),
+            None => None,
+        }
     }
 
     fn push(&mut self, after: u64, ev: Ev) {
@@ -379,18 +454,76 @@ impl Sim {
 
     /// Builds (or rebuilds after a crash) member `m` from its disk, ledger and observations.
     fn start(&mut self, m: Member) {
-        let n = self.sc.n;
-        let (_, t) = sigil_crypto::keys::thresholds(n);
         let seed = self.rng.next_u64();
+        let Some(disk) = self.members.get(&m).and_then(|sm| sm.disk.as_ref()) else {
+            return;
+        };
+        // Which epoch the disk is in: the node's code path (`epochs::resume_epoch`).
+        let epoch = match sigil_engine::epochs::resume_epoch(disk, EPOCH) {
+            Ok(at) => at.epoch,
+            Err(e) => {
+                self.violate(format!("node {m}: resume: {e}"));
+                return;
+            }
+        };
+        // A member that left runs its last epoch's driver as an archive (decides nothing
+        // after the epoch's end, serves its blocks).
+        let epoch = if self.index_in(m, epoch).is_none()
+            && epoch > EPOCH
+            && self.index_in(m, epoch - 1).is_some()
+        {
+            epoch - 1
+        } else {
+            epoch
+        };
+        let Some(index) = self.index_in(m, epoch) else {
+            // A joiner without the hand-over yet, or a member that left: no driver.
+            let joining = epoch == EPOCH;
+            if let Some(sm) = self.members.get_mut(&m) {
+                sm.joining = joining;
+                sm.epoch = epoch;
+            }
+            if joining && self.dkg_finished {
+                self.push(0, Ev::Join(m));
+            }
+            return;
+        };
+        let nodes = self.committee_nodes(epoch);
+        let n = nodes.len() as u16;
+        let (_, t) = sigil_crypto::keys::thresholds(n);
+        let (key_package, public, group_key, committee) = match (&self.incoming, epoch) {
+            (Some(inc), e) if e == EPOCH + 1 => {
+                let o = &inc.outputs[&index];
+                (
+                    o.key_package.clone(),
+                    o.public_key_package.clone(),
+                    o.group_key,
+                    inc.committee.clone(),
+                )
+            }
+            _ => (
+                self.keys.key_packages[&index].clone(),
+                self.keys.public_key_package.clone(),
+                self.keys.group_key,
+                self.committee.clone(),
+            ),
+        };
+        let approval = match self.sc.adversary {
+            Some((b, Adversary::RogueRotation)) if b == m => Some(rogue_rotation(self.sc.n, m)),
+            _ => self.approved(),
+        }
+        .filter(|_| epoch == EPOCH);
         let Some(sm) = self.members.get_mut(&m) else {
             return;
         };
         let Some(disk) = sm.disk.take() else { return };
+        sm.epoch = epoch;
+        sm.joining = false;
         let params = AppParams {
-            me: Some(m),
+            me: Some(index),
             n,
             t,
-            epoch: EPOCH,
+            epoch,
             chains: vec![(CHAIN, Address::repeat_byte(0x5a))],
             max_messages: 5,
             max_bytes: 1 << 20,
@@ -398,8 +531,8 @@ impl Sim {
             share_timeout_ms: 1_000,
         };
         let signer = Signer {
-            key: self.keys.key_packages[&m].clone(),
-            public: self.keys.public_key_package.clone(),
+            key: key_package,
+            public,
             pool: NoncePool::new(),
             ledger: Box::new(sm.ledger.clone()),
         };
@@ -408,7 +541,7 @@ impl Sim {
         let mut app = App::new(
             params,
             Some(signer),
-            Some(self.keys.group_key),
+            Some(group_key),
             next,
             Box::new(ChaCha20Rng::seed_from_u64(seed)),
         );
@@ -420,13 +553,8 @@ impl Sim {
         app.observe(sm.observed.clone(), Some(cursor.to_wire(CHAIN)));
         // The operator's approval is configuration: it survives restarts. A decided rotation
         // is read back from the member's own disk by `Driver::new`, as in the node.
-        let approval = match self.sc.adversary {
-            Some((b, Adversary::RogueRotation)) if b == m => Some(rogue_rotation(n, m)),
-            _ if self.sc.rotation => Some(approved_rotation(n)),
-            _ => None,
-        };
         let refused = approval.and_then(|r| app.approve_rotation(Some(r)).err());
-        let mut cfg = DriverConfig::new(m);
+        let mut cfg = DriverConfig::new(index);
         cfg.consensus.propose_ms = 600;
         cfg.consensus.prevote_ms = 300;
         cfg.consensus.precommit_ms = 300;
@@ -437,18 +565,16 @@ impl Sim {
         cfg.rebroadcast_ms = 700;
         cfg.sync_timeout_ms = 1_500;
         cfg.stall_ms = 1_000;
-        match Driver::new(
-            cfg,
-            self.committee.clone(),
-            sm.key.clone(),
-            app,
-            disk,
-            self.now,
-        ) {
+        match Driver::new(cfg, committee, sm.key.clone(), app, disk, self.now) {
             Ok((d, effects)) => {
                 // The rotation restored from the disk's index is the one its blocks carry.
                 let restored = d.app().decided_rotation().map(|(h, r)| (h, r.clone()));
-                let stored = stored_rotation(d.storage());
+                let stored = if epoch == EPOCH {
+                    stored_rotation(d.storage())
+                } else {
+                    // The genesis epoch's rotation is behind this epoch's start.
+                    None
+                };
                 sm.driver = Some(d);
                 self.effects(m, effects);
                 if restored != stored {
@@ -488,7 +614,7 @@ impl Sim {
     }
 
     fn gossip(&mut self, from: Member, bytes: Vec<u8>, only: Option<&BTreeSet<Member>>) {
-        for to in 1..=self.sc.n {
+        for to in 1..=self.nodes() {
             if to == from || only.is_some_and(|o| !o.contains(&to)) || self.lost() {
                 continue;
             }
@@ -512,6 +638,7 @@ impl Sim {
     /// Executes one member's effects (through its adversary filter when Byzantine).
     fn effects(&mut self, m: Member, effects: Vec<Effect>) {
         let adv = self.adversary_of(m);
+        let mut crash_after = false;
         for e in effects {
             match e {
                 Effect::Publish { topic, envelope } => {
@@ -543,6 +670,11 @@ impl Sim {
                     }
                 }
                 Effect::Send { to, request } => {
+                    // `to` is a member index of the sender's epoch.
+                    let epoch = self.members.get(&m).map_or(EPOCH, |s| s.epoch);
+                    let Some(to) = self.node_at(to, epoch) else {
+                        continue;
+                    };
                     self.next_req += 1;
                     let id = self.next_req;
                     self.requests.insert(id, m);
@@ -583,7 +715,7 @@ impl Sim {
                         continue;
                     };
                     if matches!(verdict, sigil_engine::Verdict::Accept) && adv.is_none() {
-                        for to in 1..=self.sc.n {
+                        for to in 1..=self.nodes() {
                             if to == m || self.lost() {
                                 continue;
                             }
@@ -613,6 +745,25 @@ impl Sim {
                     }
                     if self.honest(m) {
                         self.check_decided(m, height, &block.0);
+                        self.check_contiguous(m, height, &block.0);
+                        let in_handover = block.0.key_commit.is_some()
+                            || block.0.handover.is_some()
+                            || self.members[&m].epoch > EPOCH;
+                        if self.sc.crash_in_handover == Some(m)
+                            && in_handover
+                            && !self.handover_crashed
+                        {
+                            // After this step's effects (every decision of the step is
+                            // checked; its disk holds them all).
+                            self.handover_crashed = true;
+                            crash_after = true;
+                        }
+                        if block.0.rotation.is_some()
+                            && self.incoming.is_some()
+                            && !std::mem::replace(&mut self.dkg_scheduled, true)
+                        {
+                            self.push(epochs::DKG_MS, Ev::DkgDone);
+                        }
                         if self.sc.crash_after_decide == Some(m) && !self.members[&m].crashed_once {
                             self.crash(m);
                             self.push(2_500, Ev::Restart(m));
@@ -630,6 +781,13 @@ impl Sim {
                 }
             }
         }
+        if crash_after {
+            if self.sc.trace {
+                eprintln!("{:>7} node {m} crashes in the hand-over", self.now);
+            }
+            self.crash(m);
+            self.push(2_500, Ev::Restart(m));
+        }
     }
 
     fn step(&mut self, ev: Ev) {
@@ -641,7 +799,7 @@ impl Sim {
                     for nonce in have..(have + burst).min(self.sc.messages) {
                         self.chain.push(message(nonce));
                     }
-                    for m in 1..=self.sc.n {
+                    for m in 1..=self.nodes() {
                         let delay = 20 + self.rng.next_u64() % 300;
                         self.push(delay, Ev::Observe(m));
                     }
@@ -682,6 +840,8 @@ impl Sim {
                 self.push(TICK_MS, Ev::Tick(m));
             }
             Ev::Restart(m) => self.start(m),
+            Ev::DkgDone => self.dkg_done(),
+            Ev::Join(m) => self.join_step(m),
             Ev::Deliver { to, from, p } => {
                 if self.adversary_of(to) == Some(Adversary::Replayer)
                     && let Payload::Gossip(bytes) = &p
@@ -690,7 +850,7 @@ impl Sim {
                         let bytes = bytes.clone();
                         self.seq += 1;
                         let at = self.now + 200 * k;
-                        for dst in 1..=self.sc.n {
+                        for dst in 1..=self.nodes() {
                             if dst != to {
                                 self.seq += 1;
                                 self.queue.insert(
@@ -729,9 +889,16 @@ impl Sim {
                     }
                     Payload::Request { id, data } => {
                         self.requests.insert(id, from);
+                        let from = self.seen_as(to, from);
                         Input::Request { id, from, data }
                     }
-                    Payload::Response(data) => Input::Response { from, data },
+                    Payload::Response(data) => {
+                        if self.members.get(&to).is_some_and(|s| s.joining) {
+                            return self.joiner_response(to, &data);
+                        }
+                        let from = self.seen_as(to, from);
+                        Input::Response { from, data }
+                    }
                 };
                 self.drive(to, input);
             }
@@ -764,18 +931,46 @@ impl Sim {
         if self.honest(m) {
             self.check_bounds(m);
         }
+        self.maybe_switch(m);
+    }
+
+    /// The nodes that must finish: the final committee's honest nodes.
+    fn finishers(&self) -> Vec<Member> {
+        let epoch = if self.incoming.is_some() {
+            EPOCH + 1
+        } else {
+            EPOCH
+        };
+        self.committee_nodes(epoch)
+            .into_iter()
+            .filter(|m| self.honest(*m))
+            .collect()
     }
 
     fn finished(&self) -> bool {
         let want = self.sc.messages;
-        (1..=self.sc.n).filter(|m| self.honest(*m)).all(|m| {
-            self.members[&m].driver.as_ref().is_some_and(|d| {
-                let st = d.status();
-                d.storage().next_nonce(CHAIN) >= want
-                    && st.attested >= st.decided
-                    && st.unattested.is_empty()
-                    && (!self.sc.rotation || d.app().decided_rotation().is_some())
-            })
+        let final_epoch = self.incoming.as_ref().map_or(EPOCH, |_| EPOCH + 1);
+        // The outgoing committee must have signed every key rotation: each honest outgoing
+        // node still running has attested through the epoch's end (or moved on).
+        let handed_over = self.incoming.is_none()
+            || (1..=self.sc.n).filter(|m| self.honest(*m)).all(|m| {
+                let sm = &self.members[&m];
+                sm.epoch > EPOCH || sm.driver.as_ref().is_none_or(|d| d.epoch_over().is_some())
+            });
+        if !handed_over {
+            return false;
+        }
+        self.finishers().into_iter().all(|m| {
+            self.members[&m].epoch == final_epoch
+                && self.members[&m].driver.as_ref().is_some_and(|d| {
+                    let st = d.status();
+                    d.storage().next_nonce(CHAIN) >= want
+                        && st.attested >= st.decided
+                        && st.unattested.is_empty()
+                        && (!self.sc.rotation
+                            || self.incoming.is_some()
+                            || d.app().decided_rotation().is_some())
+                })
         })
     }
 
@@ -795,6 +990,8 @@ impl Sim {
                     Ev::Observe(m) => 0x2000 + u64::from(*m),
                     Ev::Emit => 0x3000,
                     Ev::Restart(m) => 0x4000 + u64::from(*m),
+                    Ev::DkgDone => 0x5000,
+                    Ev::Join(m) => 0x6000 + u64::from(*m),
                 },
             );
             self.report.events += 1;
@@ -811,19 +1008,41 @@ impl Sim {
             }
         }
         self.report.trace_hash = hash;
-        self.report.decided = (1..=self.sc.n)
-            .filter(|m| self.honest(*m))
+        self.report.epoch_end = self.switch_end;
+        if let Some(first) = self.finishers().first()
+            && let Some(d) = self.members[first].driver.as_ref()
+        {
+            let disk = d.storage();
+            let last = disk.last_height().unwrap_or(0);
+            self.report.new_epoch_messages = (1..=last)
+                .filter_map(|h| disk.block(h).ok().flatten())
+                .filter(|cb| cb.attestation.is_some())
+                .filter_map(|cb| cb.proposal)
+                .filter_map(|env| pb::Body::decode(env.body.as_slice()).ok())
+                .filter_map(|b| match b.kind {
+                    Some(pb::body::Kind::Proposal(p)) => p.block,
+                    _ => None,
+                })
+                .filter(|b| b.epoch > EPOCH)
+                .map(|b| u64::from(b.count))
+                .sum();
+        }
+        self.report.decided = self
+            .finishers()
+            .into_iter()
             .filter_map(|m| self.members[&m].driver.as_ref().map(|d| d.status().decided))
             .min()
             .unwrap_or(0);
         if self.report.violation.is_none() && self.report.done_ms.is_none() {
-            let detail: Vec<String> = (1..=self.sc.n)
-                .filter(|m| self.honest(*m))
+            let detail: Vec<String> = self
+                .finishers()
+                .into_iter()
                 .map(|m| match self.members[&m].driver.as_ref() {
                     Some(d) => {
                         let s = d.status();
                         format!(
-                            "member {m}: at {}/{} decided {} attested {} unattested {:?} next nonce {}",
+                            "node {m} (epoch {}): at {}/{} decided {} attested {} unattested {:?} next nonce {}",
+                            self.members[&m].epoch,
                             s.height,
                             s.round,
                             s.decided,
@@ -832,7 +1051,10 @@ impl Sim {
                             d.storage().next_nonce(CHAIN)
                         )
                     }
-                    None => format!("member {m}: down"),
+                    None => format!(
+                        "node {m}: no driver (joining: {})",
+                        self.members[&m].joining
+                    ),
                 })
                 .collect();
             self.report.stalled = Some(format!(
@@ -867,15 +1089,26 @@ pub fn replay_command(sc: &Scenario) -> String {
         .map(|m| format!(" --crash-after-decide {m}"))
         .unwrap_or_default();
     let rotation = if sc.rotation { " --rotation" } else { "" };
+    let switch = sc
+        .switch
+        .map(|s| format!(" --switch {}", s.name()))
+        .unwrap_or_default()
+        + &sc
+            .crash_in_handover
+            .map(|m| format!(" --crash-in-handover {m}"))
+            .unwrap_or_default();
     format!(
-        "cargo run -p sigil-testnet --bin sigil-sim -- member --nodes {} --seed {} --messages {}{adv}{crash}{rotation}",
+        "cargo run -p sigil-testnet --bin sigil-sim -- member --nodes {} --seed {} --messages {}{adv}{crash}{rotation}{switch}",
         sc.n, sc.seed, sc.messages
     )
 }
 
 mod byzantine;
 mod checks;
+pub mod epochs;
 pub mod sweep;
+
+pub use epochs::Switch;
 
 pub use checks::approved_rotation;
 use checks::{rogue_rotation, stored_rotation};

@@ -10,6 +10,7 @@
 //!   signing sessions (RFC 9591 §5.1–5.3) with ROAST-style retries;
 //! - [`driver`]: `Driver::handle(Input, now_ms) -> Vec<Effect>`: admission windows, WAL,
 //!   replay, catch-up, decisions, attestations;
+//! - [`epochs`]: the switch from one committee epoch to the next (resume, joiners);
 //! - [`storage`]: the synchronous storage port and the simulator's crash-losing disk.
 
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@
 pub mod app;
 pub mod driver;
 pub mod envelope;
+pub mod epochs;
 pub mod storage;
 pub mod types;
 pub mod wire;

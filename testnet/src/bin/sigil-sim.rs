@@ -78,6 +78,14 @@ enum Cmd {
         /// Every honest operator approves the same next committee; it must be decided.
         #[arg(long)]
         rotation: bool,
+        /// Carry out a committee change end to end: grow (n → n + 1), shrink (n → n − 1)
+        /// or replace (n → n disjoint nodes).
+        #[arg(long)]
+        switch: Option<String>,
+        /// Crash this honest node mid-hand-over (an outgoing member at the key commit or a
+        /// key-rotation block, a joiner at its first block) and restart it later.
+        #[arg(long)]
+        crash_in_handover: Option<u16>,
         /// Messages the source chain emits.
         #[arg(long, default_value_t = 12)]
         messages: u64,
@@ -122,6 +130,8 @@ fn main() -> anyhow::Result<()> {
             byzantine,
             crash_after_decide,
             rotation,
+            switch,
+            crash_in_handover,
             messages,
             trace,
         } => {
@@ -136,6 +146,14 @@ fn main() -> anyhow::Result<()> {
             let mut sc = member::Scenario::new(nodes, seed, adv);
             sc.crash_after_decide = crash_after_decide;
             sc.rotation = rotation;
+            sc.switch = match switch {
+                Some(name) => Some(
+                    member::Switch::from_name(&name)
+                        .ok_or_else(|| anyhow::anyhow!("unknown --switch {name}"))?,
+                ),
+                None => None,
+            };
+            sc.crash_in_handover = crash_in_handover;
             sc.messages = messages;
             sc.trace = trace;
             let t = Instant::now();
@@ -151,6 +169,12 @@ fn main() -> anyhow::Result<()> {
                 r.peak_wal,
                 r.trace_hash
             );
+            if let Some(end) = r.epoch_end {
+                println!(
+                    "epoch 1 ended at height {end}; the new committee decided and attested {} messages after it",
+                    r.new_epoch_messages
+                );
+            }
             if let Some(v) = r.violation {
                 anyhow::bail!("violation: {v}");
             }

@@ -34,6 +34,8 @@ impl Sim {
             time_ms: 0,
             rotation: None,
             key_commit: None,
+            handover: None,
+            carry: Vec::new(),
         }
     }
 

@@ -23,7 +23,9 @@ impl Sim {
     /// The block's root is what the chain emitted in its ranges (or, for a rotation alone,
     /// the zero root of an empty batch).
     pub(super) fn truthful_root(&self, b: &pb::Block) -> bool {
-        if b.ranges.is_empty() && (b.rotation.is_some() || b.key_commit.is_some()) {
+        if b.ranges.is_empty()
+            && (b.rotation.is_some() || b.key_commit.is_some() || b.handover.is_some())
+        {
             b.count == 0 && b.root == B256::ZERO.as_slice()
         } else {
             self.true_root(b).as_deref() == Some(b.root.as_slice())
@@ -35,12 +37,12 @@ impl Sim {
         self.truthful_root(b)
             && b.rotation
                 .as_ref()
-                .is_none_or(|r| self.sc.rotation && *r == approved_rotation(self.sc.n))
+                .is_none_or(|r| self.approved().as_ref() == Some(r))
     }
 
     pub(super) fn check_decided(&mut self, m: Member, height: u64, b: &pb::Block) {
         if let Some(r) = &b.rotation {
-            if !self.sc.rotation || *r != approved_rotation(self.sc.n) {
+            if self.approved().as_ref() != Some(r) {
                 self.violate(format!(
                     "member {m} decided at height {height} a rotation no honest operator approved"
                 ));
@@ -74,22 +76,29 @@ impl Sim {
 
     pub(super) fn check_attestation(&mut self, m: Member, a: &pb::Attestation) {
         self.report.attestations += 1;
-        let ok = B256::try_from(a.root.as_slice()).ok().is_some_and(|root| {
-            frost::Signature::deserialize(&a.signature).is_ok_and(|sig| {
-                let d = sigil_crypto::batch_digest(a.epoch, a.height, root);
-                sigil_crypto::signing::verify(&self.keys.group_key, d, &sig).is_ok()
-            })
-        });
-        let decided_root = self.members[&m]
+        let block = self.members[&m]
             .driver
             .as_ref()
             .and_then(|d| d.storage().block(a.height).ok().flatten())
             .and_then(|cb| cb.proposal)
             .and_then(|env| pb::Body::decode(env.body.as_slice()).ok())
             .and_then(|b| match b.kind {
-                Some(pb::body::Kind::Proposal(p)) => p.block.map(|b| b.root),
+                Some(pb::body::Kind::Proposal(p)) => p.block,
                 _ => None,
             });
+        // Under the key of the block's epoch (never an expired one), over the digest the
+        // block calls for (batch, or an inbox's key rotation).
+        let ok = block.as_ref().is_some_and(|b| {
+            let key = self.key_of(b.epoch);
+            let digest = self.expected_digest(a, b);
+            a.epoch == b.epoch
+                && a.handover.is_some() == b.handover.is_some()
+                && frost::Signature::deserialize(&a.signature).is_ok_and(|sig| {
+                    key.zip(digest)
+                        .is_some_and(|(k, d)| sigil_crypto::signing::verify(&k, d, &sig).is_ok())
+                })
+        });
+        let decided_root = block.map(|b| b.root);
         if !ok || decided_root.as_deref() != Some(a.root.as_slice()) {
             self.violate(format!(
                 "member {m}: attestation at height {} does not verify over its decided root",
@@ -100,7 +109,7 @@ impl Sim {
 
     /// Own votes never change across crashes; own shares only for truthful decided blocks.
     pub(super) fn check_own(&mut self, m: Member, env: &pb::Envelope) {
-        if env.member != u32::from(m) {
+        if self.speaks_as(m).map(u32::from) != Some(env.member) {
             // Another member's envelope it repeats (a quorum's votes).
             return;
         }
@@ -186,6 +195,7 @@ fn rotation_of(size: u16, seed: u64) -> pb::Rotation {
         epoch: EPOCH + 1,
         members,
         threshold: u32::from(sigil_crypto::keys::thresholds(size).1),
+        inboxes: vec![super::epochs::inbox()],
     }
 }
 

@@ -14,8 +14,16 @@
 //! A decided key commit is kept in the epoch record stored with its block
 //! ([`App::epoch_record`], `Storage::put_block`) and restored by `Driver::new`.
 //!
-//! Not yet built: the host's DKG of the incoming committee that produces the confirmations,
-//! the `KeyRotation` signatures and the switch (ARCHITECTURE.md, "Committee epochs").
+//! After the key commit (committee epochs, step four), the epoch's last heights each carry
+//! one [`pb::Block::handover`]: the outgoing committee signs, instead of a batch digest, the
+//! `KeyRotation` digest of one destination inbox (contracts/V2.md §5), in the order of the
+//! rotation's inboxes, and takes no more messages. Once the last of them is decided
+//! ([`App::epoch_end`]) and attested, the epoch is over: the host builds the next epoch's
+//! driver from the same storage, which continues at the next height with the carried
+//! gateway nonces ([`pb::Block::carry`] on the key-commit block).
+//!
+//! Not yet built: the host's DKG of the incoming committee that produces the confirmations
+//! (ARCHITECTURE.md, "Committee epochs").
 
 use super::*;
 use crate::envelope::Committee;
@@ -152,6 +160,11 @@ impl App {
         Ok(())
     }
 
+    /// The key commit offered for proposal, if any (decided or not).
+    pub fn offered_key_commit(&self) -> Option<&pb::KeyCommit> {
+        self.offered_key.as_ref()
+    }
+
     /// The key commit decided in this epoch and the height that decided it, if any.
     pub fn decided_key_commit(&self) -> Option<(Height, &pb::KeyCommit)> {
         self.decided_key.as_ref().map(|(h, k)| (*h, k))
@@ -188,6 +201,146 @@ impl App {
             && self.decided_key.is_none()
         {
             self.decided_key = Some((height, kc.clone()));
+        }
+    }
+}
+
+impl App {
+    /// Per watched source chain (ascending chain id), the first gateway nonce not decided
+    /// once `ranges` are applied: what a key-commit block carries over ([`pb::Block::carry`]).
+    pub(super) fn carry_after(&self, ranges: &[pb::Range]) -> Vec<pb::ChainNonce> {
+        let mut chains: Vec<u64> = self.p.chains.iter().map(|(c, _)| *c).collect();
+        chains.sort_unstable();
+        chains.dedup();
+        chains
+            .into_iter()
+            .map(|c| {
+                let next = self.next_nonce.get(&c).copied().unwrap_or(0);
+                let to = ranges
+                    .iter()
+                    .filter(|r| r.chain_id == c)
+                    .map(|r| r.to_nonce)
+                    .max()
+                    .unwrap_or(0);
+                pb::ChainNonce {
+                    chain_id: c,
+                    next_nonce: next.max(to),
+                }
+            })
+            .collect()
+    }
+
+    /// The inbox whose key rotation the next height signs: after the key commit, the
+    /// rotation's inboxes in order, one per height, until all are decided.
+    pub fn handover_to_propose(&self) -> Option<&pb::Inbox> {
+        self.decided_key.as_ref()?;
+        let (_, r) = self.decided_rotation.as_ref()?;
+        r.inboxes.get(self.decided_handovers.len())
+    }
+
+    /// The epoch's last height: the one that decided the last key-rotation block. `None`
+    /// while the hand-over is not fully decided. No height after it is decided in this
+    /// epoch; once it is attested the next committee takes over.
+    pub fn epoch_end(&self) -> Option<Height> {
+        self.decided_key.as_ref()?;
+        let (_, r) = self.decided_rotation.as_ref()?;
+        if r.inboxes.is_empty() || self.decided_handovers.len() < r.inboxes.len() {
+            return None;
+        }
+        self.decided_handovers.last().copied()
+    }
+
+    /// The hand-over part of `valid(v)`. Before the key commit is decided: no handover, and
+    /// `carry` is set exactly on a key-commit block, equal to [`App::carry_after`] of its
+    /// ranges. After it: exactly the next inbox's handover, with no messages, rotation, key
+    /// commit or carry.
+    pub(super) fn check_block_handover(&self, b: &pb::Block) -> Result<(), String> {
+        if self.decided_key.is_none() {
+            if b.handover.is_some() {
+                return Err("a key-rotation block before the key commit is decided".into());
+            }
+            if b.key_commit.is_some() {
+                if b.carry != self.carry_after(&b.ranges) {
+                    return Err("the key commit's carried nonces differ from ours".into());
+                }
+            } else if !b.carry.is_empty() {
+                return Err("carried nonces without a key commit".into());
+            }
+            return Ok(());
+        }
+        let Some(want) = self.handover_to_propose() else {
+            return Err("the epoch's hand-over is complete: no more heights".into());
+        };
+        let Some(got) = &b.handover else {
+            return Err("after the key commit only key-rotation blocks are decided".into());
+        };
+        if got != want {
+            return Err(format!(
+                "key rotation for inbox {}:{} but the next is {}:{}",
+                got.chain_id,
+                alloy_primitives::hex::encode(&got.address),
+                want.chain_id,
+                alloy_primitives::hex::encode(&want.address)
+            ));
+        }
+        if !b.ranges.is_empty() || b.count != 0 || b.root != B256::ZERO.as_slice() {
+            return Err("a key-rotation block holds no messages".into());
+        }
+        if b.rotation.is_some() || b.key_commit.is_some() || !b.carry.is_empty() {
+            return Err("a key-rotation block carries nothing else".into());
+        }
+        Ok(())
+    }
+
+    /// The digest a decided handover block is signed over and what it hands over: the
+    /// inbox's `KeyRotation` digest from (this epoch, our group key) to (the rotation's
+    /// epoch, the decided key) (contracts/V2.md §5). `None` for another block, or when a key
+    /// is missing or malformed.
+    pub(super) fn handover_digest(&self, b: &pb::Block) -> Option<(B256, pb::KeyHandover)> {
+        let inbox = b.handover.as_ref()?;
+        let old = self.group_key.as_ref()?;
+        let (_, kc) = self.decided_key.as_ref()?;
+        let new = GroupKey::from_compressed(&kc.group_key).ok()?;
+        let address = Address::try_from(inbox.address.as_slice()).ok()?;
+        let digest = sigil_crypto::rotation_digest(
+            inbox.chain_id,
+            address,
+            self.p.epoch,
+            old.x(),
+            old.parity(),
+            kc.epoch,
+            new.x(),
+            new.parity(),
+        );
+        Some((
+            digest,
+            pb::KeyHandover {
+                inbox: Some(inbox.clone()),
+                new_epoch: kc.epoch,
+                new_group_key: kc.group_key.clone(),
+            },
+        ))
+    }
+
+    /// What the group signs for decided block `b`, and the hand-over it carries: the
+    /// key-rotation digest for a handover block ([`App::handover_digest`]), otherwise
+    /// `batch_digest(epoch, height, root)` (contracts/V2.md §3). `None` when the root is not
+    /// 32 bytes or a handover block's keys are unknown.
+    pub fn attestation_digest(&self, b: &pb::Block) -> Option<(B256, Option<pb::KeyHandover>)> {
+        if b.handover.is_some() {
+            return self.handover_digest(b).map(|(d, h)| (d, Some(h)));
+        }
+        let root = B256::try_from(b.root.as_slice()).ok()?;
+        Some((sigil_crypto::batch_digest(b.epoch, b.height, root), None))
+    }
+
+    /// Records a decided key-rotation block (in inbox order, once each).
+    pub(super) fn note_decided_handover(&mut self, height: Height, b: &pb::Block) {
+        if b.handover.is_some()
+            && b.handover.as_ref() == self.handover_to_propose()
+            && self.decided_handovers.last().is_none_or(|h| *h < height)
+        {
+            self.decided_handovers.push(height);
         }
     }
 }

@@ -36,6 +36,20 @@ fn sealed(key: &SigningKey, member: u16, c: pb::DkgConfirm) -> pb::Envelope {
     )
 }
 
+/// Two destination inboxes (chain 2 and chain 3).
+pub(super) fn inboxes() -> Vec<pb::Inbox> {
+    vec![
+        pb::Inbox {
+            chain_id: 2,
+            address: vec![0xb2; 20],
+        },
+        pb::Inbox {
+            chain_id: 3,
+            address: vec![0xb3; 20],
+        },
+    ]
+}
+
 fn incoming(n: u16, seed: u64) -> Incoming {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let keys: Vec<SigningKey> = (0..n).map(|_| SigningKey::random(&mut rng)).collect();
@@ -47,6 +61,7 @@ fn incoming(n: u16, seed: u64) -> Incoming {
             .map(|k| k.verifying_key().to_encoded_point(true).as_bytes().to_vec())
             .collect(),
         threshold: u32::from(t),
+        inboxes: inboxes(),
     };
     let outputs = sigil_crypto::dkg::run_local(t, n, &mut rng).unwrap();
     let commit = pb::KeyCommit {
@@ -167,7 +182,8 @@ fn the_new_key_is_decided_once_after_the_rotation() {
     }
     for a in &apps {
         assert_eq!(a.decided_key_commit(), Some((2, &inc.commit)));
-        assert!(!a.has_work(), "a decided key is not proposed again");
+        // What follows is the first inbox's key rotation, not the key again.
+        assert_eq!(a.handover_to_propose(), Some(&inc.rotation.inboxes[0]));
     }
     let mut again = b2.clone();
     again.0.height = 3;
@@ -189,4 +205,146 @@ fn the_new_key_is_decided_once_after_the_rotation() {
     assert!(
         matches!(restarted.validate(3, &again), Validity::Invalid(e) if e.contains("already decided"))
     );
+}
+
+/// Decides `b` at `height` on every member and routes the signing effects; returns the
+/// attestations formed.
+fn decide_all(apps: &mut [App], height: Height, b: &Block) -> Vec<pb::Attestation> {
+    let mut log = Vec::new();
+    for i in 0..apps.len() {
+        let e = apps[i].on_decided(height, b, None, 0);
+        route(apps, i as Member + 1, e, None, 0, &mut log);
+    }
+    log.into_iter()
+        .filter_map(|(_, e)| match e {
+            Effect::Attested(a) => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_outgoing_committee_signs_one_key_rotation_per_inbox_then_stops() {
+    let mut apps = committee(4);
+    let inc = incoming(5, 5);
+    for a in apps.iter_mut() {
+        a.approve_rotation(Some(inc.rotation.clone())).unwrap();
+    }
+    // Height 1: messages and the rotation.
+    let b1 = apps[0].build_block(1, 0).unwrap();
+    assert!(b1.0.rotation.is_some() && !b1.0.ranges.is_empty());
+    assert!(b1.0.carry.is_empty() && b1.0.handover.is_none());
+    decide_all(&mut apps, 1, &b1);
+    // A key-rotation block before the key commit is refused.
+    exchange_commitments(&mut apps);
+    let mut early = b1.clone();
+    early.0.height = 2;
+    early.0.rotation = None;
+    early.0.handover = Some(inboxes()[0].clone());
+    assert!(
+        matches!(apps[1].validate(2, &early), Validity::Invalid(e) if e.contains("before the key commit"))
+    );
+    // Height 2: the key commit, carrying the nonces the next committee continues from.
+    for a in apps.iter_mut() {
+        a.offer_key_commit(inc.commit.clone()).unwrap();
+    }
+    let b2 = apps[1].build_block(2, 0).unwrap();
+    let next = apps[0].next_nonces()[&super::tests::CHAIN];
+    assert_eq!(
+        b2.0.carry,
+        vec![pb::ChainNonce {
+            chain_id: super::tests::CHAIN,
+            next_nonce: next
+        }]
+    );
+    for a in &apps {
+        assert_eq!(a.validate(2, &b2), Validity::Valid);
+    }
+    let mut wrong = b2.clone();
+    wrong.0.carry[0].next_nonce += 1;
+    let mut missing = b2.clone();
+    missing.0.carry.clear();
+    for bad in [&wrong, &missing] {
+        assert!(
+            matches!(apps[2].validate(2, bad), Validity::Invalid(e) if e.contains("carried")),
+            "a key commit must carry our nonces"
+        );
+    }
+    decide_all(&mut apps, 2, &b2);
+    // Heights 3 and 4: one key rotation per inbox, in order, nothing else.
+    let old = *apps[0].group_key().unwrap();
+    let new = inc.outputs[&1].group_key;
+    for (i, inbox) in inboxes().iter().enumerate() {
+        let h = 3 + i as u64;
+        assert!(apps.iter().all(|a| a.has_work() && a.epoch_end().is_none()));
+        exchange_commitments(&mut apps);
+        let b = apps[i].build_block(h, 0).unwrap();
+        assert_eq!(b.0.handover.as_ref(), Some(inbox));
+        assert!(b.0.ranges.is_empty() && b.0.key_commit.is_none());
+        for a in &apps {
+            assert_eq!(a.validate(h, &b), Validity::Valid);
+        }
+        // Another inbox, messages, or the next inbox out of order: refused.
+        let mut other = b.clone();
+        other.0.handover = Some(inboxes()[1 - i].clone());
+        let mut loaded = b.clone();
+        loaded.0.ranges = b1.0.ranges.clone();
+        let mut plain = b.clone();
+        plain.0.handover = None;
+        for bad in [&other, &loaded, &plain] {
+            assert!(matches!(apps[3].validate(h, bad), Validity::Invalid(_)));
+        }
+        let attested = decide_all(&mut apps, h, &b);
+        assert_eq!(attested.len(), 4);
+        let address = alloy_primitives::Address::from_slice(&inbox.address);
+        let digest = sigil_crypto::rotation_digest(
+            inbox.chain_id,
+            address,
+            1,
+            old.x(),
+            old.parity(),
+            2,
+            new.x(),
+            new.parity(),
+        );
+        for a in attested {
+            let handover = a.handover.as_ref().expect("a key-rotation attestation");
+            assert_eq!(handover.inbox.as_ref(), Some(inbox));
+            assert_eq!(
+                (handover.new_epoch, &handover.new_group_key),
+                (2, &inc.commit.group_key)
+            );
+            let sig = sigil_crypto::OnchainSignature::from_bytes(&a.signature)
+                .unwrap()
+                .to_frost()
+                .unwrap();
+            sigil_crypto::signing::verify(&old, digest, &sig)
+                .expect("signed by the old key over the inbox's rotation digest");
+            assert!(
+                sigil_crypto::signing::verify(
+                    &old,
+                    sigil_crypto::batch_digest(1, h, B256::ZERO),
+                    &sig
+                )
+                .is_err()
+            );
+        }
+    }
+    // The epoch is over at height 4: nothing more is built, proposed or valid here.
+    for a in &apps {
+        assert_eq!(a.epoch_end(), Some(4));
+        assert!(!a.has_work());
+        assert_eq!(a.epoch_record().handover_heights, vec![3, 4]);
+    }
+    exchange_commitments(&mut apps);
+    assert!(apps[0].build_block(5, 0).is_none());
+    let mut after = b1.clone();
+    after.0.height = 5;
+    after.0.rotation = None;
+    assert!(matches!(apps[0].validate(5, &after), Validity::Invalid(e) if e.contains("complete")));
+    // A restarted member restores the hand-over from its record.
+    let record = apps[1].epoch_record();
+    let mut restarted = committee(4).remove(1);
+    restarted.restore_epoch_record(record);
+    assert_eq!(restarted.epoch_end(), Some(4));
 }

@@ -39,9 +39,11 @@ mod rotation;
 mod signing;
 
 pub use handover::{check_key_commit, confirmation_from_wire};
-pub use rotation::{MAX_ROTATION_MEMBERS, MIN_ROTATION_MEMBERS, check_rotation};
+pub use rotation::{
+    MAX_ROTATION_INBOXES, MAX_ROTATION_MEMBERS, MIN_ROTATION_MEMBERS, check_rotation,
+};
 #[cfg(test)]
-mod handover_tests;
+pub(crate) mod handover_tests;
 #[cfg(test)]
 mod rotation_tests;
 #[cfg(test)]
@@ -144,7 +146,10 @@ pub enum Effect {
 
 struct Session {
     root: B256,
+    /// What the group signs: the batch digest, or a key-rotation digest (`handover`).
     digest: B256,
+    /// Set on a key-rotation height: the inbox and new key the signature hands over to.
+    handover: Option<pb::KeyHandover>,
     message_ids: Vec<B256>,
     attempt: u32,
     started_ms: u64,
@@ -221,6 +226,8 @@ pub struct App {
     offered_key: Option<pb::KeyCommit>,
     /// The key commit decided in this epoch, with its height.
     decided_key: Option<(Height, pb::KeyCommit)>,
+    /// Heights of the decided key-rotation blocks, in the rotation's inbox order.
+    decided_handovers: Vec<Height>,
     /// Counters.
     pub stats: AppStats,
 }
@@ -278,6 +285,7 @@ impl App {
             decided_rotation: None,
             offered_key: None,
             decided_key: None,
+            decided_handovers: Vec::new(),
             stats: AppStats::default(),
         }
     }
@@ -384,6 +392,10 @@ impl App {
     /// Whether a quorum has observed messages not yet decided, or an approved rotation
     /// waits to be decided (worth starting a height).
     pub fn has_work(&self) -> bool {
+        if self.decided_key.is_some() {
+            // After the key commit only key-rotation blocks are decided in this epoch.
+            return self.handover_to_propose().is_some();
+        }
         self.rotation_to_propose().is_some()
             || self.key_commit_to_propose().is_some()
             || self.p.chains.iter().any(|(c, _)| {
@@ -414,6 +426,19 @@ impl App {
     /// commitments are known. An approved, undecided rotation rides along (alone if there are
     /// no messages: an empty batch with a zero root).
     pub fn build_block(&self, height: Height, time_ms: u64) -> Option<Block> {
+        if self.decided_key.is_some() {
+            let inbox = self.handover_to_propose()?.clone();
+            let signers = self.pick_signers(height, &BTreeSet::new(), &BTreeMap::new())?;
+            return Some(Block(pb::Block {
+                height,
+                epoch: self.p.epoch,
+                root: B256::ZERO.to_vec(),
+                signers,
+                time_ms,
+                handover: Some(inbox),
+                ..Default::default()
+            }));
+        }
         let mut ranges = Vec::new();
         let mut count: u64 = 0;
         let mut bytes: u64 = 0;
@@ -458,9 +483,16 @@ impl App {
             BatchTree::new(&leaves).ok()?.root()
         };
         let signers = self.pick_signers(height, &BTreeSet::new(), &BTreeMap::new())?;
+        let carry = if key_commit.is_some() {
+            self.carry_after(&ranges)
+        } else {
+            Vec::new()
+        };
         Some(Block(pb::Block {
             height,
             epoch: self.p.epoch,
+            handover: None,
+            carry,
             ranges,
             root: root.to_vec(),
             count: count as u32,
@@ -487,7 +519,12 @@ impl App {
         if let Err(e) = self.check_block_key_commit(b) {
             return bad(e);
         }
-        if b.ranges.is_empty() && (b.rotation.is_some() || b.key_commit.is_some()) {
+        if let Err(e) = self.check_block_handover(b) {
+            return bad(e);
+        }
+        if b.ranges.is_empty()
+            && (b.rotation.is_some() || b.key_commit.is_some() || b.handover.is_some())
+        {
             // A rotation or key commit alone: an empty batch with a zero root.
             if b.count != 0 || b.root != B256::ZERO.as_slice() {
                 return bad("an empty batch must have count 0 and a zero root".into());

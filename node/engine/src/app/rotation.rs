@@ -18,12 +18,14 @@ use super::*;
 pub const MAX_ROTATION_MEMBERS: usize = 1000;
 /// Fewest members a rotation may name: n = 3f + 1 with f >= 1.
 pub const MIN_ROTATION_MEMBERS: usize = 4;
+/// Most destination inboxes a rotation may name (one key-rotation height each).
+pub const MAX_ROTATION_INBOXES: usize = 64;
 /// Bytes of a compressed secp256k1 node key (SEC 1 §2.3.3).
 const NODE_KEY_BYTES: usize = 33;
 
 /// Checks a rotation's shape against the epoch this committee signs under: epoch + 1,
-/// 4..=1,000 distinct valid 33-byte compressed secp256k1 keys, threshold exactly
-/// 2f + 1 for that size ([`sigil_crypto::keys::thresholds`]).
+/// 4..=1,000 distinct valid 33-byte compressed secp256k1 keys, 1..=64 distinct inboxes
+/// (non-zero chain id, 20-byte address), threshold exactly 2f + 1 for that size ([`sigil_crypto::keys::thresholds`]).
 ///
 /// Errors: a message naming the first field that is wrong.
 pub fn check_rotation(r: &pb::Rotation, current_epoch: u64) -> Result<(), String> {
@@ -49,6 +51,24 @@ pub fn check_rotation(r: &pb::Rotation, current_epoch: u64) -> Result<(), String
         }
         if !seen.insert(k.as_slice()) {
             return Err(format!("rotation member {} named twice", i + 1));
+        }
+    }
+    if !(1..=MAX_ROTATION_INBOXES).contains(&r.inboxes.len()) {
+        return Err(format!(
+            "rotation names {} inboxes, need 1..={MAX_ROTATION_INBOXES}",
+            r.inboxes.len()
+        ));
+    }
+    let mut inboxes = BTreeSet::new();
+    for (i, ib) in r.inboxes.iter().enumerate() {
+        if ib.address.len() != 20 || ib.chain_id == 0 {
+            return Err(format!(
+                "rotation inbox {} needs a chain id and a 20-byte address",
+                i + 1
+            ));
+        }
+        if !inboxes.insert((ib.chain_id, ib.address.as_slice())) {
+            return Err(format!("rotation inbox {} named twice", i + 1));
         }
     }
     let (_, t) = sigil_crypto::keys::thresholds(n as u16);
@@ -97,6 +117,7 @@ impl App {
             .decided_rotation
             .as_ref()
             .map_or((0, None), |(h, r)| (*h, Some(r.clone())));
+        let handover_heights = self.decided_handovers.clone();
         let (key_height, key_commit) = self
             .decided_key
             .as_ref()
@@ -106,6 +127,7 @@ impl App {
             rotation_height,
             key_commit,
             key_height,
+            handover_heights,
         }
     }
 
@@ -117,6 +139,7 @@ impl App {
         if let Some(k) = r.key_commit {
             self.decided_key = Some((r.key_height, k));
         }
+        self.decided_handovers = r.handover_heights;
     }
 
     /// The approved rotation when it is still to be decided.

@@ -26,6 +26,7 @@ fn rotation(n: usize, seed: u64) -> pb::Rotation {
         epoch: 2,
         members: node_keys(n, seed),
         threshold: u32::from(t),
+        inboxes: super::handover_tests::inboxes(),
     }
 }
 

@@ -168,6 +168,9 @@ impl App {
         self.height = self.height.max(height.saturating_add(1));
         self.note_decided_rotation(height, b);
         self.note_decided_key_commit(height, b);
+        // Before noting it: the digest names the inbox this height hands over.
+        let handover = self.handover_digest(b);
+        self.note_decided_handover(height, b);
         if attestation.is_some() {
             return Vec::new();
         }
@@ -175,10 +178,20 @@ impl App {
             self.stats.dropped += 1;
             return Vec::new();
         };
-        let digest = sigil_crypto::batch_digest(self.p.epoch, height, root);
+        let (digest, handover) = match handover {
+            Some((d, h)) => (d, Some(h)),
+            None if b.handover.is_some() => {
+                // A decided key-rotation block we cannot form the digest of (no group key):
+                // nothing to sign or verify.
+                self.stats.dropped += 1;
+                return Vec::new();
+            }
+            None => (sigil_crypto::batch_digest(self.p.epoch, height, root), None),
+        };
         let mut s = Session {
             root,
             digest,
+            handover,
             message_ids: ids.unwrap_or_default(),
             attempt: 0,
             started_ms: now_ms,
@@ -480,6 +493,7 @@ impl App {
                     root: s.root.to_vec(),
                     signature: bytes,
                     message_ids: s.message_ids.iter().map(|i| i.to_vec()).collect(),
+                    handover: s.handover.clone(),
                 };
                 // Members that missed shares finish from this one; kept to answer late
                 // signing requests with it instead of a new share.
@@ -520,13 +534,16 @@ impl App {
             return Vec::new();
         }
         s.done = true;
+        // The hand-over is ours, never the sender's.
         s.attestation = Some(pb::Attestation {
             message_ids: Vec::new(),
+            handover: s.handover.clone(),
             ..a.clone()
         });
         self.stats.attestations += 1;
         vec![Effect::Attested(pb::Attestation {
             message_ids: s.message_ids.iter().map(|i| i.to_vec()).collect(),
+            handover: s.handover.clone(),
             ..a.clone()
         })]
     }

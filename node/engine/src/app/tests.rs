@@ -6,7 +6,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sigil_crypto::{MemoryLedger, Message, OnchainSignature};
 
-const CHAIN: u64 = 7;
+pub(super) const CHAIN: u64 = 7;
 
 fn gateway() -> Address {
     Address::repeat_byte(0x11)

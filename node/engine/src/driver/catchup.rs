@@ -125,14 +125,34 @@ impl<S: Storage> Driver<S> {
                 error: error.into(),
             })),
         };
-        if self.committee.key(from).is_none() {
-            self.event(Event::Rejected("non-member request"));
-            return ack("not a member");
-        }
         let Ok(req) = pb::Request::decode(data) else {
             self.event(Event::Rejected("decode"));
             return ack("malformed request");
         };
+        match req.kind {
+            Some(pb::request::Kind::Handover(h)) => {
+                // Public, stored, certified blocks: served to any peer the transport
+                // admitted (a joiner is not a member of this committee).
+                return self.serve_handover(h.epoch);
+            }
+            Some(pb::request::Kind::KeyCommit(kc)) => {
+                // Self-certifying, so accepted from any admitted peer (an incoming member).
+                return match self.offer_key_commit(kc) {
+                    Ok(()) => pb::Response {
+                        kind: Some(pb::response::Kind::Ack(pb::Ack {
+                            ok: true,
+                            error: String::new(),
+                        })),
+                    },
+                    Err(e) => ack(&e),
+                };
+            }
+            _ => {}
+        }
+        if self.committee.key(from).is_none() {
+            self.event(Event::Rejected("non-member request"));
+            return ack("not a member");
+        }
         let Some(pb::request::Kind::Sync(s)) = req.kind else {
             return ack("unsupported request");
         };
@@ -154,6 +174,44 @@ impl<S: Storage> Driver<S> {
                 Err(e) => {
                     self.event(Event::Storage(e));
                     break;
+                }
+            }
+        }
+        pb::Response {
+            kind: Some(pb::response::Kind::Sync(pb::SyncResponse { blocks })),
+        }
+    }
+
+    /// The stored hand-over blocks to `epoch` (key commit through the last key-rotation
+    /// block), at most [`crate::app::MAX_ROTATION_INBOXES`] + 1 of them and half the sync
+    /// response size limit.
+    fn serve_handover(&mut self, epoch: u64) -> pb::Response {
+        let mut blocks = Vec::new();
+        let record = match self.storage.epoch_record(epoch) {
+            Ok(r) => r,
+            Err(e) => {
+                self.event(Event::Storage(e));
+                None
+            }
+        };
+        if let Some(r) = record.filter(|r| r.key_commit.is_some()) {
+            let last = r.handover_heights.last().copied().unwrap_or(r.key_height);
+            let mut size = 0usize;
+            let most = crate::app::MAX_ROTATION_INBOXES as u64 + 1;
+            for h in r.key_height..=last.min(r.key_height.saturating_add(most - 1)) {
+                match self.storage.block(h) {
+                    Ok(Some(b)) => {
+                        size = size.saturating_add(b.encoded_len());
+                        if size > sigil_proto::MAX_SYNC_RESPONSE_BYTES / 2 {
+                            break;
+                        }
+                        blocks.push(b);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.event(Event::Storage(e));
+                        break;
+                    }
                 }
             }
         }
@@ -209,6 +267,10 @@ impl<S: Storage> Driver<S> {
         }
         if p.height != self.decided.saturating_add(1) {
             return Err(r("sync block out of order"));
+        }
+        if self.app.epoch_end().is_some_and(|end| p.height > end) {
+            // Heights after the hand-over belong to the next committee.
+            return Err(r("sync block after the epoch's end"));
         }
         // Cheap bounds before any signature work: a certificate holds between a quorum and
         // n precommits.
@@ -369,13 +431,14 @@ impl<S: Storage> Driver<S> {
         Ok(())
     }
 
-    /// Whether `a` is a valid group signature over `batch_digest(epoch, height, root)` of
-    /// `block` (our own digest; every length checked first).
+    /// Whether `a` is a valid group signature over our own digest of `block`
+    /// ([`crate::app::App::attestation_digest`]: the batch digest, or a key-rotation
+    /// digest; every length checked first).
     pub(super) fn attestation_verifies(&self, a: &pb::Attestation, block: &Block) -> bool {
         let Some(gk) = self.app.group_key() else {
             return false;
         };
-        let Ok(root) = B256::try_from(block.0.root.as_slice()) else {
+        let Some((digest, _)) = self.app.attestation_digest(&block.0) else {
             return false;
         };
         if a.root != block.0.root || a.height != block.0.height || a.epoch != block.0.epoch {
@@ -384,7 +447,6 @@ impl<S: Storage> Driver<S> {
         let Ok(sig) = frost_secp256k1::Signature::deserialize(&a.signature) else {
             return false;
         };
-        let digest = sigil_crypto::batch_digest(block.0.epoch, block.0.height, root);
         sigil_crypto::signing::verify(gk, digest, &sig).is_ok()
     }
 

@@ -265,6 +265,10 @@ impl<S: Storage> Driver<S> {
             return;
         }
         let h = self.cs.height();
+        if self.app.epoch_end().is_some_and(|end| self.decided >= end) {
+            // The epoch's hand-over is decided: the next committee decides what follows.
+            return;
+        }
         let next = if self.decided >= h {
             h.saturating_add(1)
         } else {
@@ -298,8 +302,11 @@ impl<S: Storage> Driver<S> {
     ) {
         let h = d.height;
         let id = d.value.id();
+        // Message ids and the hand-over follow from the block alone; never a peer's.
+        let handover = self.app.attestation_digest(&d.value.0).and_then(|(_, h)| h);
         let attestation = attestation.map(|a| pb::Attestation {
             message_ids: super::message_ids(&d.value),
+            handover,
             ..a
         });
         let proposal = self
@@ -332,7 +339,8 @@ impl<S: Storage> Driver<S> {
         // When this block decided the epoch's rotation or key commit, the epoch record is
         // stored with it.
         let changed = self.app.decided_rotation().is_some_and(|(rh, _)| rh == h)
-            || self.app.decided_key_commit().is_some_and(|(kh, _)| kh == h);
+            || self.app.decided_key_commit().is_some_and(|(kh, _)| kh == h)
+            || self.app.epoch_record().handover_heights.contains(&h);
         let record = changed.then(|| self.app.epoch_record());
         let next_epoch = self.app.params().epoch.saturating_add(1);
         let record = record.as_ref().map(|r| (next_epoch, r));

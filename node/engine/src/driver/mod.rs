@@ -274,6 +274,33 @@ impl<S: Storage> Driver<S> {
         result
     }
 
+    /// Offers the incoming committee's key commit for proposal
+    /// ([`crate::app::App::offer_key_commit`]); the same key commit again is a no-op.
+    ///
+    /// Errors: no rotation decided, a key already decided, or a failed
+    /// [`crate::app::check_key_commit`].
+    pub fn offer_key_commit(&mut self, kc: pb::KeyCommit) -> Result<(), String> {
+        if self.app.offered_key_commit() == Some(&kc) {
+            return Ok(());
+        }
+        self.app.offer_key_commit(kc)
+    }
+
+    /// The epoch's last height once the epoch is over for this member: the hand-over is
+    /// decided to its last key-rotation block ([`crate::app::App::epoch_end`]) and every
+    /// height this member still pursued is attested, the last one included. The host then
+    /// builds the next epoch's driver (or, for a member leaving, none) from
+    /// [`Driver::into_storage`]; see [`crate::epochs`].
+    pub fn epoch_over(&self) -> Option<Height> {
+        let end = self.app.epoch_end()?;
+        (self.decided >= end && self.unattested.is_empty()).then_some(end)
+    }
+
+    /// Gives the storage back (the hand-over to the next epoch's driver).
+    pub fn into_storage(self) -> S {
+        self.storage
+    }
+
     /// The storage port (the simulator inspects its disk).
     pub fn storage(&self) -> &S {
         &self.storage
@@ -558,9 +585,11 @@ impl<S: Storage> Driver<S> {
         let Some(block) = self.stored_block(&cb) else {
             return;
         };
-        // Message ids follow from the block's ranges alone; never trust a peer's list.
+        // Message ids and the hand-over follow from the block alone; never trust a peer's.
+        let handover = self.app.attestation_digest(&block).and_then(|(_, h)| h);
         let a = pb::Attestation {
             message_ids: message_ids(&Block(block)),
+            handover,
             ..a
         };
         cb.attestation = Some(a.clone());

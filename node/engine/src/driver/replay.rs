@@ -58,7 +58,10 @@ impl<S: Storage> Driver<S> {
                 continue;
             }
             let block = self.stored_block(&cb);
-            let Some(block) = block else { continue };
+            // A block of an earlier epoch (before the hand-over) is not this committee's.
+            let Some(block) = block.filter(|b| b.epoch == self.app.params().epoch) else {
+                continue;
+            };
             self.unattested.insert(h);
             let effects = self.app.on_decided(h, &Block(block), None, self.now);
             self.app_effects(effects);
