@@ -212,6 +212,7 @@ impl Node {
             nonce_pool: cfg.signing.nonce_pool,
             share_timeout_ms: u64::try_from(cfg.signing.share_timeout.as_millis())
                 .unwrap_or(u64::MAX),
+            rotation_expiry_heights: sigil_engine::app::DEFAULT_ROTATION_EXPIRY_HEIGHTS,
         };
         let mut app = App::new(
             app_params,

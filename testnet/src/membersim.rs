@@ -529,6 +529,7 @@ impl Sim {
             max_bytes: 1 << 20,
             nonce_pool: 8,
             share_timeout_ms: 1_000,
+            rotation_expiry_heights: sigil_engine::app::DEFAULT_ROTATION_EXPIRY_HEIGHTS,
         };
         let signer = Signer {
             key: key_package,

@@ -149,8 +149,8 @@ impl App {
     ///
     /// Errors: no rotation decided in this epoch, a key commit already decided, or the check.
     pub fn offer_key_commit(&mut self, kc: pb::KeyCommit) -> Result<(), String> {
-        let Some((_, r)) = &self.decided_rotation else {
-            return Err("no rotation is decided in this epoch".into());
+        let Some((_, r)) = self.live_rotation(self.height) else {
+            return Err("no rotation is decided (and not expired) in this epoch".into());
         };
         if let Some((h, _)) = &self.decided_key {
             return Err(format!("a key commit was already decided at height {h}"));
@@ -171,10 +171,10 @@ impl App {
     }
 
     /// The offered key commit while it is still to be decided.
-    pub(super) fn key_commit_to_propose(&self) -> Option<&pb::KeyCommit> {
+    pub(super) fn key_commit_to_propose(&self, height: Height) -> Option<&pb::KeyCommit> {
         self.offered_key
             .as_ref()
-            .filter(|_| self.decided_key.is_none() && self.decided_rotation.is_some())
+            .filter(|_| self.decided_key.is_none() && self.live_rotation(height).is_some())
     }
 
     /// The key-commit part of `valid(v)`: none, or one that passes [`check_key_commit`]
@@ -183,8 +183,10 @@ impl App {
         let Some(kc) = &b.key_commit else {
             return Ok(());
         };
-        let Some((_, r)) = &self.decided_rotation else {
-            return Err("a key commit but no rotation is decided in this epoch".into());
+        let Some((_, r)) = self.live_rotation(b.height) else {
+            return Err(
+                "a key commit but no rotation is decided (and not expired) in this epoch".into(),
+            );
         };
         if b.rotation.is_some() {
             return Err("a rotation and a key commit in one block".into());

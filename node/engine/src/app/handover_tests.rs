@@ -348,3 +348,64 @@ fn the_outgoing_committee_signs_one_key_rotation_per_inbox_then_stops() {
     restarted.restore_epoch_record(record);
     assert_eq!(restarted.epoch_end(), Some(4));
 }
+
+#[test]
+fn a_rotation_without_its_key_expires_and_the_next_approval_is_decided() {
+    // `committee` uses rotation_expiry_heights = 20.
+    let mut apps = committee(4);
+    let absent = incoming(5, 6);
+    let second = incoming(5, 7);
+    for a in apps.iter_mut() {
+        a.approve_rotation(Some(absent.rotation.clone())).unwrap();
+    }
+    let b1 = apps[0].build_block(1, 0).unwrap();
+    decide_all(&mut apps, 1, &b1);
+    // Up to height 21 the rotation is live: no second rotation, its key commit is accepted.
+    for a in apps.iter_mut() {
+        a.approve_rotation(Some(second.rotation.clone())).unwrap();
+    }
+    exchange_commitments(&mut apps);
+    assert!(!apps[0].rotation_expired(21));
+    let mut rot21 = apps[0].build_block(21, 0).unwrap_or_else(|| b1.clone());
+    rot21.0.height = 21;
+    rot21.0.ranges.clear();
+    rot21.0.count = 0;
+    rot21.0.root = B256::ZERO.to_vec();
+    rot21.0.rotation = Some(second.rotation.clone());
+    assert!(
+        matches!(apps[1].validate(21, &rot21), Validity::Invalid(e) if e.contains("already decided"))
+    );
+    // From height 22 on it has expired: the next approval is built, valid and decided...
+    assert!(apps[0].rotation_expired(22));
+    let b22 = apps[0].build_block(22, 0).expect("the next rotation");
+    assert_eq!(b22.0.rotation.as_ref(), Some(&second.rotation));
+    for a in &apps {
+        assert_eq!(a.validate(22, &b22), Validity::Valid);
+    }
+    // ...and the expired rotation's key commit is refused in a block at that height.
+    let mut stale = b22.clone();
+    stale.0.rotation = None;
+    stale.0.key_commit = Some(absent.commit.clone());
+    stale.0.carry = apps[0].carry_after(&[]);
+    assert!(matches!(apps[1].validate(22, &stale), Validity::Invalid(e) if e.contains("expired")));
+    decide_all(&mut apps, 22, &b22);
+    for a in apps.iter_mut() {
+        assert_eq!(a.decided_rotation(), Some((22, &second.rotation)));
+        assert!(a.offer_key_commit(absent.commit.clone()).is_err());
+        a.set_height(23);
+        a.offer_key_commit(second.commit.clone()).unwrap();
+    }
+    exchange_commitments(&mut apps);
+    let b23 = apps[2].build_block(23, 0).unwrap();
+    assert_eq!(b23.0.key_commit.as_ref(), Some(&second.commit));
+    for a in &apps {
+        assert_eq!(a.validate(23, &b23), Validity::Valid);
+    }
+    decide_all(&mut apps, 23, &b23);
+    // A decided key pins the rotation: it never expires.
+    assert!(!apps[0].rotation_expired(10_000));
+    assert_eq!(
+        apps[0].handover_to_propose(),
+        Some(&second.rotation.inboxes[0])
+    );
+}

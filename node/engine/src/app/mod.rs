@@ -84,7 +84,17 @@ pub struct AppParams {
     pub nonce_pool: u32,
     /// Share collection deadline per attempt (ms).
     pub share_timeout_ms: u64,
+    /// A decided rotation whose key commit is not decided within this many heights after
+    /// it expires: from the next height on, the operators' next approval (perhaps the same
+    /// list, perhaps without an absent member) may be decided for the same epoch, while
+    /// attestation under the current key never stopped. Heights, not time, so `valid(v)`
+    /// stays a function of the decided history ([`DEFAULT_ROTATION_EXPIRY_HEIGHTS`]).
+    pub rotation_expiry_heights: u64,
 }
+
+/// Heights a decided rotation waits for its key commit by default (see
+/// [`AppParams::rotation_expiry_heights`]).
+pub const DEFAULT_ROTATION_EXPIRY_HEIGHTS: u64 = 1_000;
 
 /// This member's signing material. The ledger must be durable in production.
 pub struct Signer {
@@ -396,8 +406,8 @@ impl App {
             // After the key commit only key-rotation blocks are decided in this epoch.
             return self.handover_to_propose().is_some();
         }
-        self.rotation_to_propose().is_some()
-            || self.key_commit_to_propose().is_some()
+        self.rotation_to_propose(self.height).is_some()
+            || self.key_commit_to_propose(self.height).is_some()
             || self.p.chains.iter().any(|(c, _)| {
                 let next = self.next_nonce.get(c).copied().unwrap_or(0);
                 self.quorum_nonce(*c).min(self.own_next(*c)) > next
@@ -467,11 +477,11 @@ impl App {
                 });
             }
         }
-        let rotation = self.rotation_to_propose().cloned();
+        let rotation = self.rotation_to_propose(height).cloned();
         // A key commit waits for the height after the rotation's (never both in one block).
         let key_commit = rotation
             .is_none()
-            .then(|| self.key_commit_to_propose().cloned())
+            .then(|| self.key_commit_to_propose(height).cloned())
             .flatten();
         if ranges.is_empty() && rotation.is_none() && key_commit.is_none() {
             return None;

@@ -142,11 +142,27 @@ impl App {
         self.decided_handovers = r.handover_heights;
     }
 
-    /// The approved rotation when it is still to be decided.
-    pub(super) fn rotation_to_propose(&self) -> Option<&pb::Rotation> {
-        self.approved
-            .as_ref()
-            .filter(|r| self.decided_rotation.is_none() && check_rotation(r, self.p.epoch).is_ok())
+    /// The decided rotation, unless it expired by `height`: no key commit was decided
+    /// within [`AppParams::rotation_expiry_heights`] heights after it. A decided key commit
+    /// pins it for good.
+    pub(super) fn live_rotation(&self, height: Height) -> Option<&(Height, pb::Rotation)> {
+        self.decided_rotation.as_ref().filter(|(h, _)| {
+            self.decided_key.is_some() || height <= h.saturating_add(self.p.rotation_expiry_heights)
+        })
+    }
+
+    /// Whether a rotation was decided in this epoch and expired by `height` (the next one
+    /// may then be decided).
+    pub fn rotation_expired(&self, height: Height) -> bool {
+        self.decided_rotation.is_some() && self.live_rotation(height).is_none()
+    }
+
+    /// The approved rotation when it is still to be decided at `height` (none decided, or
+    /// the decided one expired).
+    pub(super) fn rotation_to_propose(&self, height: Height) -> Option<&pb::Rotation> {
+        self.approved.as_ref().filter(|r| {
+            self.live_rotation(height).is_none() && check_rotation(r, self.p.epoch).is_ok()
+        })
     }
 
     /// The rotation part of `valid(v)`: none, or exactly what our operator approved and not
@@ -156,7 +172,7 @@ impl App {
             return Ok(());
         };
         check_rotation(r, self.p.epoch)?;
-        if let Some((h, _)) = &self.decided_rotation {
+        if let Some((h, _)) = self.live_rotation(b.height) {
             return Err(format!("a rotation was already decided at height {h}"));
         }
         if self.approved.as_ref() != Some(r) {
@@ -165,12 +181,14 @@ impl App {
         Ok(())
     }
 
-    /// Records the rotation a decided block carries (first one per epoch).
+    /// Records the rotation a decided block carries (the first one per epoch, or the next
+    /// one after it expired; a key commit offered for the expired one is dropped).
     pub(super) fn note_decided_rotation(&mut self, height: Height, b: &pb::Block) {
         if let Some(r) = &b.rotation
-            && self.decided_rotation.is_none()
+            && self.live_rotation(height).is_none()
         {
             self.decided_rotation = Some((height, r.clone()));
+            self.offered_key = None;
         }
     }
 }

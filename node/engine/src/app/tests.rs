@@ -48,6 +48,7 @@ pub(super) fn committee(n: u16) -> Vec<App> {
                 max_bytes: 1 << 20,
                 nonce_pool: 4,
                 share_timeout_ms: 1000,
+                rotation_expiry_heights: 20,
             };
             let signer = Signer {
                 key: dealt.key_packages[&m].clone(),
