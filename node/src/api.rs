@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use sigil_crypto::{BatchTree, Message, OnchainSignature};
+use sigil_crypto::{BatchTree, GroupKey, Message, OnchainSignature};
 use sigil_proto as pb;
 
 /// An API error.
@@ -98,6 +98,45 @@ pub struct BatchView {
     pub messages: Vec<MessageView>,
     /// Proposer's time (ms since epoch).
     pub time_ms: u64,
+    /// On a key-rotation height (committee epochs): the inbox this height's signature
+    /// rotates and the new key; `signature` is then the old key's signature over that
+    /// inbox's `KeyRotation` digest (contracts/V2.md §5), posted with `rotateKey`, and the
+    /// batch is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<HandoverView>,
+}
+
+/// A key rotation for one destination inbox, as JSON (from the attestation of a
+/// key-rotation height; the node derives it from its own decided block).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HandoverView {
+    /// The inbox's chain id.
+    pub chain_id: u64,
+    /// The inbox address.
+    pub inbox: alloy_primitives::Address,
+    /// The epoch the new key signs under.
+    pub new_epoch: u64,
+    /// The new group key.
+    pub new_key: GroupKeyView,
+}
+
+/// The hand-over an attestation carries, as JSON; `None` when absent or malformed.
+fn handover_view(a: &pb::Attestation) -> Option<HandoverView> {
+    let h = a.handover.as_ref()?;
+    let inbox = h.inbox.as_ref()?;
+    let key = GroupKey::from_compressed(&h.new_group_key).ok()?;
+    Some(HandoverView {
+        chain_id: inbox.chain_id,
+        inbox: alloy_primitives::Address::try_from(inbox.address.as_slice()).ok()?,
+        new_epoch: h.new_epoch,
+        new_key: GroupKeyView {
+            compressed: hex::encode(key.compressed()),
+            x: key.x(),
+            y: key.y(),
+            parity: key.parity(),
+        },
+    })
 }
 
 /// The group key as JSON.
@@ -194,6 +233,7 @@ pub fn batch_view(shared: &Shared, height: u64) -> Result<BatchView, ApiError> {
         signature: cb.attestation.as_ref().and_then(|a| sig_view(&a.signature)),
         messages,
         time_ms: block.time_ms,
+        handover: cb.attestation.as_ref().and_then(handover_view),
     })
 }
 

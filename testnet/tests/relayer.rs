@@ -130,6 +130,7 @@ async fn setup_with(count: u64, route: impl Fn(u64, Contracts) -> Route) -> Setu
             })
             .collect(),
         time_ms: 0,
+        handover: None,
     };
     let json = serde_json::to_string(&batch).unwrap();
     let app = axum::Router::new()

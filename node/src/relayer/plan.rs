@@ -170,6 +170,7 @@ mod tests {
             signature: None,
             messages: views,
             time_ms: 0,
+            handover: None,
         };
         let (mine, foreign) = select(&b, 2, Address::repeat_byte(3));
         assert_eq!(

@@ -5,7 +5,7 @@ use super::ChainTask;
 use super::ledger::TxRecord;
 use super::plan::{delivery_gas, message_gas, plan_chunks, select};
 use super::tx::{delivery_events, finish, start};
-use crate::api::{BatchView, MessageView};
+use crate::api::{BatchView, HandoverView, MessageView};
 use crate::contracts::{STATUS_FAILED, STATUS_NONE, SigilInbox};
 use alloy::eips::BlockNumberOrTag;
 use alloy::providers::Provider;
@@ -25,6 +25,78 @@ pub(super) struct HeightOutcome {
 }
 
 impl ChainTask {
+    /// A key-rotation height (committee epochs): when it is this chain's inbox and the
+    /// inbox is still below the new epoch, posts `rotateKey(newEpoch, x, y, signature)`
+    /// (the old key's signature over this inbox's rotation digest). Heights are relayed in
+    /// order, so the rotation always lands before the first batch of the new epoch, and an
+    /// inbox that missed it (a relayer that was down, a reverted transaction) gets it when
+    /// the height is retried; an inbox already at the new epoch is left alone (idempotent).
+    async fn relay_rotation(
+        &self,
+        b: &BatchView,
+        h: &HandoverView,
+        out: &mut HeightOutcome,
+    ) -> Result<()> {
+        if h.chain_id != self.chain_id() || h.inbox != self.dest.chain.inbox {
+            return Ok(());
+        }
+        let sig = b
+            .signature
+            .clone()
+            .ok_or_else(|| anyhow!("key rotation at height {} not attested", b.height))?;
+        let inbox = SigilInbox::new(self.dest.chain.inbox, self.dest.provider.clone());
+        let current = inbox.currentEpoch().call().await?;
+        if current >= h.new_epoch {
+            return Ok(());
+        }
+        let req = inbox
+            .rotateKey(
+                h.new_epoch,
+                U256::from_be_bytes(h.new_key.x.0),
+                U256::from_be_bytes(h.new_key.y.0),
+                SigilInbox::Signature {
+                    rx: sig.rx,
+                    ry: sig.ry,
+                    z: sig.z,
+                },
+            )
+            .into_transaction_request();
+        let metrics = &self.metrics.relayer;
+        let nonce = self
+            .dest
+            .provider
+            .get_transaction_count(self.dest.from)
+            .pending()
+            .await?;
+        let f = start(&self.dest, req, nonce, 0, metrics).await?;
+        let r = finish(&self.dest, f, self.stuck_after, metrics).await?;
+        if !r.status() {
+            return Err(anyhow!(
+                "rotateKey to epoch {} reverted at height {}",
+                h.new_epoch,
+                b.height
+            ));
+        }
+        tracing::info!(
+            chain = self.chain_id(),
+            inbox = %self.dest.chain.inbox,
+            epoch = h.new_epoch,
+            height = b.height,
+            "inbox rotated to the new committee key"
+        );
+        out.records.push(TxRecord {
+            height: b.height,
+            chain_id: self.chain_id(),
+            kind: "rotateKey".into(),
+            tx: r.transaction_hash,
+            gas_used: r.gas_used,
+            messages: 0,
+            failed: Vec::new(),
+            at_ms: crate::now_ms(),
+        });
+        Ok(())
+    }
+
     /// The gas cap of one transaction: `max_tx_gas`, and at most the block gas limit.
     async fn gas_cap(&self) -> Result<u64> {
         let block = self
@@ -73,6 +145,9 @@ impl ChainTask {
     /// processed yet. What was done is left in `out` even when it errors half-way
     /// (the caller retries; everything already done is skipped).
     pub(super) async fn relay_height(&self, b: &BatchView, out: &mut HeightOutcome) -> Result<()> {
+        if let Some(h) = &b.handover {
+            return self.relay_rotation(b, h, out).await;
+        }
         let (mine, _) = select(b, self.chain_id(), self.dest.chain.inbox);
         if mine.is_empty() {
             return Ok(());
