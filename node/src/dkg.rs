@@ -45,7 +45,8 @@ struct Outbox {
     to: u16,
     env: pb::Envelope,
     acked: bool,
-    inflight: Option<OutboundRequestId>,
+    /// The slot of the request in flight.
+    inflight: Option<u64>,
     next: Instant,
 }
 
@@ -83,79 +84,21 @@ async fn run_with(
     refresh: Option<&KeyShare>,
 ) -> Result<DkgResult> {
     let committee = Committee::from_config(&cfg.committee)?;
-    let me = committee
-        .index_of(&key.public())
-        .ok_or_else(|| anyhow!("this node's key is not in config field `committee.members`"))?;
-    let n = committee.len();
-    let (_, t) = sigil_crypto::keys::thresholds(n);
     let epoch = cfg.committee.epoch;
+    let mut session = DkgSession::start(key, committee.clone(), epoch, refresh)?;
+    let me = session.me();
     let mut swarm = crate::p2p::build(key, &committee)?;
     swarm.listen_on(cfg.node.listen.parse()?)?;
-    let (mut dkg, first) = match refresh {
-        None => Dkg::start(me, t, n, &mut rand_core::OsRng)?,
-        Some(share) => {
-            if share.member != me || share.n != n || share.t != t || share.epoch != epoch {
-                bail!(
-                    "the stored key share is member {} of {} (t = {}, epoch {}), config says member {me} of {n} (t = {t}, epoch {epoch})",
-                    share.member,
-                    share.n,
-                    share.t,
-                    share.epoch
-                );
-            }
-            Dkg::start_refresh(
-                me,
-                share.key_package.clone(),
-                share.public_key_package.clone(),
-                &mut rand_core::OsRng,
-            )?
-        }
-    };
-    let mut outbox: Vec<Outbox> = Vec::new();
-    let now = Instant::now();
-    let seal = |kind: pb::body::Kind| key.seal(me, &pb::Body { kind: Some(kind) });
-    if let Outgoing::Broadcast(p) = first {
-        let env = seal(pb::body::Kind::DkgRound1(pb::DkgRound1 {
-            epoch,
-            package: serde_json::to_vec(&p)?,
-        }));
-        for to in (1..=n).filter(|i| *i != me) {
-            outbox.push(Outbox {
-                to,
-                env: env.clone(),
-                acked: false,
-                inflight: None,
-                next: now,
-            });
-        }
-    }
-    let mut output: Option<DkgOutput> = None;
-    // Every member's confirmation, ours included once we have it.
-    let mut confirms: BTreeMap<u16, Confirmation> = BTreeMap::new();
-    let mut recheck = false;
+    let mut slots: HashMap<OutboundRequestId, u64> = HashMap::new();
     let mut redial: HashMap<u16, Redial> = HashMap::new();
     let mut connected: BTreeSet<u16> = BTreeSet::new();
     let deadline = Instant::now() + timeout;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut fatal: Option<anyhow::Error> = None;
     loop {
-        if let Some(e) = fatal.take() {
-            return Err(e);
-        }
-        if let Some(out) = &output {
-            if std::mem::take(&mut recheck) {
-                check(n, me, &confirms)?;
-            }
-            let all_confirmed = confirms.len() == usize::from(n);
-            if all_confirmed && outbox.iter().all(|o| o.acked) {
-                let share = KeyShare {
-                    epoch,
-                    member: me,
-                    n,
-                    t,
-                    key_package: out.key_package.clone(),
-                    public_key_package: out.public_key_package.clone(),
-                };
+        match session.progress() {
+            Progress::Running => {}
+            Progress::Failed(e) => return Err(e),
+            Progress::Done(result, _) => {
                 // Linger briefly so peers get our acks.
                 let linger = Instant::now() + Duration::from_millis(1500);
                 while Instant::now() < linger {
@@ -169,29 +112,12 @@ async fn run_with(
                         _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                     }
                 }
-                return Ok(DkgResult {
-                    share,
-                    group_key: out.group_key,
-                });
+                return Ok(*result);
             }
         }
         if Instant::now() > deadline {
-            let missing: Vec<u16> = if output.is_none() {
-                // Round 2 cannot start before round 1 is complete: name round-1 laggards first.
-                let r1 = dkg.missing_round1();
-                if r1.is_empty() {
-                    dkg.missing_round2()
-                } else {
-                    r1
-                }
-            } else {
-                let mut m: BTreeSet<u16> = (1..=n)
-                    .filter(|i| *i != me && !confirms.contains_key(i))
-                    .collect();
-                m.extend(outbox.iter().filter(|o| !o.acked).map(|o| o.to));
-                m.into_iter().collect()
-            };
-            let names: Vec<String> = missing
+            let names: Vec<String> = session
+                .missing()
                 .iter()
                 .map(|i| {
                     let m = &cfg.committee.members[usize::from(*i) - 1];
@@ -220,12 +146,10 @@ async fn run_with(
                         let _ = swarm.dial(libp2p::swarm::dial_opts::DialOpts::peer_id(peer).addresses(vec![addr]).build());
                     }
                 }
-                for o in outbox.iter_mut() {
-                    if o.acked || o.inflight.is_some() || o.next > now || !connected.contains(&o.to) { continue; }
-                    if let Some(peer) = committee.peer(o.to) {
-                        let req = pb::Request { kind: Some(pb::request::Kind::Direct(o.env.clone())) };
-                        o.inflight = Some(swarm.behaviour_mut().rr.send_request(&peer, Wire(req.encode_to_vec())));
-                        o.next = now + Duration::from_millis(500);
+                for (to, slot, request) in session.due(now, &connected) {
+                    if let Some(peer) = committee.peer(to) {
+                        let id = swarm.behaviour_mut().rr.send_request(&peer, Wire(request));
+                        slots.insert(id, slot);
                     }
                 }
             }
@@ -238,68 +162,320 @@ async fn run_with(
                 }
                 SwarmEvent::Behaviour(BehaviourEvent::Rr(request_response::Event::Message { peer, message, .. })) => match message {
                     request_response::Message::Request { request, channel, .. } => {
-                        let result = handle(&committee, &mut dkg, peer, &request.0, epoch);
-                        let (ok, error) = match result {
-                            Ok(h) => {
-                                for o in h.outgoing {
-                                    if let Outgoing::Direct { to, package } = o {
-                                        let env = seal(pb::body::Kind::DkgRound2(pb::DkgRound2 { epoch, package: serde_json::to_vec(&package)? }));
-                                        outbox.push(Outbox { to, env, acked: false, inflight: None, next: Instant::now() });
-                                    }
-                                }
-                                if let Some(out) = h.done
-                                    && output.is_none() {
-                                        let mine = confirmation(&out);
-                                        let env = seal(pb::body::Kind::DkgConfirm(confirm_to_pb(epoch, &mine)));
-                                        for to in (1..=n).filter(|i| *i != me) {
-                                            outbox.push(Outbox { to, env: env.clone(), acked: false, inflight: None, next: Instant::now() });
-                                        }
-                                        tracing::info!(group_key = %hex::encode(out.group_key.compressed()), "DKG complete; confirming");
-                                        confirms.insert(me, mine);
-                                        recheck = true;
-                                        output = Some(*out);
-                                    }
-                                match h.confirm {
-                                    Some((from, c)) if confirms.get(&from).is_some_and(|prev| *prev != c) => {
-                                        let e = format!("member {from} sent two different DKG confirmations");
-                                        fatal = Some(anyhow!(e.clone()));
-                                        (false, e)
-                                    }
-                                    Some((from, c)) => {
-                                        confirms.insert(from, c);
-                                        recheck = true;
-                                        (true, String::new())
-                                    }
-                                    None => (true, String::new()),
-                                }
-                            }
-                            Err(HandleError::Retry(e)) => (false, e),
-                            Err(HandleError::Fatal(e)) => { fatal = Some(anyhow!(e.clone())); (false, e) }
-                        };
-                        let ack = pb::Response { kind: Some(pb::response::Kind::Ack(pb::Ack { ok, error })) };
+                        let ack = session.on_request(peer, &request.0);
                         let _ = swarm.behaviour_mut().rr.send_response(channel, Wire(ack.encode_to_vec()));
                     }
                     request_response::Message::Response { request_id, response } => {
-                        let ok = pb::Response::decode(response.0.as_slice()).ok().and_then(|r| match r.kind {
-                            Some(pb::response::Kind::Ack(a)) => Some(a.ok),
-                            _ => None,
-                        }).unwrap_or(false);
-                        for o in outbox.iter_mut() {
-                            if o.inflight == Some(request_id) {
-                                o.inflight = None;
-                                o.acked |= ok;
-                            }
+                        if let Some(slot) = slots.remove(&request_id) {
+                            session.on_response(slot, &response.0);
                         }
                     }
                 },
                 SwarmEvent::Behaviour(BehaviourEvent::Rr(request_response::Event::OutboundFailure { request_id, .. })) => {
-                    for o in outbox.iter_mut() {
-                        if o.inflight == Some(request_id) { o.inflight = None; }
+                    if let Some(slot) = slots.remove(&request_id) {
+                        session.on_failure(slot);
                     }
                 }
                 _ => {}
             }
         }
+    }
+}
+
+/// How a [`DkgSession`] stands.
+pub enum Progress {
+    /// Packages or confirmations still to come or to be acknowledged.
+    Running,
+    /// Every member confirmed the same result and acknowledged ours: this member's share,
+    /// and the key commit (every member's signed confirmation, in member order) that the
+    /// outgoing committee decides for a rotation ([`sigil_engine::app::check_key_commit`]).
+    Done(Box<DkgResult>, pb::KeyCommit),
+    /// The DKG cannot succeed; the error names the member at fault.
+    Failed(anyhow::Error),
+}
+
+/// One member's DKG (or share refresh) as a state machine without I/O: the caller moves
+/// request bytes between it and the network (`sigil dkg` with its own swarm, or the running
+/// node over its swarm for the next committee's key). Packages are sent point to point as
+/// signed `Direct` envelopes and re-sent every 500 ms until acknowledged; confirmations echo
+/// the transcript (see the module docs).
+pub struct DkgSession {
+    committee: Committee,
+    key: NodeKey,
+    epoch: u64,
+    me: u16,
+    n: u16,
+    t: u16,
+    dkg: Dkg,
+    outbox: Vec<Outbox>,
+    output: Option<DkgOutput>,
+    /// Every member's confirmation, ours included once we have it.
+    confirms: BTreeMap<u16, Confirmation>,
+    /// The signed confirmation envelopes, ours included (the key commit's proof).
+    confirm_envs: BTreeMap<u16, pb::Envelope>,
+    recheck: bool,
+    fatal: Option<String>,
+    next_slot: u64,
+    done: bool,
+}
+
+impl DkgSession {
+    /// Starts this node's part of a DKG among `committee` (node keys in member order) for
+    /// key `epoch`, or with `refresh` a refresh of that share (same group key).
+    ///
+    /// Errors: this node's key is not in `committee`; `refresh` is not this member's share of
+    /// this committee and epoch; a FROST parameter error (fewer than 4 members).
+    pub fn start(
+        key: &NodeKey,
+        committee: Committee,
+        epoch: u64,
+        refresh: Option<&KeyShare>,
+    ) -> Result<Self> {
+        let me = committee
+            .index_of(&key.public())
+            .ok_or_else(|| anyhow!("this node's key is not in the DKG's committee"))?;
+        let n = committee.len();
+        let (_, t) = sigil_crypto::keys::thresholds(n);
+        let (dkg, first) = match refresh {
+            None => Dkg::start(me, t, n, &mut rand_core::OsRng)?,
+            Some(share) => {
+                if share.member != me || share.n != n || share.t != t || share.epoch != epoch {
+                    bail!(
+                        "the stored key share is member {} of {} (t = {}, epoch {}), config says member {me} of {n} (t = {t}, epoch {epoch})",
+                        share.member,
+                        share.n,
+                        share.t,
+                        share.epoch
+                    );
+                }
+                Dkg::start_refresh(
+                    me,
+                    share.key_package.clone(),
+                    share.public_key_package.clone(),
+                    &mut rand_core::OsRng,
+                )?
+            }
+        };
+        let mut s = Self {
+            committee,
+            key: key.clone(),
+            epoch,
+            me,
+            n,
+            t,
+            dkg,
+            outbox: Vec::new(),
+            output: None,
+            confirms: BTreeMap::new(),
+            confirm_envs: BTreeMap::new(),
+            recheck: false,
+            fatal: None,
+            next_slot: 0,
+            done: false,
+        };
+        if let Outgoing::Broadcast(p) = first {
+            let env = s.seal(pb::body::Kind::DkgRound1(pb::DkgRound1 {
+                epoch,
+                package: serde_json::to_vec(&p)?,
+            }));
+            s.send_all(env);
+        }
+        Ok(s)
+    }
+
+    /// This member's index in the DKG's committee.
+    pub fn me(&self) -> u16 {
+        self.me
+    }
+
+    /// The key epoch this DKG is for.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn seal(&self, kind: pb::body::Kind) -> pb::Envelope {
+        self.key.seal(self.me, &pb::Body { kind: Some(kind) })
+    }
+
+    fn send_all(&mut self, env: pb::Envelope) {
+        for to in (1..=self.n).filter(|i| *i != self.me) {
+            self.outbox.push(Outbox {
+                to,
+                env: env.clone(),
+                acked: false,
+                inflight: None,
+                next: Instant::now(),
+            });
+        }
+    }
+
+    /// A request from `peer` (a `Direct` envelope of this DKG): applied, and answered with
+    /// the returned Ack (not ok: the sender retries later, or the DKG failed).
+    pub fn on_request(&mut self, peer: libp2p::PeerId, data: &[u8]) -> pb::Response {
+        let (ok, error) = match handle(&self.committee, &mut self.dkg, peer, data, self.epoch) {
+            Ok(h) => {
+                for o in h.outgoing {
+                    if let Outgoing::Direct { to, package } = o {
+                        match serde_json::to_vec(&package) {
+                            Ok(package) => {
+                                let env = self.seal(pb::body::Kind::DkgRound2(pb::DkgRound2 {
+                                    epoch: self.epoch,
+                                    package,
+                                }));
+                                self.outbox.push(Outbox {
+                                    to,
+                                    env,
+                                    acked: false,
+                                    inflight: None,
+                                    next: Instant::now(),
+                                });
+                            }
+                            Err(e) => self.fatal = Some(format!("encoding a package: {e}")),
+                        }
+                    }
+                }
+                if let Some(out) = h.done
+                    && self.output.is_none()
+                {
+                    let mine = confirmation(&out);
+                    let env =
+                        self.seal(pb::body::Kind::DkgConfirm(confirm_to_pb(self.epoch, &mine)));
+                    self.send_all(env.clone());
+                    tracing::info!(epoch = self.epoch, group_key = %hex::encode(out.group_key.compressed()), "DKG complete; confirming");
+                    self.confirms.insert(self.me, mine);
+                    self.confirm_envs.insert(self.me, env);
+                    self.recheck = true;
+                    self.output = Some(*out);
+                }
+                match h.confirm {
+                    Some((from, c, _))
+                        if self.confirms.get(&from).is_some_and(|prev| *prev != c) =>
+                    {
+                        let e = format!("member {from} sent two different DKG confirmations");
+                        self.fatal = Some(e.clone());
+                        (false, e)
+                    }
+                    Some((from, c, env)) => {
+                        self.confirms.insert(from, c);
+                        self.confirm_envs.entry(from).or_insert(env);
+                        self.recheck = true;
+                        (true, String::new())
+                    }
+                    None => (true, String::new()),
+                }
+            }
+            Err(HandleError::Retry(e)) => (false, e),
+            Err(HandleError::Fatal(e)) => {
+                self.fatal = Some(e.clone());
+                (false, e)
+            }
+        };
+        pb::Response {
+            kind: Some(pb::response::Kind::Ack(pb::Ack { ok, error })),
+        }
+    }
+
+    /// Requests due now to members in `connected`: (member, slot, request bytes). Report
+    /// each outcome with [`Self::on_response`] or [`Self::on_failure`] and its slot.
+    pub fn due(&mut self, now: Instant, connected: &BTreeSet<u16>) -> Vec<(u16, u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        for o in self.outbox.iter_mut() {
+            if o.acked || o.inflight.is_some() || o.next > now || !connected.contains(&o.to) {
+                continue;
+            }
+            self.next_slot += 1;
+            o.inflight = Some(self.next_slot);
+            o.next = now + Duration::from_millis(500);
+            let req = pb::Request {
+                kind: Some(pb::request::Kind::Direct(o.env.clone())),
+            };
+            out.push((o.to, self.next_slot, req.encode_to_vec()));
+        }
+        out
+    }
+
+    /// The answer to the request sent in `slot`.
+    pub fn on_response(&mut self, slot: u64, data: &[u8]) {
+        let ok = pb::Response::decode(data)
+            .ok()
+            .and_then(|r| match r.kind {
+                Some(pb::response::Kind::Ack(a)) => Some(a.ok),
+                _ => None,
+            })
+            .unwrap_or(false);
+        for o in self.outbox.iter_mut() {
+            if o.inflight == Some(slot) {
+                o.inflight = None;
+                o.acked |= ok;
+            }
+        }
+    }
+
+    /// The request sent in `slot` failed (it is re-sent when due).
+    pub fn on_failure(&mut self, slot: u64) {
+        for o in self.outbox.iter_mut() {
+            if o.inflight == Some(slot) {
+                o.inflight = None;
+            }
+        }
+    }
+
+    /// Members whose packages, confirmations or acknowledgements are still missing (the
+    /// round-1 laggards first, since round 2 cannot start without them).
+    pub fn missing(&self) -> Vec<u16> {
+        if self.output.is_none() {
+            let r1 = self.dkg.missing_round1();
+            return if r1.is_empty() {
+                self.dkg.missing_round2()
+            } else {
+                r1
+            };
+        }
+        let mut m: BTreeSet<u16> = (1..=self.n)
+            .filter(|i| *i != self.me && !self.confirms.contains_key(i))
+            .collect();
+        m.extend(self.outbox.iter().filter(|o| !o.acked).map(|o| o.to));
+        m.into_iter().collect()
+    }
+
+    /// Where the DKG stands. `Done` is returned once (then `Running` again).
+    pub fn progress(&mut self) -> Progress {
+        if let Some(e) = self.fatal.take() {
+            return Progress::Failed(anyhow!(e));
+        }
+        let Some(out) = &self.output else {
+            return Progress::Running;
+        };
+        if std::mem::take(&mut self.recheck)
+            && let Err(e) = check(self.n, self.me, &self.confirms)
+        {
+            return Progress::Failed(e);
+        }
+        let all_confirmed = self.confirms.len() == usize::from(self.n);
+        if self.done || !all_confirmed || !self.outbox.iter().all(|o| o.acked) {
+            return Progress::Running;
+        }
+        self.done = true;
+        let share = KeyShare {
+            epoch: self.epoch,
+            member: self.me,
+            n: self.n,
+            t: self.t,
+            key_package: out.key_package.clone(),
+            public_key_package: out.public_key_package.clone(),
+        };
+        let commit = pb::KeyCommit {
+            epoch: self.epoch,
+            group_key: out.group_key.compressed().to_vec(),
+            confirmations: self.confirm_envs.values().cloned().collect(),
+        };
+        Progress::Done(
+            Box::new(DkgResult {
+                share,
+                group_key: out.group_key,
+            }),
+            commit,
+        )
     }
 }
 
@@ -354,7 +530,8 @@ fn confirm_to_pb(epoch: u64, c: &Confirmation) -> pb::DkgConfirm {
 struct Handled {
     outgoing: Vec<Outgoing>,
     done: Option<Box<DkgOutput>>,
-    confirm: Option<(u16, Confirmation)>,
+    /// A member's confirmation with its signed envelope.
+    confirm: Option<(u16, Confirmation, pb::Envelope)>,
 }
 
 enum HandleError {
@@ -380,6 +557,7 @@ fn handle(
     let (from, body) = committee
         .open(&env)
         .map_err(|e| HandleError::Retry(e.to_string()))?;
+    let sealed = env.clone();
     if committee.peer(from) != Some(peer) {
         return Err(HandleError::Retry(
             "envelope member does not match the connection's peer".into(),
@@ -424,7 +602,7 @@ fn handle(
                 HandleError::Fatal(format!("member {from}: malformed DKG confirmation: {e}"))
             })?;
             Ok(Handled {
-                confirm: Some((from, c)),
+                confirm: Some((from, c, sealed)),
                 ..Default::default()
             })
         }
