@@ -345,12 +345,17 @@ async fn attestation(
         root: view.root,
         proof,
         signature,
-        group_key: s.group_key.as_ref().map(|g| GroupKeyView {
-            compressed: hex::encode(g.compressed()),
-            x: g.x(),
-            y: g.y(),
-            parity: g.parity(),
-        }),
+        group_key: s
+            .group_keys
+            .read()
+            .ok()
+            .and_then(|k| k.get(&view.epoch).copied())
+            .map(|g| GroupKeyView {
+                compressed: hex::encode(g.compressed()),
+                x: g.x(),
+                y: g.y(),
+                parity: g.parity(),
+            }),
     }))
 }
 

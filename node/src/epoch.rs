@@ -325,7 +325,10 @@ impl ApprovalWatch {
         }
         self.seen = Some(stamp);
         Some(Approval::read(&self.path).and_then(|a| {
-            a.map(|a| a.to_rotation(&self.path, self.current_epoch, &self.inboxes))
+            // An approval of an epoch this node already reached was carried out: nothing
+            // is approved now (not an error).
+            a.filter(|a| a.epoch > self.current_epoch)
+                .map(|a| a.to_rotation(&self.path, self.current_epoch, &self.inboxes))
                 .transpose()
         }))
     }

@@ -153,6 +153,11 @@ impl Committee {
         self.keys.iter().position(|x| x == k).map(|i| i as u16 + 1)
     }
 
+    /// The node key of member `i` (1-based).
+    pub fn key(&self, i: u16) -> Option<&VerifyingKey> {
+        self.keys.get(usize::from(i).checked_sub(1)?)
+    }
+
     /// Index (1-based) of a peer id, if a member.
     pub fn index_of_peer(&self, p: &PeerId) -> Option<u16> {
         self.peers.iter().position(|x| x == p).map(|i| i as u16 + 1)

@@ -43,7 +43,7 @@ pub fn group_key_path(home: &Path, epoch: u64) -> std::path::PathBuf {
 pub const GROUP_KEY: &str = "group_key.json";
 
 /// A member's FROST key share and the committee's public keys.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct KeyShare {
     /// Key epoch.
     pub epoch: u64,

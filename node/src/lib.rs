@@ -51,19 +51,24 @@ pub async fn start(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let key = keyfiles::read_node_key(home, pass)?;
-    let epoch = cfg.committee.epoch;
+    let store = store::Store::open(&home.join("db"))?;
+    // The epoch the store is in: the configured one, or a later one the node switched to.
+    let epoch = sigil_engine::epochs::resume_epoch(&store, cfg.committee.epoch)?.epoch;
     let share = keyfiles::read_key_share(home, pass, epoch)?.ok_or_else(|| {
         anyhow::anyhow!(
             "no key share for epoch {epoch} (config field `committee.epoch`) at {}; run `sigil dkg` first",
             keyfiles::key_share_path(home, epoch).display()
         )
     })?;
-    let store = store::Store::open(&home.join("db"))?;
     let metrics = Arc::new(metrics::Metrics::new());
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     let status = Arc::new(RwLock::new(node::Status::default()));
-    let group_key = sigil_crypto::GroupKey::new(*share.public_key_package.verifying_key()).ok();
+    let mut group_keys = std::collections::BTreeMap::new();
+    if let Ok(k) = sigil_crypto::GroupKey::new(*share.public_key_package.verifying_key()) {
+        group_keys.insert(share.epoch, k);
+    }
+    let group_keys = Arc::new(RwLock::new(group_keys));
     let (tx, rx) = mpsc::channel(64);
     // Every task is supervised: one that ends early (an error, a panic) is reported and
     // stops the node instead of leaving it half alive.
@@ -83,7 +88,7 @@ pub async fn start(
         status: status.clone(),
         metrics: metrics.clone(),
         registry: Arc::new(registry),
-        group_key,
+        group_keys: group_keys.clone(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.node.api)
         .await
@@ -117,6 +122,8 @@ pub async fn start(
             share,
             store,
             approval: Some(home.join(epoch::APPROVAL_FILE)),
+            keystore: Some((home.to_owned(), zeroize::Zeroizing::new(pass.to_vec()))),
+            group_keys,
         },
         metrics,
         status,

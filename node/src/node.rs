@@ -89,8 +89,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Metrics registry.
     pub registry: Arc<prometheus_client::registry::Registry>,
-    /// Group key.
-    pub group_key: Option<GroupKey>,
+    /// The group key of each epoch this node signed under (the node adds the next one when
+    /// it switches), for the attestation views.
+    pub group_keys: Arc<RwLock<BTreeMap<u64, GroupKey>>>,
 }
 
 /// The running node: a libp2p swarm and one engine.
@@ -123,7 +124,11 @@ pub struct Node {
     approval_error: Option<String>,
     /// When the approval file was last polled.
     approval_polled: Option<Instant>,
+    /// Committee epochs: the next committee's DKG, the switch (see [`handover`]).
+    epochs: handover::EpochHost,
 }
+
+mod handover;
 
 /// How often the approval file is polled (a stat per poll).
 const APPROVAL_POLL: Duration = Duration::from_secs(1);
@@ -141,6 +146,11 @@ pub struct NodeSetup {
     /// The operator's approval of the next committee
     /// (`<home>/`[`crate::epoch::APPROVAL_FILE`]); `None`: never approve a rotation.
     pub approval: Option<std::path::PathBuf>,
+    /// Where the next epoch's key share is written (`<home>/keys`) and the passphrase that
+    /// encrypts it; `None`: this node takes no part in a next committee's DKG.
+    pub keystore: Option<(std::path::PathBuf, zeroize::Zeroizing<Vec<u8>>)>,
+    /// The group key of every epoch, shared with the API (the node adds the next one).
+    pub group_keys: Arc<RwLock<BTreeMap<u64, GroupKey>>>,
 }
 
 /// The engine's timing from the config (ms).
@@ -171,97 +181,62 @@ impl Node {
             share,
             store,
             approval,
+            keystore,
+            group_keys,
         } = setup;
-        let committee = Committee::from_config(&cfg.committee)?;
+        // Which epoch the store is in (committee epochs): the configured one, or a later one
+        // this node switched to before it stopped.
+        let at = sigil_engine::epochs::resume_epoch(&store, cfg.committee.epoch)?;
+        let committee = match at.rotation() {
+            Some(r) => handover::committee_of(r)?,
+            None => Committee::from_config(&cfg.committee)?,
+        };
         let me = committee.index_of(&key.public()).ok_or_else(|| {
-            anyhow::anyhow!(
-                "this node's key {} is not in config field `committee.members`; add it",
-                crate::identity::public_key_hex(&key.public())
-            )
+            if at.epoch > cfg.committee.epoch {
+                anyhow::anyhow!(
+                    "this node's key {} is not in the committee of epoch {} (it left the committee)",
+                    crate::identity::public_key_hex(&key.public()),
+                    at.epoch
+                )
+            } else {
+                anyhow::anyhow!(
+                    "this node's key {} is not in config field `committee.members`; add it",
+                    crate::identity::public_key_hex(&key.public())
+                )
+            }
         })?;
-        if share.member != me || share.n != committee.len() {
+        if share.member != me || share.n != committee.len() || share.epoch != at.epoch {
             anyhow::bail!(
-                "key share is for member {} of {}, config says member {me} of {}; rerun `sigil dkg` for this committee",
+                "key share is for member {} of {} (epoch {}), the committee of epoch {} has this node as member {me} of {}; rerun `sigil dkg` for this committee",
                 share.member,
                 share.n,
+                share.epoch,
+                at.epoch,
                 committee.len()
             );
         }
-        let n = committee.len();
-        let (_, t) = sigil_crypto::keys::thresholds(n);
-        let group_key = GroupKey::new(*share.public_key_package.verifying_key())?;
-        let mut next_nonce = BTreeMap::new();
-        for c in &cfg.chains {
-            next_nonce.insert(c.chain_id, store.next_nonce(c.chain_id)?);
-        }
-        let ledger = RocksLedger::open(store.clone())?;
-        let signer = Signer {
-            key: share.key_package,
-            public: share.public_key_package,
-            pool: sigil_crypto::NoncePool::new(),
-            ledger: Box::new(ledger),
-        };
-        let app_params = AppParams {
-            me: Some(me),
-            n,
-            t,
-            epoch: cfg.committee.epoch,
-            chains: cfg.chains.iter().map(|c| (c.chain_id, c.gateway)).collect(),
-            max_messages: cfg.batch.max_messages,
-            max_bytes: cfg.batch.max_bytes,
-            nonce_pool: cfg.signing.nonce_pool,
-            share_timeout_ms: u64::try_from(cfg.signing.share_timeout.as_millis())
-                .unwrap_or(u64::MAX),
-            rotation_expiry_heights: sigil_engine::app::DEFAULT_ROTATION_EXPIRY_HEIGHTS,
-        };
-        let mut app = App::new(
-            app_params,
-            Some(signer),
-            Some(group_key),
-            next_nonce.clone(),
-            Box::new(rand_core::OsRng),
-        );
-        // Restore observations not yet decided, and our cursors.
-        for c in &cfg.chains {
-            let from = next_nonce.get(&c.chain_id).copied().unwrap_or(0);
-            let obs = store.observations(c.chain_id, from..u64::MAX)?;
-            let cursor = store.cursor(c.chain_id)?.map(|cur| cur.to_wire(c.chain_id));
-            app.observe(obs, cursor);
-        }
-        // The operator's approval is read before the engine starts (replayed proposals are
-        // judged with it), then re-read as it changes.
-        let mut approval = approval.map(|p| {
-            crate::epoch::ApprovalWatch::new(p, cfg.committee.epoch, crate::epoch::inboxes(&cfg))
-        });
-        let mut approval_error = None;
-        let first = approval.as_mut().and_then(|w| w.poll());
-        if let Some(Err(e)) = first.map(|c| {
-            c.map_err(|e| e.to_string())
-                .and_then(|r| app.approve_rotation(r))
-        }) {
-            tracing::error!(error = %e, "approval file refused; nothing approved");
-            metrics.epoch.approval_errors.inc();
-            approval_error = Some(e);
-        }
+        let built = handover::build_engine(
+            &cfg,
+            &key,
+            share,
+            store.clone(),
+            &committee,
+            me,
+            at.epoch,
+            approval.clone(),
+            &metrics,
+        )?;
         let swarm = crate::p2p::build(&key, &committee)?;
         let origin = Instant::now();
-        let (engine, startup) = Driver::new(
-            driver_config(&cfg, me),
-            committee.engine().clone(),
-            key.signing_key().clone(),
-            app,
-            store,
-            0,
-        )?;
         Ok(Self {
             cfg,
             me,
             committee,
             swarm,
-            engine,
+            engine: built.engine,
             metrics,
             status,
-            startup,
+            startup: built.startup,
             redial: HashMap::new(),
             connected: BTreeSet::new(),
             gossip_ids: HashMap::new(),
@@ -270,9 +245,10 @@ impl Node {
             chain_status: BTreeMap::new(),
             exported: EngineTotals::default(),
             origin,
-            approval,
-            approval_error,
+            approval: built.approval,
+            approval_error: built.approval_error,
             approval_polled: Some(Instant::now()),
+            epochs: handover::EpochHost::new(key, store, at.epoch, keystore, approval, group_keys),
         })
     }
 
@@ -284,6 +260,7 @@ impl Node {
         let now = self.now();
         let effects = self.engine.handle(input, now);
         self.execute(effects);
+        self.maybe_switch();
     }
 
     /// The effect executor.
@@ -451,12 +428,25 @@ impl Node {
 
     fn redial(&mut self) {
         let now = Instant::now();
-        for (i, m) in self.cfg.committee.members.clone().iter().enumerate() {
-            let idx = i as u16 + 1;
+        for idx in 1..=self.committee.len() {
             if idx == self.me || self.connected.contains(&idx) {
                 continue;
             }
-            let Some(peer) = self.committee.peer(idx) else {
+            let (Some(peer), Some(key)) = (self.committee.peer(idx), self.committee.key(idx))
+            else {
+                continue;
+            };
+            // The address the config lists for that key (a member of this epoch's committee
+            // that the config does not list is dialled by it, not by us).
+            let hex = crate::identity::public_key_hex(key);
+            let Some(address) = self
+                .cfg
+                .committee
+                .members
+                .iter()
+                .find(|m| m.key.trim_start_matches("0x").eq_ignore_ascii_case(&hex))
+                .map(|m| m.address.clone())
+            else {
                 continue;
             };
             let r = self.redial.entry(peer).or_default();
@@ -464,7 +454,7 @@ impl Node {
                 continue;
             }
             r.dialed();
-            if let Ok(addr) = m.address.parse::<libp2p::Multiaddr>() {
+            if let Ok(addr) = address.parse::<libp2p::Multiaddr>() {
                 let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
                     .addresses(vec![addr])
                     .build();
@@ -542,7 +532,7 @@ impl Node {
             s.decided_height = es.decided;
             s.attested_height = es.attested;
             s.peers = self.connected.iter().copied().collect();
-            s.epoch = self.cfg.committee.epoch;
+            s.epoch = self.engine.app().params().epoch;
             s.group_key = self
                 .engine
                 .app()
@@ -609,6 +599,15 @@ impl Node {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
+                    // The next committee's DKG packages go to its session, not the engine.
+                    if let Some(ack) = self.epochs.dkg_request(peer, &request.0) {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .rr
+                            .send_response(channel, Wire(ack.encode_to_vec()));
+                        return;
+                    }
                     let Some(from) = self.committee.index_of_peer(&peer) else {
                         self.metrics.p2p.reject("non-member request");
                         return;
@@ -623,7 +622,13 @@ impl Node {
                     });
                     self.channels.remove(&id);
                 }
-                request_response::Message::Response { response, .. } => {
+                request_response::Message::Response {
+                    response,
+                    request_id,
+                } => {
+                    if self.epochs.dkg_response(request_id, &response.0) {
+                        return;
+                    }
                     match self.committee.index_of_peer(&peer) {
                         Some(from) => self.drive(Input::Response {
                             from,
@@ -634,9 +639,14 @@ impl Node {
                 }
             },
             SwarmEvent::Behaviour(BehaviourEvent::Rr(
-                request_response::Event::OutboundFailure { error, .. },
+                request_response::Event::OutboundFailure {
+                    error, request_id, ..
+                },
             )) => {
                 tracing::debug!(error = %error, "request failed");
+                if self.epochs.dkg_failure(request_id) {
+                    return;
+                }
                 self.drive(Input::RequestFailed);
             }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
@@ -695,6 +705,7 @@ impl Node {
                 _ = tick.tick() => {
                     self.poll_approval();
                     self.drive(Input::Tick);
+                    self.epoch_step();
                     self.redial();
                     self.update_status();
                     self.export_engine_counts();

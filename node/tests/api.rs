@@ -127,7 +127,7 @@ async fn serve() -> (String, Arc<RwLock<Status>>, tempfile::TempDir, Vec<Message
         status: status.clone(),
         metrics,
         registry: Arc::new(registry),
-        group_key: Some(dealt.group_key),
+        group_keys: Arc::new(RwLock::new([(1, dealt.group_key)].into())),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 const CHAIN: u64 = 77;
+/// The keystore passphrase of the test nodes.
+const PASS: &[u8] = b"committee test";
 
 fn gateway() -> Address {
     Address::repeat_byte(0xaa)
@@ -164,14 +166,15 @@ inbox = "{}"
 
     fn start(&mut self, i: usize) {
         let store = Store::open(&self.home(i).join("db")).unwrap();
-        let kept = self.shares[i].as_ref().unwrap();
-        let share = KeyShare {
-            epoch: kept.epoch,
-            member: kept.member,
-            n: kept.n,
-            t: kept.t,
-            key_package: kept.key_package.clone(),
-            public_key_package: kept.public_key_package.clone(),
+        // A node that switched epochs before it stopped resumes in that epoch, with the
+        // share its in-node DKG wrote (as `sigil start` does).
+        let epoch = sigil_engine::epochs::resume_epoch(&store, 1).unwrap().epoch;
+        let share = if epoch > 1 {
+            sigil_node::keyfiles::read_key_share(&self.home(i), PASS, epoch)
+                .unwrap()
+                .expect("the next epoch's share on disk")
+        } else {
+            self.shares[i].as_ref().unwrap().clone()
         };
         let metrics = Arc::new(Metrics::new());
         let status = Arc::new(RwLock::new(Status::default()));
@@ -182,6 +185,8 @@ inbox = "{}"
                 share,
                 store,
                 approval: Some(self.home(i).join(APPROVAL_FILE)),
+                keystore: Some((self.home(i), zeroize::Zeroizing::new(PASS.to_vec()))),
+                group_keys: Arc::new(RwLock::new(Default::default())),
             },
             metrics.clone(),
             status.clone(),
@@ -597,4 +602,146 @@ async fn an_approved_rotation_is_decided_once_and_survives_restart() {
     for i in 0..4 {
         c.stop(i).await;
     }
+}
+
+/// The same four operators rotate to a new group key while messages flow (committee
+/// epochs end to end in the node): every operator approves the same member list; the
+/// members run the new committee's DKG over their running swarm, the outgoing committee
+/// decides the key commit and signs the key rotation for the configured inbox with the old
+/// key, every node switches to epoch 2 at the same height, and later messages are attested
+/// under the new key. A node restarted afterwards resumes in epoch 2 from its store and the
+/// share its DKG wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_operators_rotate_to_a_new_key_while_messages_flow() {
+    let mut c = Cluster::new(4);
+    for i in 0..4 {
+        c.start(i);
+    }
+    c.feed(10).await;
+    wait_until("10 messages decided", Duration::from_secs(60), || {
+        c.running.iter().flatten().all(|r| attested_metric(r) >= 10)
+    })
+    .await;
+    let current: Vec<String> = c.keys.iter().map(|k| public_key_hex(&k.public())).collect();
+    let approval = Approval::next(1, current);
+    for i in 0..4 {
+        approval.write(&c.home(i).join(APPROVAL_FILE)).unwrap();
+    }
+    let epoch_of = |r: &Running| r.status.read().unwrap().epoch;
+    wait_until("every node in epoch 2", Duration::from_secs(120), || {
+        c.running.iter().flatten().all(|r| epoch_of(r) == 2)
+    })
+    .await;
+    let new_key = c.running[0]
+        .as_ref()
+        .unwrap()
+        .status
+        .read()
+        .unwrap()
+        .group_key
+        .clone();
+    assert!(new_key.is_some());
+    assert_ne!(
+        new_key,
+        Some(hex::encode(c.group_key.compressed())),
+        "a new group key"
+    );
+    for r in c.running.iter().flatten() {
+        assert_eq!(
+            r.status.read().unwrap().group_key,
+            new_key,
+            "one key on every node"
+        );
+    }
+    c.feed(10).await;
+    wait_until(
+        "10 more messages decided in epoch 2",
+        Duration::from_secs(60),
+        || c.running.iter().flatten().all(|r| attested_metric(r) >= 20),
+    )
+    .await;
+    // A restart resumes in epoch 2.
+    c.stop(2).await;
+    c.start(2);
+    c.feed(5).await;
+    c.refeed(2).await;
+    wait_until(
+        "5 more messages decided after the restart",
+        Duration::from_secs(60),
+        || {
+            c.running.iter().enumerate().all(|(i, r)| {
+                r.as_ref()
+                    .is_some_and(|r| attested_metric(r) >= if i == 2 { 5 } else { 25 })
+            })
+        },
+    )
+    .await;
+    assert_eq!(epoch_of(c.running[2].as_ref().unwrap()), 2);
+    wait_until(
+        "every decided height attested",
+        Duration::from_secs(60),
+        || {
+            c.running.iter().flatten().all(|r| {
+                let s = r.status.read().unwrap();
+                s.attested_height >= s.decided_height
+            })
+        },
+    )
+    .await;
+    for i in 0..4 {
+        c.stop(i).await;
+    }
+    // Every stored attestation verifies under the key of its block's epoch: batches of
+    // epoch 1 and the key rotation under the old key, batches of epoch 2 under the new one.
+    let new =
+        sigil_crypto::GroupKey::from_compressed(&hex::decode(new_key.unwrap()).unwrap()).unwrap();
+    let store = Store::open(&c.home(0).join("db")).unwrap();
+    let (mut old_batches, mut rotations, mut new_messages) = (0, 0, 0u64);
+    for h in 1..=store.last_height().unwrap() {
+        let cb = store.block(h).unwrap().unwrap();
+        let b = sigil_node::api::proposal_block(&cb).unwrap();
+        let Some(a) = cb.attestation else { continue };
+        let sig = sigil_crypto::OnchainSignature::from_bytes(&a.signature)
+            .unwrap()
+            .to_frost()
+            .unwrap();
+        let (key, digest) = match (&b.handover, b.epoch) {
+            (Some(inbox), 1) => {
+                rotations += 1;
+                let (o, n) = (c.group_key, new);
+                let digest = sigil_crypto::rotation_digest(
+                    inbox.chain_id,
+                    Address::from_slice(&inbox.address),
+                    1,
+                    o.x(),
+                    o.parity(),
+                    2,
+                    n.x(),
+                    n.parity(),
+                );
+                (c.group_key, digest)
+            }
+            (None, 1) => {
+                old_batches += 1;
+                let d = sigil_crypto::batch_digest(1, h, B256::from_slice(&a.root));
+                (c.group_key, d)
+            }
+            (None, 2) => {
+                new_messages += u64::from(b.count);
+                (
+                    new,
+                    sigil_crypto::batch_digest(2, h, B256::from_slice(&a.root)),
+                )
+            }
+            other => panic!("unexpected block at height {h}: {other:?}"),
+        };
+        sigil_crypto::signing::verify(&key, digest, &sig)
+            .unwrap_or_else(|e| panic!("height {h} (epoch {}): {e}", b.epoch));
+    }
+    assert_eq!(rotations, 1, "one key rotation: one configured inbox");
+    assert!(old_batches >= 1);
+    assert!(
+        new_messages >= 15,
+        "messages attested under the new key: {new_messages}"
+    );
 }

@@ -1,0 +1,474 @@
+//! Committee epochs in the running node: the next committee's DKG over this node's swarm,
+//! its key commit offered to the engine, and the switch to the next epoch's engine once the
+//! outgoing one is over ([`sigil_engine::Driver::epoch_over`]).
+//!
+//! - When the engine has decided a rotation that names this node's key and no key commit is
+//!   decided yet, the node runs its part of the incoming committee's DKG
+//!   ([`crate::dkg::DkgSession`]) over the running swarm (`Direct` envelopes on the
+//!   request-response protocol, routed here before the engine sees them). On success it
+//!   writes the new epoch's key share (`keys/share-epoch-<e>.json`, encrypted) and the key
+//!   commit (`keys/key-commit-epoch-<e>.pb`), and offers the key commit to the engine, which
+//!   proposes it (the outgoing committee decides it, then signs one key rotation per inbox).
+//!   A failed DKG is logged naming the member at fault and retried after
+//!   [`DKG_RETRY`]; a DKG that never completes lets the rotation expire in the engine.
+//! - When the engine's epoch is over, a member of the next committee builds the next
+//!   epoch's engine over the same store (heights continue) with the new share; a member that
+//!   leaves keeps the outgoing engine as an archive (it decides nothing more, serves its
+//!   blocks) until its operator stops it. At start, [`sigil_engine::epochs::resume_epoch`]
+//!   finds the epoch the store is in.
+//!
+//! Not built yet: joining members (a node outside the current committee), which need the
+//! allow list widened to the decided rotation's keys and the hand-over fetched
+//! (ARCHITECTURE.md, "Committee epochs").
+
+use super::*;
+use crate::dkg::{DkgSession, Progress};
+use libp2p::request_response::OutboundRequestId;
+use sigil_proto as pb;
+use std::path::PathBuf;
+
+/// A failed DKG for the next committee is started again after this long.
+pub const DKG_RETRY: Duration = Duration::from_secs(30);
+
+/// The committee a rotation names (node keys in member order).
+/// Errors: a member that is not a compressed secp256k1 key.
+pub(super) fn committee_of(r: &pb::Rotation) -> anyhow::Result<Committee> {
+    let keys = r
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            k256::ecdsa::VerifyingKey::from_sec1_bytes(k)
+                .map_err(|_| anyhow::anyhow!("rotation member {} is not a key", i + 1))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Committee::new(keys)?)
+}
+
+/// Where the key commit of `epoch` is kept next to its share.
+pub fn key_commit_path(home: &std::path::Path, epoch: u64) -> PathBuf {
+    home.join("keys")
+        .join(format!("key-commit-epoch-{epoch}.pb"))
+}
+
+/// An engine built for one epoch.
+pub(super) struct Built {
+    pub(super) engine: Driver<Store>,
+    pub(super) startup: Vec<Effect>,
+    pub(super) approval: Option<crate::epoch::ApprovalWatch>,
+    pub(super) approval_error: Option<String>,
+}
+
+/// Builds member `me` of `committee` for key `epoch`: the application core with `share`,
+/// the observations not yet decided and this node's cursors from `store`, the operator's
+/// approval of the committee after `epoch` (read before the engine starts, so replayed
+/// proposals are judged with it), and the engine restored from `store`.
+///
+/// Errors: storage, a key share whose group key the inbox cannot use, the engine's.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn build_engine(
+    cfg: &Config,
+    key: &NodeKey,
+    share: KeyShare,
+    store: Store,
+    committee: &Committee,
+    me: u16,
+    epoch: u64,
+    approval: Option<PathBuf>,
+    metrics: &Metrics,
+) -> anyhow::Result<Built> {
+    let n = committee.len();
+    let (_, t) = sigil_crypto::keys::thresholds(n);
+    let group_key = GroupKey::new(*share.public_key_package.verifying_key())?;
+    let mut next_nonce = BTreeMap::new();
+    for c in &cfg.chains {
+        next_nonce.insert(c.chain_id, store.next_nonce(c.chain_id)?);
+    }
+    let ledger = RocksLedger::open(store.clone())?;
+    let signer = Signer {
+        key: share.key_package,
+        public: share.public_key_package,
+        pool: sigil_crypto::NoncePool::new(),
+        ledger: Box::new(ledger),
+    };
+    let app_params = AppParams {
+        me: Some(me),
+        n,
+        t,
+        epoch,
+        chains: cfg.chains.iter().map(|c| (c.chain_id, c.gateway)).collect(),
+        max_messages: cfg.batch.max_messages,
+        max_bytes: cfg.batch.max_bytes,
+        nonce_pool: cfg.signing.nonce_pool,
+        share_timeout_ms: u64::try_from(cfg.signing.share_timeout.as_millis()).unwrap_or(u64::MAX),
+        rotation_expiry_heights: sigil_engine::app::DEFAULT_ROTATION_EXPIRY_HEIGHTS,
+    };
+    let mut app = App::new(
+        app_params,
+        Some(signer),
+        Some(group_key),
+        next_nonce.clone(),
+        Box::new(rand_core::OsRng),
+    );
+    // Restore observations not yet decided, and our cursors.
+    for c in &cfg.chains {
+        let from = next_nonce.get(&c.chain_id).copied().unwrap_or(0);
+        let obs = store.observations(c.chain_id, from..u64::MAX)?;
+        let cursor = store.cursor(c.chain_id)?.map(|cur| cur.to_wire(c.chain_id));
+        app.observe(obs, cursor);
+    }
+    let mut approval =
+        approval.map(|p| crate::epoch::ApprovalWatch::new(p, epoch, crate::epoch::inboxes(cfg)));
+    let mut approval_error = None;
+    let first = approval.as_mut().and_then(|w| w.poll());
+    if let Some(Err(e)) = first.map(|c| {
+        c.map_err(|e| e.to_string())
+            .and_then(|r| app.approve_rotation(r))
+    }) {
+        tracing::error!(error = %e, "approval file refused; nothing approved");
+        metrics.epoch.approval_errors.inc();
+        approval_error = Some(e);
+    }
+    let (engine, startup) = Driver::new(
+        driver_config(cfg, me),
+        committee.engine().clone(),
+        key.signing_key().clone(),
+        app,
+        store,
+        0,
+    )?;
+    Ok(Built {
+        engine,
+        startup,
+        approval,
+        approval_error,
+    })
+}
+
+/// The next epoch's key material once this node's DKG for it finished.
+pub(super) struct NextKey {
+    share: KeyShare,
+    group_key: GroupKey,
+    commit: pb::KeyCommit,
+}
+
+/// The node's committee-epoch state (see the module docs).
+pub(super) struct EpochHost {
+    key: NodeKey,
+    store: Store,
+    keystore: Option<(PathBuf, zeroize::Zeroizing<Vec<u8>>)>,
+    approval_path: Option<PathBuf>,
+    group_keys: Arc<RwLock<BTreeMap<u64, GroupKey>>>,
+    /// The DKG in progress and its committee.
+    dkg: Option<(DkgSession, Committee, Instant)>,
+    /// Outbound DKG requests in flight → the session's slot.
+    slots: HashMap<OutboundRequestId, u64>,
+    /// No new DKG before this time (after a failure).
+    retry_at: Option<Instant>,
+    next: Option<NextKey>,
+    /// The key commit offer the engine refused last (logged once).
+    offer_error: Option<String>,
+    /// This node is not in the next committee and its epoch is over: an archive now.
+    left: bool,
+}
+
+impl EpochHost {
+    pub(super) fn new(
+        key: NodeKey,
+        store: Store,
+        _epoch: u64,
+        keystore: Option<(PathBuf, zeroize::Zeroizing<Vec<u8>>)>,
+        approval_path: Option<PathBuf>,
+        group_keys: Arc<RwLock<BTreeMap<u64, GroupKey>>>,
+    ) -> Self {
+        Self {
+            key,
+            store,
+            keystore,
+            approval_path,
+            group_keys,
+            dkg: None,
+            slots: HashMap::new(),
+            retry_at: None,
+            next: None,
+            offer_error: None,
+            left: false,
+        }
+    }
+
+    /// A request that belongs to the DKG in progress (a `Direct` envelope): its answer.
+    /// `None`: not the DKG's (the engine's).
+    pub(super) fn dkg_request(&mut self, peer: PeerId, data: &[u8]) -> Option<pb::Response> {
+        let (session, committee, _) = self.dkg.as_mut()?;
+        committee.index_of_peer(&peer)?;
+        let req = pb::Request::decode(data).ok()?;
+        if !matches!(req.kind, Some(pb::request::Kind::Direct(_))) {
+            return None;
+        }
+        Some(session.on_request(peer, data))
+    }
+
+    /// The answer to a DKG request; `false`: not the DKG's.
+    pub(super) fn dkg_response(&mut self, id: OutboundRequestId, data: &[u8]) -> bool {
+        let Some(slot) = self.slots.remove(&id) else {
+            return false;
+        };
+        if let Some((session, _, _)) = self.dkg.as_mut() {
+            session.on_response(slot, data);
+        }
+        true
+    }
+
+    /// A DKG request failed; `false`: not the DKG's.
+    pub(super) fn dkg_failure(&mut self, id: OutboundRequestId) -> bool {
+        let Some(slot) = self.slots.remove(&id) else {
+            return false;
+        };
+        if let Some((session, _, _)) = self.dkg.as_mut() {
+            session.on_failure(slot);
+        }
+        true
+    }
+
+    /// The key share and key commit of `epoch` this node wrote before a restart, if any.
+    fn stored_next(&self, epoch: u64) -> Option<NextKey> {
+        let (home, pass) = self.keystore.as_ref()?;
+        let share = crate::keyfiles::read_key_share(home, pass, epoch).ok()??;
+        let bytes = std::fs::read(key_commit_path(home, epoch)).ok()?;
+        let commit = pb::KeyCommit::decode(bytes.as_slice()).ok()?;
+        let group_key = GroupKey::new(*share.public_key_package.verifying_key()).ok()?;
+        Some(NextKey {
+            share,
+            group_key,
+            commit,
+        })
+    }
+
+    /// Keeps a finished DKG's share and key commit on disk (share encrypted).
+    fn persist(&self, next: &NextKey) -> anyhow::Result<()> {
+        let Some((home, pass)) = self.keystore.as_ref() else {
+            return Ok(());
+        };
+        crate::keyfiles::write_key_share(home, &next.share, &next.group_key, pass, true)?;
+        std::fs::write(
+            key_commit_path(home, next.commit.epoch),
+            next.commit.encode_to_vec(),
+        )?;
+        Ok(())
+    }
+}
+
+impl Node {
+    /// One step of the committee-epoch work, every tick: start or drive the next
+    /// committee's DKG when a decided rotation names this node, and offer its key commit to
+    /// the engine.
+    pub(super) fn epoch_step(&mut self) {
+        let now = Instant::now();
+        let app = self.engine.app();
+        let height = self.engine.status().height;
+        let rotation = app
+            .decided_rotation()
+            .filter(|_| app.decided_key_commit().is_none() && !app.rotation_expired(height))
+            .map(|(_, r)| r.clone());
+        let Some(r) = rotation else {
+            return;
+        };
+        if self
+            .epochs
+            .next
+            .as_ref()
+            .is_some_and(|n| n.commit.epoch != r.epoch)
+        {
+            self.epochs.next = None;
+        }
+        if self.epochs.next.is_none() && self.epochs.dkg.is_none() {
+            let me = self.epochs.key.public();
+            let committee = match committee_of(&r) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "decided rotation unusable");
+                    return;
+                }
+            };
+            if committee.index_of(&me).is_none() {
+                return;
+            }
+            if let Some(kept) = self.epochs.stored_next(r.epoch)
+                && sigil_engine::app::check_key_commit(&kept.commit, &r).is_ok()
+            {
+                tracing::info!(epoch = r.epoch, "next committee's key share found on disk");
+                self.epochs.next = Some(kept);
+            } else if self.epochs.retry_at.is_none_or(|t| now >= t) {
+                match DkgSession::start(&self.epochs.key, committee.clone(), r.epoch, None) {
+                    Ok(s) => {
+                        tracing::info!(
+                            epoch = r.epoch,
+                            members = r.members.len(),
+                            "running the next committee's DKG"
+                        );
+                        self.epochs.dkg = Some((s, committee, now));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the next committee's DKG");
+                        self.epochs.retry_at = Some(now + DKG_RETRY);
+                    }
+                }
+            }
+        }
+        self.drive_dkg(now);
+        if let Some(next) = &self.epochs.next {
+            match self.engine.offer_key_commit(next.commit.clone()) {
+                Ok(()) => self.epochs.offer_error = None,
+                Err(e) => {
+                    if self.epochs.offer_error.as_deref() != Some(&e) {
+                        tracing::warn!(error = %e, "the engine refused our key commit");
+                        self.epochs.offer_error = Some(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the DKG's due requests and takes its result.
+    fn drive_dkg(&mut self, now: Instant) {
+        let Some((session, committee, started)) = self.epochs.dkg.as_mut() else {
+            return;
+        };
+        let connected: BTreeSet<u16> = (1..=committee.len())
+            .filter(|i| {
+                committee.peer(*i).is_some_and(|p| {
+                    self.committee
+                        .index_of_peer(&p)
+                        .is_some_and(|m| self.connected.contains(&m))
+                })
+            })
+            .collect();
+        for (to, slot, request) in session.due(now, &connected) {
+            if let Some(peer) = committee.peer(to) {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .rr
+                    .send_request(&peer, Wire(request));
+                self.epochs.slots.insert(id, slot);
+            }
+        }
+        let epoch = session.epoch();
+        match session.progress() {
+            Progress::Running => {
+                if started.elapsed() > Duration::from_secs(120) {
+                    tracing::warn!(epoch, missing = ?session.missing(), "next committee's DKG still waiting; retrying");
+                    self.epochs.dkg = None;
+                    self.epochs.retry_at = Some(now + DKG_RETRY);
+                }
+            }
+            Progress::Failed(e) => {
+                tracing::error!(epoch, error = %e, "next committee's DKG failed; retrying later");
+                self.epochs.dkg = None;
+                self.epochs.retry_at = Some(now + DKG_RETRY);
+            }
+            Progress::Done(result, commit) => {
+                tracing::info!(epoch, group_key = %hex::encode(result.group_key.compressed()), "next committee's key ready; offering the key commit");
+                let next = NextKey {
+                    share: result.share,
+                    group_key: result.group_key,
+                    commit,
+                };
+                if let Err(e) = self.epochs.persist(&next) {
+                    tracing::error!(error = %e, "storing the next epoch's key share failed");
+                }
+                self.epochs.dkg = None;
+                self.epochs.slots.clear();
+                self.epochs.next = Some(next);
+            }
+        }
+    }
+
+    /// After the engine handled something: when its epoch is over, a member of the next
+    /// committee switches to the next epoch's engine (same store); a member that leaves
+    /// keeps the outgoing engine as an archive.
+    pub(super) fn maybe_switch(&mut self) {
+        if self.epochs.left {
+            return;
+        }
+        let Some(end) = self.engine.epoch_over() else {
+            return;
+        };
+        let Some((_, r)) = self.engine.app().decided_rotation() else {
+            return;
+        };
+        let r = r.clone();
+        let committee = match committee_of(&r) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "decided rotation unusable");
+                self.epochs.left = true;
+                return;
+            }
+        };
+        let Some(me) = committee.index_of(&self.epochs.key.public()) else {
+            tracing::warn!(
+                height = end,
+                epoch = r.epoch,
+                "this node left the committee: it decides nothing more and keeps serving its blocks; stop it once the new committee runs"
+            );
+            self.epochs.left = true;
+            return;
+        };
+        let next = self
+            .epochs
+            .next
+            .take()
+            .or_else(|| self.epochs.stored_next(r.epoch));
+        let Some(next) = next else {
+            tracing::error!(
+                epoch = r.epoch,
+                "the epoch is over but this node has no key share for the next one"
+            );
+            self.epochs.left = true;
+            return;
+        };
+        let built = match build_engine(
+            &self.cfg,
+            &self.epochs.key,
+            next.share,
+            self.epochs.store.clone(),
+            &committee,
+            me,
+            r.epoch,
+            self.epochs.approval_path.clone(),
+            &self.metrics,
+        ) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "building the next epoch's engine failed");
+                self.epochs.left = true;
+                return;
+            }
+        };
+        if let Ok(mut k) = self.epochs.group_keys.write() {
+            k.insert(r.epoch, next.group_key);
+        }
+        tracing::info!(
+            epoch = r.epoch,
+            member = me,
+            committee = committee.len(),
+            after_height = end,
+            "switched to the next committee"
+        );
+        self.engine = built.engine;
+        self.approval = built.approval;
+        self.approval_error = built.approval_error;
+        self.committee = committee;
+        self.me = me;
+        self.connected = self
+            .swarm
+            .connected_peers()
+            .filter_map(|p| self.committee.index_of_peer(p))
+            .collect();
+        self.execute(built.startup);
+        for m in self.connected.clone() {
+            self.drive(Input::PeerUp(m));
+        }
+    }
+}
