@@ -22,6 +22,7 @@ pub mod contracts;
 pub mod dkg;
 pub mod epoch;
 pub mod identity;
+pub mod join;
 pub mod keyfiles;
 pub mod metrics;
 pub mod node;
@@ -42,16 +43,21 @@ pub fn now_ms() -> u64 {
 }
 
 /// Starts a node from `home` (config.toml, keys, `db/`) and runs it until `shutdown` flips
-/// to true: watchers per chain, the HTTP API, and the consensus/signing loop.
+/// to true: watchers per chain, the HTTP API, and the consensus/signing loop. With `join`,
+/// a node outside the current committee first joins the approved next one ([`join`]).
 /// Errors: config, key, storage or bind failures, each naming what to fix.
 pub async fn start(
     home: &Path,
     cfg: config::Config,
     pass: &[u8],
+    join: bool,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let key = keyfiles::read_node_key(home, pass)?;
-    let store = store::Store::open(&home.join("db"))?;
+    let mut store = store::Store::open(&home.join("db"))?;
+    if join {
+        join::run(&cfg, home, &key, pass, &mut store, shutdown.clone()).await?;
+    }
     // The epoch the store is in: the configured one, or a later one the node switched to.
     let epoch = sigil_engine::epochs::resume_epoch(&store, cfg.committee.epoch)?.epoch;
     let share = keyfiles::read_key_share(home, pass, epoch)?.ok_or_else(|| {

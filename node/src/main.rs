@@ -59,7 +59,13 @@ enum Cmd {
         undo_refresh: bool,
     },
     /// Run the node.
-    Start,
+    Start {
+        /// Join the next committee (this node's key is in the approved next committee, not
+        /// in the current one): run its DKG with the members, fetch and check the
+        /// hand-over, then run as a member of the new epoch.
+        #[arg(long)]
+        join: bool,
+    },
     /// Relay attestations from node APIs to destination inboxes (no committee key needed).
     Relay {
         /// Node API base URL (repeat for fallbacks).
@@ -482,12 +488,12 @@ async fn run() -> Result<()> {
             println!("y: {}", r.group_key.y());
             println!("key share of epoch {epoch} written to {}", path.display());
         }
-        Cmd::Start => {
+        Cmd::Start { join } => {
             let cfg = load_config(&home)?;
             init_logs(cfg.node.log_format == "json");
             let pass = keyfiles::passphrase()?;
             let stop = shutdown_signal().await;
-            sigil_node::start(&home, cfg, &pass, stop).await?;
+            sigil_node::start(&home, cfg, &pass, join, stop).await?;
         }
         Cmd::Relay {
             apis,

@@ -129,6 +129,7 @@ pub struct Node {
 }
 
 mod handover;
+pub use handover::{committee_of, key_commit_path};
 
 /// How often the approval file is polled (a stat per poll).
 const APPROVAL_POLL: Duration = Duration::from_secs(1);
@@ -608,9 +609,15 @@ impl Node {
                             .send_response(channel, Wire(ack.encode_to_vec()));
                         return;
                     }
-                    let Some(from) = self.committee.index_of_peer(&peer) else {
-                        self.metrics.p2p.reject("non-member request");
-                        return;
+                    // A joiner (guest) is member 0: the engine serves it the hand-over and
+                    // takes its key commit, and refuses it everything else.
+                    let from = match self.committee.index_of_peer(&peer) {
+                        Some(m) => m,
+                        None if self.epochs.is_guest(&peer) => 0,
+                        None => {
+                            self.metrics.p2p.reject("non-member request");
+                            return;
+                        }
                     };
                     self.next_id = self.next_id.wrapping_add(1);
                     let id = self.next_id;
@@ -657,6 +664,8 @@ impl Node {
                     }
                     tracing::info!(member = i, "peer connected");
                     self.drive(Input::PeerUp(i));
+                } else if self.epochs.is_guest(&peer_id) {
+                    tracing::info!(%peer_id, "joining member of the next committee connected");
                 } else {
                     self.metrics.p2p.denied_connections.inc();
                     let _ = self.swarm.disconnect_peer_id(peer_id);

@@ -745,3 +745,176 @@ async fn four_operators_rotate_to_a_new_key_while_messages_flow() {
         "messages attested under the new key: {new_messages}"
     );
 }
+
+/// An operator joins and another leaves while messages flow: the operators approve the
+/// next committee (member 4 out, a new node in); the new node, started with `--join`'s
+/// phase ([`sigil_node::join::run`]), runs the DKG with members 1-3 over their running
+/// swarm, offers the key commit, fetches and checks the hand-over, and starts as member 4 of
+/// epoch 2; member 4 of epoch 1 stays behind as an archive. Later messages are decided by
+/// the new committee, the joiner included, and attested under the new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_joins_and_another_leaves_while_messages_flow() {
+    let mut c = Cluster::new(4);
+    for i in 0..4 {
+        c.start(i);
+    }
+    c.feed(10).await;
+    wait_until("10 messages decided", Duration::from_secs(60), || {
+        c.running.iter().flatten().all(|r| attested_metric(r) >= 10)
+    })
+    .await;
+    let joiner = NodeKey::generate();
+    let current: Vec<String> = c.keys.iter().map(|k| public_key_hex(&k.public())).collect();
+    let next = next_members(
+        &current,
+        vec![],
+        vec![public_key_hex(&joiner.public())],
+        vec![current[3].clone()],
+    )
+    .unwrap();
+    let approval = Approval::next(1, next);
+    let jhome = c.dir.path().join("joiner");
+    std::fs::create_dir_all(&jhome).unwrap();
+    approval.write(&jhome.join(APPROVAL_FILE)).unwrap();
+    for i in 0..4 {
+        approval.write(&c.home(i).join(APPROVAL_FILE)).unwrap();
+    }
+    // The joiner's config lists the current committee; it listens on its own port.
+    let jcfg = Config::parse(
+        &c.config
+            .replace("LISTEN", &format!("/ip4/127.0.0.1/tcp/{}", free_port())),
+        "test".as_ref(),
+        [],
+    )
+    .unwrap();
+    let mut jstore = Store::open(&jhome.join("db")).unwrap();
+    let (jstop, jstop_rx) = watch::channel(false);
+    let joined = {
+        let (jcfg, jhome, joiner) = (jcfg.clone(), jhome.clone(), joiner.clone());
+        tokio::spawn(async move {
+            sigil_node::join::run(&jcfg, &jhome, &joiner, PASS, &mut jstore, jstop_rx)
+                .await
+                .map(|()| jstore)
+        })
+    };
+    let jstore = tokio::time::timeout(Duration::from_secs(120), joined)
+        .await
+        .expect("the join phase finishes")
+        .unwrap()
+        .unwrap();
+    drop(jstop);
+    let share = sigil_node::keyfiles::read_key_share(&jhome, PASS, 2)
+        .unwrap()
+        .expect("the joiner's share of epoch 2");
+    assert_eq!((share.member, share.n, share.epoch), (4, 4, 2));
+    let metrics = Arc::new(Metrics::new());
+    let status = Arc::new(RwLock::new(Status::default()));
+    let node = Node::new(
+        NodeSetup {
+            cfg: jcfg,
+            key: joiner,
+            share,
+            store: jstore,
+            approval: Some(jhome.join(APPROVAL_FILE)),
+            keystore: Some((jhome.clone(), zeroize::Zeroizing::new(PASS.to_vec()))),
+            group_keys: Arc::new(RwLock::new(Default::default())),
+        },
+        metrics.clone(),
+        status.clone(),
+    )
+    .unwrap();
+    let (tx, rx) = mpsc::channel(64);
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(node.run(rx, stop_rx));
+    let j = Running {
+        tx,
+        stop,
+        task,
+        metrics,
+        status,
+    };
+    let epoch_of = |r: &Running| r.status.read().unwrap().epoch;
+    wait_until(
+        "members 1-3 and the joiner in epoch 2",
+        Duration::from_secs(60),
+        || (0..3).all(|i| epoch_of(c.running[i].as_ref().unwrap()) == 2) && epoch_of(&j) == 2,
+    )
+    .await;
+    assert_eq!(
+        epoch_of(c.running[3].as_ref().unwrap()),
+        1,
+        "the leaver stays behind as an archive"
+    );
+    c.feed(10).await;
+    j.tx.send(c.event(0)).await.unwrap();
+    wait_until(
+        "10 messages decided by the new committee",
+        Duration::from_secs(60),
+        || {
+            (0..3).all(|i| attested_metric(c.running[i].as_ref().unwrap()) >= 20)
+                && attested_metric(&j) >= 10
+        },
+    )
+    .await;
+    wait_until("attested on the joiner", Duration::from_secs(60), || {
+        let s = j.status.read().unwrap();
+        s.attested_height >= s.decided_height && s.decided_height > 0
+    })
+    .await;
+    let new_key = j.status.read().unwrap().group_key.clone().unwrap();
+    assert_eq!(
+        c.running[0]
+            .as_ref()
+            .unwrap()
+            .status
+            .read()
+            .unwrap()
+            .group_key,
+        Some(new_key.clone())
+    );
+    let _ = j.stop.send(true);
+    let _ = j.task.await;
+    for i in 0..4 {
+        c.stop(i).await;
+    }
+    // The joiner's store: the hand-over blocks (certified, without attestations), then the
+    // new epoch's blocks, attested under the new key.
+    let new = sigil_crypto::GroupKey::from_compressed(&hex::decode(new_key).unwrap()).unwrap();
+    let store = Store::open(&jhome.join("db")).unwrap();
+    let mut new_messages = 0u64;
+    let mut first = None;
+    for h in 1..=store.last_height().unwrap() {
+        let Some(cb) = store.block(h).unwrap() else {
+            continue;
+        };
+        first.get_or_insert(h);
+        let b = sigil_node::api::proposal_block(&cb).unwrap();
+        if b.epoch == 1 {
+            assert!(
+                b.key_commit.is_some() || b.handover.is_some(),
+                "only the hand-over of epoch 1"
+            );
+            continue;
+        }
+        let a = cb.attestation.expect("attested");
+        let sig = sigil_crypto::OnchainSignature::from_bytes(&a.signature)
+            .unwrap()
+            .to_frost()
+            .unwrap();
+        sigil_crypto::signing::verify(
+            &new,
+            sigil_crypto::batch_digest(2, h, B256::from_slice(&a.root)),
+            &sig,
+        )
+        .unwrap();
+        new_messages += u64::from(b.count);
+    }
+    assert!(
+        first.unwrap() > 1,
+        "the joiner never held the earlier blocks"
+    );
+    assert_eq!(
+        new_messages, 10,
+        "the new committee attested the 10 new messages"
+    );
+}

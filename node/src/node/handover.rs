@@ -32,7 +32,7 @@ pub const DKG_RETRY: Duration = Duration::from_secs(30);
 
 /// The committee a rotation names (node keys in member order).
 /// Errors: a member that is not a compressed secp256k1 key.
-pub(super) fn committee_of(r: &pb::Rotation) -> anyhow::Result<Committee> {
+pub fn committee_of(r: &pb::Rotation) -> anyhow::Result<Committee> {
     let keys = r
         .members
         .iter()
@@ -170,6 +170,11 @@ pub(super) struct EpochHost {
     offer_error: Option<String>,
     /// This node is not in the next committee and its epoch is over: an archive now.
     left: bool,
+    /// Peers of the decided rotation's committee that are not members now (joiners): they
+    /// may connect and ask for the hand-over and DKG packages.
+    guests: BTreeSet<PeerId>,
+    /// The epoch whose rotation's peers were admitted.
+    admitted: Option<u64>,
 }
 
 impl EpochHost {
@@ -193,12 +198,21 @@ impl EpochHost {
             next: None,
             offer_error: None,
             left: false,
+            guests: BTreeSet::new(),
+            admitted: None,
         }
+    }
+
+    /// Whether `peer` belongs to the decided rotation's committee without being a member
+    /// now (a joiner).
+    pub(super) fn is_guest(&self, peer: &PeerId) -> bool {
+        self.guests.contains(peer)
     }
 
     /// A request that belongs to the DKG in progress (a `Direct` envelope): its answer.
     /// `None`: not the DKG's (the engine's).
     pub(super) fn dkg_request(&mut self, peer: PeerId, data: &[u8]) -> Option<pb::Response> {
+        // Before our DKG started, a joiner's early package gets a "retry later".
         let (session, committee, _) = self.dkg.as_mut()?;
         committee.index_of_peer(&peer)?;
         let req = pb::Request::decode(data).ok()?;
@@ -264,6 +278,7 @@ impl Node {
     /// the engine.
     pub(super) fn epoch_step(&mut self) {
         let now = Instant::now();
+        self.admit_rotation_peers();
         let app = self.engine.app();
         let height = self.engine.status().height;
         let rotation = app
@@ -329,6 +344,29 @@ impl Node {
         }
     }
 
+    /// Once a rotation is decided, the next committee's members that are not members now
+    /// (joiners) may connect: the allow list takes their peer ids, and they are served the
+    /// DKG, key-commit and hand-over requests (never catch-up).
+    fn admit_rotation_peers(&mut self) {
+        let Some((_, r)) = self.engine.app().decided_rotation() else {
+            return;
+        };
+        if self.epochs.admitted == Some(r.epoch) {
+            return;
+        }
+        let epoch = r.epoch;
+        let Ok(next) = committee_of(r) else {
+            return;
+        };
+        for p in next.peers() {
+            if self.committee.index_of_peer(p).is_none() {
+                self.swarm.behaviour_mut().allow.allow_peer(*p);
+                self.epochs.guests.insert(*p);
+            }
+        }
+        self.epochs.admitted = Some(epoch);
+    }
+
     /// Sends the DKG's due requests and takes its result.
     fn drive_dkg(&mut self, now: Instant) {
         let Some((session, committee, started)) = self.epochs.dkg.as_mut() else {
@@ -336,11 +374,9 @@ impl Node {
         };
         let connected: BTreeSet<u16> = (1..=committee.len())
             .filter(|i| {
-                committee.peer(*i).is_some_and(|p| {
-                    self.committee
-                        .index_of_peer(&p)
-                        .is_some_and(|m| self.connected.contains(&m))
-                })
+                committee
+                    .peer(*i)
+                    .is_some_and(|p| self.swarm.is_connected(&p))
             })
             .collect();
         for (to, slot, request) in session.due(now, &connected) {
@@ -461,6 +497,7 @@ impl Node {
         self.approval_error = built.approval_error;
         self.committee = committee;
         self.me = me;
+        self.epochs.guests.clear();
         self.connected = self
             .swarm
             .connected_peers()
