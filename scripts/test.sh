@@ -25,6 +25,13 @@ devnet_dir="$(mktemp -d "${TMPDIR:-/tmp}/sigil-ci-devnet.XXXXXX")"
   --timeout 180 --run-dir "$devnet_dir" || { echo "devnet failed; logs in $devnet_dir" >&2; exit 1; }
 rm -rf "$devnet_dir"
 
+step "devnet: committee rotation mid-run (node 5 joins, node 4 leaves, new group key) while messages flow both ways; every message delivered exactly once"
+devnet_dir="$(mktemp -d "${TMPDIR:-/tmp}/sigil-ci-rotation.XXXXXX")"
+"$CARGO_TARGET_DIR/debug/sigil" devnet --nodes 4 --messages 200 --rate 20 --burst 10 --poison 2 \
+  --rotate-at 100 --join 1 --leave 1 --quiet --timeout 240 --run-dir "$devnet_dir" \
+  || { echo "rotation devnet failed; logs in $devnet_dir" >&2; exit 1; }
+rm -rf "$devnet_dir"
+
 step "forge test"
 (cd contracts && forge test)
 

@@ -80,7 +80,21 @@ pub struct DevnetArgs {
     /// No progress line (CI logs).
     #[arg(long)]
     pub quiet: bool,
+    /// Rotate the committee once this many messages are sent: every operator approves the
+    /// next committee (`--leave` members out, `--join` new nodes in), which takes over as
+    /// epoch 2 with a new group key while messages keep flowing (see `devnet::rotate`).
+    #[arg(long)]
+    pub rotate_at: Option<u32>,
+    /// New nodes joining the committee at the rotation.
+    #[arg(long, default_value_t = 0, requires = "rotate_at")]
+    pub join: u16,
+    /// Members leaving the committee at the rotation (the last ones).
+    #[arg(long, default_value_t = 0, requires = "rotate_at")]
+    pub leave: u16,
 }
+
+mod rotate;
+pub use rotate::RotationReport;
 
 /// The outcome.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -116,6 +130,8 @@ pub struct Report {
     pub seconds: f64,
     /// Per node: member, decided height, attested height, peers, state.
     pub nodes: Vec<NodeFigures>,
+    /// The committee rotation, when one was asked for (`--rotate-at`).
+    pub rotation: Option<RotationReport>,
 }
 
 /// One node's figures at the end.
@@ -168,9 +184,11 @@ struct Sent {
 
 impl Report {
     /// Whether the run passed: every good message delivered exactly once, every poison
-    /// message Failed (not delivered, not missing).
+    /// message Failed (not delivered, not missing), and an asked-for rotation completed
+    /// (the new committee in epoch 2, both inboxes on the new key).
     pub fn passed(&self) -> bool {
-        self.missing.is_empty()
+        self.rotation.as_ref().is_none_or(RotationReport::done)
+            && self.missing.is_empty()
             && self.duplicates.is_empty()
             && self.delivered + self.poison == self.sent
             && self.not_failed.is_empty()
@@ -311,9 +329,23 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         b.anvil.endpoint()
     );
 
-    // 2. Node homes.
+    // 2. Node homes (the joiners' too: their config lists the current committee).
+    if args.rotate_at.is_some()
+        && (args.leave >= args.nodes || args.nodes - args.leave + args.join < 4)
+    {
+        bail!(
+            "--join {} --leave {}: the next committee needs at least 4 members",
+            args.join,
+            args.leave
+        );
+    }
+    let joiners = if args.rotate_at.is_some() {
+        args.join
+    } else {
+        0
+    };
     let mut members = Vec::new();
-    for i in 1..=args.nodes {
+    for i in 1..=args.nodes + joiners {
         let home = run_dir.join(format!("node{i}"));
         let (p2p, api) = (free_port()?, free_port()?);
         let out = sigil(&bin, &home)
@@ -336,12 +368,14 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
             .ok_or_else(|| anyhow!("sigil init printed no node key"))?;
         members.push((key, p2p, api));
     }
+    let keys: Vec<String> = members.iter().map(|m| m.0.clone()).collect();
+    let (members, joining) = members.split_at(usize::from(args.nodes));
     let mut nodes = Vec::new();
-    for (i, m) in members.iter().enumerate() {
+    for (i, m) in members.iter().chain(joining).enumerate() {
         let home = run_dir.join(format!("node{}", i + 1));
         std::fs::write(
             home.join("config.toml"),
-            node_config(m, &members, &[&a, &b], &args),
+            node_config(m, members, &[&a, &b], &args),
         )?;
         nodes.push(NodeProc {
             member: i as u16 + 1,
@@ -352,10 +386,10 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         });
     }
 
-    // 3. DKG over the network, all members at once.
+    // 3. DKG over the network, all members at once (joiners take part in the next one).
     println!("running DKG among {} nodes ...", args.nodes);
     let mut dkgs = Vec::new();
-    for n in &nodes {
+    for n in nodes.iter().take(usize::from(args.nodes)) {
         let log = std::fs::File::create(n.home.join("dkg.log"))?;
         let child = sigil(&bin, &n.home)
             .args(["dkg", "--timeout", "90s"])
@@ -375,7 +409,7 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         }
     }
     let mut group_keys = BTreeSet::new();
-    for n in &nodes {
+    for n in nodes.iter().take(usize::from(args.nodes)) {
         let g: sigil_node::keyfiles::GroupKeyFile = serde_json::from_str(
             &std::fs::read_to_string(n.home.join(sigil_node::keyfiles::GROUP_KEY))?,
         )?;
@@ -405,10 +439,16 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         }
     }
 
-    // 5. Nodes and relayer.
-    for n in nodes.iter_mut() {
+    // 5. Nodes and relayer (joiners start at the rotation).
+    for n in nodes.iter_mut().take(usize::from(args.nodes)) {
         n.child = Some(start_node(&bin, &n.home)?);
     }
+    for n in nodes.iter_mut().skip(usize::from(args.nodes)) {
+        n.state = "waiting";
+    }
+    let mut rotation = args
+        .rotate_at
+        .map(|_| rotate::Rotation::new(args.nodes, joiners, args.leave));
     let relayer_home = run_dir.join("relayer");
     std::fs::create_dir_all(&relayer_home)?;
     let relayer_key = hex::encode(a.anvil.keys()[1].to_bytes());
@@ -500,7 +540,16 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
             killed_at = Some(Instant::now());
             println!("killed node {victim} after {} messages", (k + 1) * burst);
         }
+        if let (Some(r), Some(at)) = (rotation.as_mut(), args.rotate_at)
+            && !r.started()
+            && (k + 1) * burst >= at as usize
+        {
+            r.begin(&bin, &mut nodes, &keys, (k + 1) * burst).await?;
+        }
         tracker.poll(&nodes).await;
+        if let Some(r) = rotation.as_mut() {
+            tracker.observe_rotation(r, &mut nodes).await;
+        }
         if !args.quiet {
             tracker.progress(total.min((k + 1) * burst), total);
         }
@@ -555,16 +604,21 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
             println!("restarted node {}", n.member);
         }
         tracker.poll(&nodes).await;
+        if let Some(r) = rotation.as_mut() {
+            tracker.observe_rotation(r, &mut nodes).await;
+        }
         if !args.quiet {
             tracker.progress(total, total);
         }
-        if sent_ids.iter().all(|(id, s)| {
-            if s.poison {
-                tracker.failed.contains_key(id)
-            } else {
-                tracker.delivered.contains_key(id)
-            }
-        }) {
+        if rotation.as_ref().is_none_or(|r| r.report.done())
+            && sent_ids.iter().all(|(id, s)| {
+                if s.poison {
+                    tracker.failed.contains_key(id)
+                } else {
+                    tracker.delivered.contains_key(id)
+                }
+            })
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -674,6 +728,13 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         heights: figures.iter().map(|f| f.decided).max().unwrap_or(0),
         seconds: t0.elapsed().as_secs_f64(),
         nodes: figures,
+        rotation: rotation.map(|mut r| {
+            r.report.messages_per_epoch = [
+                tracker.per_epoch.get(&1).copied().unwrap_or(0),
+                tracker.per_epoch.get(&2).copied().unwrap_or(0),
+            ];
+            r.report
+        }),
     };
     std::fs::write(
         run_dir.join("report.json"),
@@ -711,12 +772,18 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
 }
 
 fn start_node(bin: &Path, home: &Path) -> Result<Child> {
+    start_node_with(bin, home, &[])
+}
+
+/// `sigil start` with extra arguments (`--join`), logging to `<home>/node.log`.
+fn start_node_with(bin: &Path, home: &Path, extra: &[&str]) -> Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(home.join("node.log"))?;
     Ok(sigil(bin, home)
         .arg("start")
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()?)
@@ -773,6 +840,20 @@ pub fn print_report(r: &Report) {
             n.member, n.state, n.decided, n.attested, n.peers, n.culprits, n.timeouts
         );
     }
+    if let Some(rot) = &r.rotation {
+        println!();
+        println!(
+            "rotation: approved after {} messages; joined {:?}, left {:?}",
+            rot.approved_after_messages, rot.joined, rot.left
+        );
+        let s = |v: Option<f64>| v.map_or("NOT DONE".to_string(), |v| format!("{v:.1} s"));
+        println!("  new committee in epoch 2  {}", s(rot.new_key_after_s));
+        println!("  both inboxes rotated      {}", s(rot.inboxes_after_s));
+        println!(
+            "  messages attested         epoch 1: {}   epoch 2: {}",
+            rot.messages_per_epoch[0], rot.messages_per_epoch[1]
+        );
+    }
     for id in &r.missing {
         println!("MISSING   {id}");
     }
@@ -792,6 +873,8 @@ struct Tracker {
     delivered: HashMap<B256, u64>,
     failed: HashMap<B256, u64>,
     inboxes: Vec<(DynProvider, Address, u64)>,
+    /// Messages in attested batches, per key epoch.
+    per_epoch: BTreeMap<u64, u64>,
 }
 
 impl Tracker {
@@ -815,6 +898,7 @@ impl Tracker {
             delivered: HashMap::new(),
             failed: HashMap::new(),
             inboxes,
+            per_epoch: BTreeMap::new(),
         }
     }
 
@@ -864,6 +948,7 @@ impl Tracker {
         for m in &bv.messages {
             self.attested.entry(m.id).or_insert(now);
         }
+        *self.per_epoch.entry(bv.epoch).or_default() += bv.messages.len() as u64;
         self.next_height += 1;
     }
 
@@ -882,6 +967,34 @@ impl Tracker {
             self.delivered.len()
         );
         let _ = std::io::stdout().flush();
+    }
+
+    /// Reads every node's epoch and both inboxes' current epochs for the rotation.
+    async fn observe_rotation(&self, r: &mut rotate::Rotation, nodes: &mut [NodeProc]) {
+        let mut epochs = Vec::new();
+        for n in nodes.iter() {
+            let e = match n.child {
+                Some(_) => self
+                    .node_status(&n.api)
+                    .await
+                    .and_then(|s| s["epoch"].as_u64())
+                    .unwrap_or(0),
+                None => 0,
+            };
+            epochs.push(e);
+        }
+        let mut inboxes = Vec::new();
+        for (p, inbox, _) in &self.inboxes {
+            match SigilInbox::new(*inbox, p.clone())
+                .currentEpoch()
+                .call()
+                .await
+            {
+                Ok(e) => inboxes.push(e),
+                Err(_) => return,
+            }
+        }
+        r.observe(nodes, &epochs, &inboxes);
     }
 
     async fn node_status(&self, api: &str) -> Option<serde_json::Value> {
