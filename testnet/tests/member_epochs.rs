@@ -6,37 +6,12 @@
 //! signatures over each inbox's rotation digest) and finish: every message decided and
 //! attested, the new committee running in the new epoch.
 
-use sigil_testnet::membersim::{self as member, Adversary, Scenario, Switch};
-
-fn schedules(switch: Switch, n: u16, seeds: std::ops::Range<u64>) -> Vec<Scenario> {
-    let mut out = Vec::new();
-    for seed in seeds {
-        let seat = (seed % u64::from(n)) as u16 + 1;
-        for a in Adversary::ALL {
-            if a == Adversary::RogueRotation {
-                // Its own approval differs from the honest one; covered by the member sweep.
-                continue;
-            }
-            let mut sc = Scenario::new(n, seed, Some((seat, a)));
-            sc.switch = Some(switch);
-            sc.messages = 20;
-            // Another node crashes mid-hand-over: an outgoing member, or (every other seed)
-            // a joiner where there is one.
-            let joiner = switch.incoming(n).into_iter().find(|m| *m > n);
-            sc.crash_in_handover = match (seed % 2, joiner) {
-                (1, Some(j)) => Some(j),
-                _ => Some(seat % n + 1),
-            };
-            out.push(sc);
-        }
-    }
-    out
-}
+use sigil_testnet::membersim::{self as member, Switch};
 
 fn run_all(switch: Switch, n: u16) {
     let mut failures = Vec::new();
     let mut runs = 0;
-    for sc in schedules(switch, n, 0..2) {
+    for sc in member::sweep::switch_scenarios(switch, n, 0..2) {
         let cmd = member::replay_command(&sc);
         let r = member::run(sc);
         runs += 1;

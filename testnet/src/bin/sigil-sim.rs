@@ -109,6 +109,11 @@ enum Cmd {
         /// restarts (member `seed mod n + 1`).
         #[arg(long)]
         crash_only: bool,
+        /// Instead: committee changes carried out end to end (grow, shrink, replace), every
+        /// adversary in an outgoing seat and a crash mid-hand-over
+        /// (`membersim::sweep::switch_scenarios`); shrink needs --nodes 5 or more.
+        #[arg(long, conflicts_with = "crash_only")]
+        switch: Option<String>,
         /// Threads to spread the schedules over.
         #[arg(long, default_value_t = 1)]
         jobs: usize,
@@ -187,9 +192,18 @@ fn main() -> anyhow::Result<()> {
             nodes,
             start,
             crash_only,
+            switch,
             jobs,
         } => {
-            let scs = member::sweep::scenarios(nodes, start..start + seeds, crash_only);
+            let scs = match switch {
+                Some(name) => member::sweep::switch_scenarios(
+                    member::Switch::from_name(&name)
+                        .ok_or_else(|| anyhow::anyhow!("unknown --switch {name}"))?,
+                    nodes,
+                    start..start + seeds,
+                ),
+                None => member::sweep::scenarios(nodes, start..start + seeds, crash_only),
+            };
             let t = Instant::now();
             let total = scs.len();
             let s = member::sweep::sweep(scs, jobs, &|done| {

@@ -2,7 +2,7 @@
 //! spreads them over threads (each schedule is deterministic on its own, so the verdicts
 //! do not depend on the thread count).
 
-use super::{Adversary, Report, Scenario, replay_command, run};
+use super::{Adversary, Report, Scenario, Switch, replay_command, run};
 use sigil_engine::Member;
 use std::ops::Range;
 use std::sync::Mutex;
@@ -33,6 +33,33 @@ pub fn scenarios(n: u16, seeds: Range<u64>, crash_only: bool) -> Vec<Scenario> {
             }
             // Every odd seed the honest operators approve a rotation, which must be decided.
             sc.rotation = seed % 2 == 1;
+            out.push(sc);
+        }
+    }
+    out
+}
+
+/// Committee-change schedules of seeds `seeds` from a genesis committee of `n`: every
+/// adversary but the rogue rotation (whose own approval differs from the honest one; the
+/// plain sweep covers it) in outgoing seat `seed mod n + 1`, each with `switch` carried out
+/// end to end, 20 messages, and another honest node crashing mid-hand-over (a joiner on odd
+/// seeds where there is one, else the next outgoing member).
+pub fn switch_scenarios(switch: Switch, n: u16, seeds: Range<u64>) -> Vec<Scenario> {
+    let mut out = Vec::new();
+    for seed in seeds {
+        let seat = (seed % u64::from(n)) as Member + 1;
+        let joiner = switch.incoming(n).into_iter().find(|m| *m > n);
+        for a in Adversary::ALL {
+            if a == Adversary::RogueRotation {
+                continue;
+            }
+            let mut sc = Scenario::new(n, seed, Some((seat, a)));
+            sc.switch = Some(switch);
+            sc.messages = 20;
+            sc.crash_in_handover = match (seed % 2, joiner) {
+                (1, Some(j)) => Some(j),
+                _ => Some(seat % n + 1),
+            };
             out.push(sc);
         }
     }
