@@ -368,9 +368,17 @@ pub struct EpochStatus {
     /// The epoch this committee signs under.
     pub epoch: u64,
     /// `none` (nothing approved or decided), `approved` (this operator approved a next
-    /// committee, not yet decided) or `decided` (the committee decided a rotation; the next
-    /// steps — the new committee's key and the hand-over — act on it).
+    /// committee, not yet decided), `decided` (the committee decided a rotation; the new
+    /// committee's DKG runs), `key` (the new key's commit is decided; the key rotations are
+    /// being signed) or `handedOver` (every inbox's key rotation is decided: the epoch ends
+    /// at `epochEnd`, then the new committee takes over).
     pub stage: String,
+    /// The height that decided the new key's commit.
+    pub key_height: Option<u64>,
+    /// The heights of the decided key-rotation blocks (one per inbox).
+    pub handover_heights: Vec<u64>,
+    /// The epoch's last height, once the hand-over is decided.
+    pub epoch_end: Option<u64>,
     /// What this member's operator approved.
     pub approved: Option<RotationView>,
     /// Why the approval file was refused, if it was (the approval is then withdrawn).
@@ -395,18 +403,38 @@ impl EpochStatus {
         Self {
             epoch,
             stage: stage.into(),
+            key_height: None,
+            handover_heights: Vec::new(),
+            epoch_end: None,
             approved: approved.map(|r| RotationView::of(r, None)),
             approval_error,
             decided: decided.map(|(h, r)| RotationView::of(r, Some(h))),
         }
     }
 
+    /// Adds the hand-over's progress from the engine's epoch record: the key commit's
+    /// height, the key-rotation heights and the epoch's end (stages `key`, `handedOver`).
+    pub fn with_handover(mut self, record: &pb::EpochRecord, end: Option<u64>) -> Self {
+        if record.key_commit.is_some() {
+            self.key_height = Some(record.key_height);
+            self.stage = "key".into();
+        }
+        self.handover_heights = record.handover_heights.clone();
+        if end.is_some() {
+            self.epoch_end = end;
+            self.stage = "handedOver".into();
+        }
+        self
+    }
+
     /// The stage as a number for the `sigil_rotation_stage` gauge: 0 none, 1 approved,
-    /// 2 decided.
+    /// 2 decided, 3 key, 4 handedOver.
     pub fn stage_code(&self) -> i64 {
         match self.stage.as_str() {
             "approved" => 1,
             "decided" => 2,
+            "key" => 3,
+            "handedOver" => 4,
             _ => 0,
         }
     }
@@ -525,5 +553,35 @@ mod tests {
         assert!(matches!(w.poll(), Some(Err(ApprovalError::Parse { .. }))));
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(w.poll(), Some(Ok(None))), "withdrawn");
+    }
+
+    #[test]
+    fn status_follows_the_hand_over_stages() {
+        let r = pb::Rotation {
+            epoch: 2,
+            ..Default::default()
+        };
+        let decided = EpochStatus::new(1, None, Some((5, &r)), None);
+        assert_eq!(
+            (decided.stage.as_str(), decided.stage_code()),
+            ("decided", 2)
+        );
+        let mut record = pb::EpochRecord {
+            rotation: Some(r.clone()),
+            rotation_height: 5,
+            key_commit: Some(pb::KeyCommit::default()),
+            key_height: 7,
+            handover_heights: vec![8],
+        };
+        let key = decided.clone().with_handover(&record, None);
+        assert_eq!((key.stage.as_str(), key.stage_code()), ("key", 3));
+        assert_eq!((key.key_height, key.epoch_end), (Some(7), None));
+        record.handover_heights.push(9);
+        let over = decided.with_handover(&record, Some(9));
+        assert_eq!((over.stage.as_str(), over.stage_code()), ("handedOver", 4));
+        assert_eq!(
+            (over.handover_heights, over.epoch_end),
+            (vec![8, 9], Some(9))
+        );
     }
 }

@@ -522,7 +522,8 @@ impl Node {
             app.approved_rotation(),
             app.decided_rotation(),
             self.approval_error.clone(),
-        );
+        )
+        .with_handover(&app.epoch_record(), app.epoch_end());
         if let Ok(mut s) = self.status.write() {
             s.moniker = self.cfg.node.moniker.clone();
             s.version = env!("CARGO_PKG_VERSION").into();

@@ -395,12 +395,14 @@ impl Node {
                 if started.elapsed() > Duration::from_secs(120) {
                     tracing::warn!(epoch, missing = ?session.missing(), "next committee's DKG still waiting; retrying");
                     self.epochs.dkg = None;
+                    self.epochs.slots.clear();
                     self.epochs.retry_at = Some(now + DKG_RETRY);
                 }
             }
             Progress::Failed(e) => {
                 tracing::error!(epoch, error = %e, "next committee's DKG failed; retrying later");
                 self.epochs.dkg = None;
+                self.epochs.slots.clear();
                 self.epochs.retry_at = Some(now + DKG_RETRY);
             }
             Progress::Done(result, commit) => {
