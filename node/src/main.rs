@@ -162,7 +162,7 @@ enum EpochCmd {
     },
     /// Erase the key shares of every epoch below EPOCH — only once the old epochs' grace
     /// period has ended on every inbox (their attestations can no longer be delivered).
-    /// Never erases the epoch in config.toml.
+    /// Never erases the epoch the node signs under now (its store's, or its API's).
     Prune {
         /// Erase shares of epochs strictly below this one.
         #[arg(long)]
@@ -357,10 +357,26 @@ async fn epoch_cmd(home: &Path, cmd: EpochCmd) -> Result<()> {
         }
         EpochCmd::Prune { below } => {
             let cfg = load_config(home)?;
-            if below > cfg.committee.epoch {
+            // The epoch the node signs under now: from its store (the configured epoch, or a
+            // later one it switched to), or from the running node's API when the store is
+            // locked by it.
+            let current = match sigil_node::store::Store::open(&home.join("db")) {
+                Ok(store) => sigil_engine::epochs::resume_epoch(&store, cfg.committee.epoch)?.epoch,
+                Err(_) => {
+                    let url = format!("{}/v1/status", api_url(home, None)?);
+                    let v: serde_json::Value = reqwest::get(&url)
+                        .await
+                        .with_context(|| format!("the store is in use and GET {url} failed"))?
+                        .json()
+                        .await?;
+                    v["epoch"]
+                        .as_u64()
+                        .ok_or_else(|| anyhow!("{url}: no epoch in the status"))?
+                }
+            };
+            if below > current {
                 bail!(
-                    "--below {below} would erase the share of epoch {}, the one config.toml signs under",
-                    cfg.committee.epoch
+                    "--below {below} would erase the share of epoch {current}, the one this node signs under"
                 );
             }
             let pass = keyfiles::passphrase()?;

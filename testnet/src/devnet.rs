@@ -187,7 +187,7 @@ impl Report {
     /// message Failed (not delivered, not missing), and an asked-for rotation completed
     /// (the new committee in epoch 2, both inboxes on the new key).
     pub fn passed(&self) -> bool {
-        self.rotation.as_ref().is_none_or(RotationReport::done)
+        self.rotation.as_ref().is_none_or(|r| r.done() && r.pruned)
             && self.missing.is_empty()
             && self.duplicates.is_empty()
             && self.delivered + self.poison == self.sent
@@ -626,6 +626,12 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     if !args.quiet {
         println!();
     }
+    if let Some(r) = rotation.as_mut()
+        && r.report.done()
+        && let Some(n) = nodes.first()
+    {
+        r.report.pruned = rotate::prune_old_share(&bin, &n.home).await?;
+    }
     // 7. Report.
     let confirm_ms = args.confirmations * args.block_time * 1000;
     let mut missing = Vec::new();
@@ -852,6 +858,10 @@ pub fn print_report(r: &Report) {
         println!(
             "  messages attested         epoch 1: {}   epoch 2: {}",
             rot.messages_per_epoch[0], rot.messages_per_epoch[1]
+        );
+        println!(
+            "  old key share pruned      {}",
+            if rot.pruned { "yes (node 1)" } else { "NO" }
         );
     }
     for id in &r.missing {

@@ -29,6 +29,9 @@ pub struct RotationReport {
     pub inboxes_after_s: Option<f64>,
     /// Messages attested in epoch 1 and in epoch 2.
     pub messages_per_epoch: [u64; 2],
+    /// Whether `sigil epoch prune --below 2` erased a staying member's epoch-1 share (and
+    /// refused to erase the share it signs with).
+    pub pruned: bool,
 }
 
 impl RotationReport {
@@ -36,6 +39,25 @@ impl RotationReport {
     pub fn done(&self) -> bool {
         self.new_key_after_s.is_some() && self.inboxes_after_s.is_some()
     }
+}
+
+/// After the rotation, the operator of a staying member (`home`, node running) erases the
+/// old epoch's key share with `sigil epoch prune --below 2` (on a real network: once the
+/// old epoch's grace period has ended on every inbox); `--below 3` must be refused (the
+/// share it signs with). Returns whether both held.
+/// Errors: the command could not run.
+pub async fn prune_old_share(bin: &Path, home: &Path) -> Result<bool> {
+    let erased = sigil(bin, home)
+        .args(["epoch", "prune", "--below", "2"])
+        .output()
+        .await?;
+    let refused = sigil(bin, home)
+        .args(["epoch", "prune", "--below", "3"])
+        .output()
+        .await?;
+    let old_gone = !sigil_node::keyfiles::key_share_path(home, 1).exists();
+    let new_kept = sigil_node::keyfiles::key_share_path(home, 2).exists();
+    Ok(erased.status.success() && !refused.status.success() && old_gone && new_kept)
 }
 
 /// A rotation in progress.
