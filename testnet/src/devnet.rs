@@ -174,6 +174,8 @@ struct Chain {
 /// One sent message, from its `MessageSent` event.
 struct Sent {
     at_ms: u64,
+    /// The source block holding its log.
+    block: u64,
     payload: Bytes,
     forward: bool,
     source_chain: u64,
@@ -470,7 +472,22 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         .stderr(relay_log)
         .spawn()?;
 
-    // 6. Load.
+    // 6. Load, with a clock on both chains' heads (finality moments).
+    let head_clock = HeadClock::default();
+    let head_task = head_clock.spawn(vec![
+        (
+            a.id,
+            ProviderBuilder::new()
+                .connect_http(a.anvil.endpoint_url())
+                .erased(),
+        ),
+        (
+            b.id,
+            ProviderBuilder::new()
+                .connect_http(b.anvil.endpoint_url())
+                .erased(),
+        ),
+    ]);
     let back = args.back.unwrap_or(args.messages / 10);
     let sender_key = a.anvil.keys()[2].clone();
     let sender = PrivateKeySigner::from(sender_key.clone());
@@ -573,6 +590,7 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
                     d.messageId,
                     Sent {
                         at_ms: at,
+                        block: r.block_number.unwrap_or(0),
                         payload: d.payload.clone(),
                         forward,
                         source_chain: c.id,
@@ -633,14 +651,18 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         r.report.pruned = rotate::prune_old_share(&bin, &n.home).await?;
     }
     // 7. Report.
-    let confirm_ms = args.confirmations * args.block_time * 1000;
+    let heads = head_clock.snapshot();
+    head_task.abort();
     let mut missing = Vec::new();
     let mut attest_lat = Vec::new();
     let mut deliver_lat = Vec::new();
     let mut last_delivery = 0u64;
     for (id, s) in &sent_ids {
-        // Source finality estimated as send time + confirmations x block time.
-        let fin = s.at_ms + confirm_ms;
+        // Source finality measured: the moment the head first reached the block that makes
+        // the message's log final (its block + confirmations), seen by polling every 50 ms.
+        let Some(fin) = heads.final_at(s.source_chain, s.block + args.confirmations) else {
+            continue;
+        };
         if let Some(at) = tracker.attested.get(id) {
             attest_lat.push(at.saturating_sub(fin));
         }
@@ -872,6 +894,47 @@ pub fn print_report(r: &Report) {
     }
     for id in &r.not_failed {
         println!("POISON NOT FAILED {id}");
+    }
+}
+
+/// When each chain's head first reached each block number (ms since the Unix epoch), polled
+/// every 50 ms: a block that appeared between two polls gets the later poll's time.
+#[derive(Clone, Default)]
+struct HeadClock(std::sync::Arc<std::sync::Mutex<BTreeMap<u64, BTreeMap<u64, u64>>>>);
+
+impl HeadClock {
+    /// Polls `chains` (chain id, provider) until aborted.
+    fn spawn(&self, chains: Vec<(u64, DynProvider)>) -> tokio::task::JoinHandle<()> {
+        let clock = self.clone();
+        tokio::spawn(async move {
+            loop {
+                for (id, p) in &chains {
+                    if let Ok(head) = p.get_block_number().await {
+                        let now = sigil_node::now_ms();
+                        if let Ok(mut m) = clock.0.lock() {
+                            let seen = m.entry(*id).or_default();
+                            let from = seen.keys().next_back().map_or(head, |b| b + 1);
+                            for b in from..=head {
+                                seen.insert(b, now);
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    }
+
+    fn snapshot(&self) -> HeadClock {
+        HeadClock(std::sync::Arc::new(std::sync::Mutex::new(
+            self.0.lock().map(|m| m.clone()).unwrap_or_default(),
+        )))
+    }
+
+    /// When `chain`'s head first reached `block` (ms), if it did.
+    fn final_at(&self, chain: u64, block: u64) -> Option<u64> {
+        let m = self.0.lock().ok()?;
+        m.get(&chain)?.range(block..).next().map(|(_, t)| *t)
     }
 }
 
