@@ -97,6 +97,9 @@ async fn run_with(
     loop {
         match session.progress() {
             Progress::Running => {}
+            // `sigil dkg` writes the share once every member confirmed (the nodes are
+            // stopped; a failed run is run again).
+            Progress::Derived(_) => session.confirm(),
             Progress::Failed(e) => return Err(e),
             Progress::Done(result, _) => {
                 // Linger briefly so peers get our acks.
@@ -186,6 +189,10 @@ async fn run_with(
 pub enum Progress {
     /// Packages or confirmations still to come or to be acknowledged.
     Running,
+    /// This member derived its share (returned once): the caller stores it durably, then
+    /// calls [`DkgSession::confirm`]. Until then this member's confirmation does not leave,
+    /// so a key the others can decide always has this member's share on disk.
+    Derived(Box<DkgResult>),
     /// Every member confirmed the same result and acknowledged ours: this member's share,
     /// and the key commit (every member's signed confirmation, in member order) that the
     /// outgoing committee decides for a rotation ([`sigil_engine::app::check_key_commit`]).
@@ -217,6 +224,10 @@ pub struct DkgSession {
     fatal: Option<String>,
     next_slot: u64,
     done: bool,
+    /// The derived share was reported ([`Progress::Derived`]).
+    derived_reported: bool,
+    /// Our confirmation went out ([`DkgSession::confirm`]).
+    confirmed: bool,
 }
 
 impl DkgSession {
@@ -272,6 +283,8 @@ impl DkgSession {
             fatal: None,
             next_slot: 0,
             done: false,
+            derived_reported: false,
+            confirmed: false,
         };
         if let Outgoing::Broadcast(p) = first {
             let env = s.seal(pb::body::Kind::DkgRound1(pb::DkgRound1 {
@@ -337,14 +350,8 @@ impl DkgSession {
                 if let Some(out) = h.done
                     && self.output.is_none()
                 {
-                    let mine = confirmation(&out);
-                    let env =
-                        self.seal(pb::body::Kind::DkgConfirm(confirm_to_pb(self.epoch, &mine)));
-                    self.send_all(env.clone());
-                    tracing::info!(epoch = self.epoch, group_key = %hex::encode(out.group_key.compressed()), "DKG complete; confirming");
-                    self.confirms.insert(self.me, mine);
-                    self.confirm_envs.insert(self.me, env);
-                    self.recheck = true;
+                    // Our confirmation waits until the caller stored the share (`confirm`).
+                    tracing::info!(epoch = self.epoch, group_key = %hex::encode(out.group_key.compressed()), "DKG derived a share");
                     self.output = Some(*out);
                 }
                 match h.confirm {
@@ -392,6 +399,23 @@ impl DkgSession {
             out.push((o.to, self.next_slot, req.encode_to_vec()));
         }
         out
+    }
+
+    /// Sends this member's confirmation of its derived result: call once the share from
+    /// [`Progress::Derived`] is stored durably. A no-op before a result or after the first
+    /// call.
+    pub fn confirm(&mut self) {
+        let Some(out) = &self.output else { return };
+        if self.confirmed {
+            return;
+        }
+        self.confirmed = true;
+        let mine = confirmation(out);
+        let env = self.seal(pb::body::Kind::DkgConfirm(confirm_to_pb(self.epoch, &mine)));
+        self.send_all(env.clone());
+        self.confirms.insert(self.me, mine);
+        self.confirm_envs.insert(self.me, env);
+        self.recheck = true;
     }
 
     /// The answer to the request sent in `slot`.
@@ -446,6 +470,23 @@ impl DkgSession {
         let Some(out) = &self.output else {
             return Progress::Running;
         };
+        if !self.derived_reported {
+            self.derived_reported = true;
+            return Progress::Derived(Box::new(DkgResult {
+                share: KeyShare {
+                    epoch: self.epoch,
+                    member: self.me,
+                    n: self.n,
+                    t: self.t,
+                    key_package: out.key_package.clone(),
+                    public_key_package: out.public_key_package.clone(),
+                },
+                group_key: out.group_key,
+            }));
+        }
+        if !self.confirmed {
+            return Progress::Running;
+        }
         if std::mem::take(&mut self.recheck)
             && let Err(e) = check(self.n, self.me, &self.confirms)
         {
@@ -684,5 +725,79 @@ mod tests {
             err.contains("member 2 derived a different group key"),
             "{err}"
         );
+    }
+
+    /// Sends every due request of `from` to its recipient and the answer back; returns the
+    /// body kinds sent.
+    fn pump(sessions: &mut [DkgSession], keys: &[NodeKey], from: usize) -> Vec<&'static str> {
+        let connected: BTreeSet<u16> = (1..=sessions.len() as u16).collect();
+        let peer = crate::identity::peer_id(&keys[from].public()).unwrap();
+        let mut kinds = Vec::new();
+        for (to, slot, req) in sessions[from].due(Instant::now(), &connected) {
+            let env = match pb::Request::decode(req.as_slice()).unwrap().kind {
+                Some(pb::request::Kind::Direct(e)) => e,
+                _ => unreachable!(),
+            };
+            kinds.push(match pb::Body::decode(env.body.as_slice()).unwrap().kind {
+                Some(pb::body::Kind::DkgRound1(_)) => "round1",
+                Some(pb::body::Kind::DkgRound2(_)) => "round2",
+                Some(pb::body::Kind::DkgConfirm(_)) => "confirm",
+                _ => "other",
+            });
+            let ack = sessions[usize::from(to) - 1].on_request(peer, &req);
+            sessions[from].on_response(slot, &ack.encode_to_vec());
+        }
+        kinds
+    }
+
+    /// A member's confirmation leaves only after the caller stored its share
+    /// ([`Progress::Derived`] then [`DkgSession::confirm`]): a key the others can decide
+    /// always has every honest member's share on disk, even if a Byzantine member withholds
+    /// its own confirmation and builds the key commit from the others'.
+    #[test]
+    fn a_confirmation_leaves_only_after_the_share_is_stored() {
+        let keys: Vec<NodeKey> = (0..4).map(|_| NodeKey::generate()).collect();
+        let committee = Committee::new(keys.iter().map(|k| k.public()).collect()).unwrap();
+        let mut sessions: Vec<DkgSession> = keys
+            .iter()
+            .map(|k| DkgSession::start(k, committee.clone(), 2, None).unwrap())
+            .collect();
+        let mut derived = [false; 4];
+        let mut done = 0;
+        for _round in 0..50 {
+            for i in 0..4 {
+                let kinds = pump(&mut sessions, &keys, i);
+                if !derived[i] {
+                    assert!(
+                        !kinds.contains(&"confirm"),
+                        "member {} confirmed before storing its share",
+                        i + 1
+                    );
+                }
+                match sessions[i].progress() {
+                    Progress::Derived(result) => {
+                        assert_eq!(result.share.member, i as u16 + 1);
+                        derived[i] = true;
+                        // (the node writes the candidate share here)
+                        sessions[i].confirm();
+                    }
+                    Progress::Done(result, commit) => {
+                        assert_eq!(commit.confirmations.len(), 4);
+                        assert_eq!(commit.group_key, result.group_key.compressed().to_vec());
+                        done += 1;
+                    }
+                    Progress::Failed(e) => panic!("{e}"),
+                    Progress::Running => {}
+                }
+                // The re-send period is 500 ms: let it pass in the test's clock.
+                for o in sessions[i].outbox.iter_mut() {
+                    o.next = Instant::now();
+                }
+            }
+            if done == 4 {
+                break;
+            }
+        }
+        assert_eq!(done, 4, "every member finished");
     }
 }

@@ -572,6 +572,7 @@ mod tests {
             key_commit: Some(pb::KeyCommit::default()),
             key_height: 7,
             handover_heights: vec![8],
+            joined: false,
         };
         let key = decided.clone().with_handover(&record, None);
         assert_eq!((key.stage.as_str(), key.stage_code()), ("key", 3));

@@ -97,19 +97,16 @@ pub async fn run(
         members = rotation.members.len(),
         "joining the next committee: DKG, then the hand-over"
     );
-    // A share and key commit from an earlier run are reused.
-    let mut done: Option<(sigil_crypto::GroupKey, pb::KeyCommit)> =
-        match crate::keyfiles::read_key_share(home, pass, rotation.epoch)? {
-            Some(share) => std::fs::read(crate::node::key_commit_path(home, rotation.epoch))
-                .ok()
-                .and_then(|b| pb::KeyCommit::decode(b.as_slice()).ok())
-                .and_then(|kc| {
-                    sigil_crypto::GroupKey::new(*share.public_key_package.verifying_key())
-                        .ok()
-                        .map(|g| (g, kc))
-                }),
-            None => None,
-        };
+    // A key commit from an earlier run is reused when it fits this approval and its share
+    // is on disk (as a candidate: the key the committee decides is installed at the end).
+    let mut done: Option<pb::KeyCommit> =
+        std::fs::read(crate::node::key_commit_path(home, rotation.epoch))
+            .ok()
+            .and_then(|b| pb::KeyCommit::decode(b.as_slice()).ok())
+            .filter(|kc| sigil_engine::app::check_key_commit(kc, &rotation).is_ok())
+            .filter(|kc| {
+                crate::keyfiles::candidate_share_path(home, rotation.epoch, &kc.group_key).exists()
+            });
     let mut session: Option<DkgSession> = None;
     let mut pending: HashMap<OutboundRequestId, Pending> = HashMap::new();
     let mut redial: HashMap<u16, Redial> = HashMap::new();
@@ -150,22 +147,26 @@ pub async fn run(
                     }
                     match s.progress() {
                         Progress::Running => {}
+                        Progress::Derived(result) => {
+                            // On disk before our confirmation leaves.
+                            crate::keyfiles::write_candidate_share(home, &result.share, &result.group_key, pass)?;
+                            s.confirm();
+                        }
                         Progress::Failed(e) => {
                             tracing::warn!(error = %e, "the next committee's DKG failed; starting again");
                             session = None;
                             retry_dkg = now + Duration::from_secs(5);
                         }
                         Progress::Done(result, commit) => {
-                            crate::keyfiles::write_key_share(home, &result.share, &result.group_key, pass, true)?;
                             std::fs::write(crate::node::key_commit_path(home, rotation.epoch), commit.encode_to_vec())
                                 .context("writing the key commit")?;
                             tracing::info!(group_key = %hex::encode(result.group_key.compressed()), "new key ready; asking for the hand-over");
-                            done = Some((result.group_key, commit));
+                            done = Some(commit);
                             session = None;
                         }
                     }
                 }
-                if let Some((_, commit)) = &done && now >= next_ask {
+                if let Some(commit) = &done && now >= next_ask {
                     next_ask = now + ASK_EVERY;
                     let offer = pb::Request { kind: Some(pb::request::Kind::KeyCommit(commit.clone())) }.encode_to_vec();
                     for i in 1..=current.len() {
@@ -197,13 +198,23 @@ pub async fn run(
                             if let Some(s) = session.as_mut() { s.on_response(slot, &response.0); }
                         }
                         Some(Pending::Handover) => {
-                            let Some((group_key, _)) = &done else { continue };
+                            if done.is_none() { continue; }
                             let blocks = match sigil_engine::epochs::served_blocks(&response.0) {
                                 Ok(b) if !b.is_empty() => b,
                                 _ => continue,
                             };
-                            match sigil_engine::epochs::verify_handover(&blocks, current.engine(), &rotation, &group_key.compressed()) {
+                            // The decided key may come from any of our DKG runs: checked
+                            // against the one whose share we hold for the key it names.
+                            let Some(named) = first_key_commit(&blocks) else { continue };
+                            if !crate::keyfiles::candidate_share_path(home, rotation.epoch, &named).exists() {
+                                tracing::warn!("hand-over names a key this node holds no share of");
+                                continue;
+                            }
+                            match sigil_engine::epochs::verify_handover(&blocks, current.engine(), &rotation, &named) {
                                 Ok(h) => {
+                                    if crate::keyfiles::install_candidate_share(home, pass, rotation.epoch, &named)?.is_none() {
+                                        bail!("the share of the decided key could not be installed");
+                                    }
                                     sigil_engine::epochs::install_handover(store, &h)?;
                                     tracing::info!(epoch = rotation.epoch, after_height = h.end(), "hand-over checked and stored; starting as a member");
                                     return Ok(());
@@ -224,5 +235,15 @@ pub async fn run(
                 _ => {}
             }
         }
+    }
+}
+
+/// The group key the first served block's key commit names (unchecked: only to pick which
+/// of this node's candidate shares to check the hand-over against).
+fn first_key_commit(blocks: &[pb::CommittedBlock]) -> Option<Vec<u8>> {
+    let env = blocks.first()?.proposal.as_ref()?;
+    match pb::Body::decode(env.body.as_slice()).ok()?.kind? {
+        pb::body::Kind::Proposal(p) => Some(p.block?.key_commit?.group_key),
+        _ => None,
     }
 }

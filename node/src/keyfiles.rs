@@ -189,6 +189,68 @@ pub fn write_key_share(
     Ok(())
 }
 
+/// Where a DKG result of `epoch` for the group key `group_key` (33 bytes compressed) waits,
+/// encrypted, until a decided key commit names that key:
+/// `<home>/keys/candidate-epoch-<epoch>-<first 8 bytes of the key, hex>.json`. Written
+/// *before* this member's DKG confirmation leaves, so a key the committee decides always has
+/// this member's share on disk, whatever happens to the session afterwards.
+pub fn candidate_share_path(home: &Path, epoch: u64, group_key: &[u8]) -> std::path::PathBuf {
+    let tag = hex::encode(&group_key[..group_key.len().min(9)]);
+    home.join(KEYS_DIR)
+        .join(format!("candidate-epoch-{epoch}-{tag}.json"))
+}
+
+/// Keeps a DKG result as a candidate share ([`candidate_share_path`]); never replaces the
+/// epoch's installed share.
+/// Errors: I/O.
+pub fn write_candidate_share(
+    home: &Path,
+    share: &KeyShare,
+    group_key: &GroupKey,
+    pass: &[u8],
+) -> Result<()> {
+    let p = candidate_share_path(home, share.epoch, &group_key.compressed());
+    std::fs::create_dir_all(home.join(KEYS_DIR))?;
+    let json = Zeroizing::new(serde_json::to_vec(share)?);
+    let tmp = p.with_extension("json.tmp");
+    if tmp.exists() {
+        std::fs::remove_file(&tmp)?;
+    }
+    keystore::write_file(
+        &tmp,
+        &json,
+        pass,
+        "sigil-key-share",
+        kdf(),
+        &mut rand_core::OsRng,
+    )?;
+    std::fs::rename(&tmp, &p)?;
+    Ok(())
+}
+
+/// The candidate share of `epoch` for `group_key` (compressed), made the epoch's share
+/// (`share-epoch-<epoch>.json` and its group key files, replacing any other) and returned;
+/// `Ok(None)` when no candidate holds that key.
+/// Errors: a wrong passphrase, a corrupt file, I/O.
+pub fn install_candidate_share(
+    home: &Path,
+    pass: &[u8],
+    epoch: u64,
+    group_key: &[u8],
+) -> Result<Option<KeyShare>> {
+    let p = candidate_share_path(home, epoch, group_key);
+    if !p.exists() {
+        return Ok(None);
+    }
+    let share = read_share_file(&p, pass)?;
+    let gk = GroupKey::new(*share.public_key_package.verifying_key())?;
+    if share.epoch != epoch || gk.compressed().as_slice() != group_key {
+        return Ok(None);
+    }
+    write_key_share(home, &share, &gk, pass, true)?;
+    Ok(Some(share))
+}
+
 /// Reads the key share of `epoch`, if stored (per-epoch file, else a `key_share.json` from
 /// before per-epoch storage that holds that epoch).
 ///
@@ -412,5 +474,36 @@ mod tests {
             vec![1]
         );
         assert!(!home.path().join(KEY_SHARE).exists());
+    }
+
+    #[test]
+    fn only_the_candidate_share_of_the_decided_key_is_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, ka) = share(2, 1);
+        let (b, kb) = share(2, 2);
+        // Two DKG runs for epoch 2 left two candidates; nothing is installed yet.
+        write_candidate_share(dir.path(), &a, &ka, b"pw").unwrap();
+        write_candidate_share(dir.path(), &b, &kb, b"pw").unwrap();
+        assert!(read_key_share(dir.path(), b"pw", 2).unwrap().is_none());
+        // The committee decided the first run's key: that share becomes epoch 2's.
+        let got = install_candidate_share(dir.path(), b"pw", 2, &ka.compressed())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            got.public_key_package.verifying_key(),
+            a.public_key_package.verifying_key()
+        );
+        let stored = read_key_share(dir.path(), b"pw", 2).unwrap().unwrap();
+        assert_eq!(
+            stored.public_key_package.verifying_key(),
+            a.public_key_package.verifying_key()
+        );
+        // A key no run derived: nothing.
+        let (_, other) = share(2, 3);
+        assert!(
+            install_candidate_share(dir.path(), b"pw", 2, &other.compressed())
+                .unwrap()
+                .is_none()
+        );
     }
 }

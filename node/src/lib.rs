@@ -59,7 +59,15 @@ pub async fn start(
         join::run(&cfg, home, &key, pass, &mut store, shutdown.clone()).await?;
     }
     // The epoch the store is in: the configured one, or a later one the node switched to.
-    let epoch = sigil_engine::epochs::resume_epoch(&store, cfg.committee.epoch)?.epoch;
+    let at = sigil_engine::epochs::resume_epoch(&store, cfg.committee.epoch)?;
+    let epoch = at.epoch;
+    // A stop between the hand-over and the switch leaves the decided key's share as a
+    // candidate: installed now.
+    if keyfiles::read_key_share(home, pass, epoch)?.is_none()
+        && let Some(gk) = at.group_key()
+    {
+        keyfiles::install_candidate_share(home, pass, epoch, gk)?;
+    }
     let share = keyfiles::read_key_share(home, pass, epoch)?.ok_or_else(|| {
         anyhow::anyhow!(
             "no key share for epoch {epoch} (config field `committee.epoch`) at {}; run `sigil dkg` first",

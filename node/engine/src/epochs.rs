@@ -71,11 +71,17 @@ pub fn handover_complete(r: &pb::EpochRecord) -> bool {
 
 /// The epoch a member's storage is in, starting from the configured epoch `genesis`: each
 /// stored record of epoch e + 1 whose hand-over is complete and whose last height is stored
-/// moves it to e + 1 (at most 1,000 steps).
+/// *and attested* (the same moment the running engine switches at, [`crate::Driver::epoch_over`];
+/// a member stopped before its last key rotation was signed resumes the outgoing epoch and
+/// helps sign it) — or that a joining member installed — moves it to e + 1 (at most 1,000
+/// steps).
 ///
 /// Errors: the storage's.
 pub fn resume_epoch<S: Storage>(storage: &S, genesis: u64) -> Result<EpochStart, StorageError> {
     let last = storage.last_height()?;
+    let attested = |h: Height| -> Result<bool, StorageError> {
+        Ok(storage.block(h)?.is_some_and(|cb| cb.attestation.is_some()))
+    };
     let mut at = EpochStart {
         epoch: genesis,
         record: None,
@@ -85,7 +91,11 @@ pub fn resume_epoch<S: Storage>(storage: &S, genesis: u64) -> Result<EpochStart,
             break;
         };
         match storage.epoch_record(next)? {
-            Some(r) if handover_complete(&r) && record_end(&r) <= last => {
+            Some(r)
+                if handover_complete(&r)
+                    && record_end(&r) <= last
+                    && (r.joined || attested(record_end(&r))?) =>
+            {
                 at = EpochStart {
                     epoch: next,
                     record: Some(r),
@@ -192,6 +202,7 @@ pub fn verify_handover(
     let mut blocks = Vec::with_capacity(want);
     let mut record = pb::EpochRecord {
         rotation: Some(rotation.clone()),
+        joined: true,
         ..Default::default()
     };
     let mut carry = Vec::new();

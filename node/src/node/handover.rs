@@ -145,11 +145,12 @@ pub(super) fn build_engine(
     })
 }
 
-/// The next epoch's key material once this node's DKG for it finished.
+/// The key commit this node's DKG for the next epoch produced (its share is on disk as a
+/// candidate, [`crate::keyfiles::candidate_share_path`]), for the rotation decided at
+/// `rotation_height`.
 pub(super) struct NextKey {
-    share: KeyShare,
-    group_key: GroupKey,
     commit: pb::KeyCommit,
+    rotation_height: u64,
 }
 
 /// The node's committee-epoch state (see the module docs).
@@ -159,8 +160,9 @@ pub(super) struct EpochHost {
     keystore: Option<(PathBuf, zeroize::Zeroizing<Vec<u8>>)>,
     approval_path: Option<PathBuf>,
     group_keys: Arc<RwLock<BTreeMap<u64, GroupKey>>>,
-    /// The DKG in progress and its committee.
-    dkg: Option<(DkgSession, Committee, Instant)>,
+    /// The DKG in progress, its committee, when it started and the height of the rotation
+    /// it is for.
+    dkg: Option<(DkgSession, Committee, Instant, u64)>,
     /// Outbound DKG requests in flight → the session's slot.
     slots: HashMap<OutboundRequestId, u64>,
     /// No new DKG before this time (after a failure).
@@ -173,8 +175,8 @@ pub(super) struct EpochHost {
     /// Peers of the decided rotation's committee that are not members now (joiners): they
     /// may connect and ask for the hand-over and DKG packages.
     guests: BTreeSet<PeerId>,
-    /// The epoch whose rotation's peers were admitted.
-    admitted: Option<u64>,
+    /// The rotation (epoch, decided height) whose peers were admitted.
+    admitted: Option<(u64, u64)>,
 }
 
 impl EpochHost {
@@ -213,7 +215,7 @@ impl EpochHost {
     /// `None`: not the DKG's (the engine's).
     pub(super) fn dkg_request(&mut self, peer: PeerId, data: &[u8]) -> Option<pb::Response> {
         // Before our DKG started, a joiner's early package gets a "retry later".
-        let (session, committee, _) = self.dkg.as_mut()?;
+        let (session, committee, _, _) = self.dkg.as_mut()?;
         committee.index_of_peer(&peer)?;
         let req = pb::Request::decode(data).ok()?;
         if !matches!(req.kind, Some(pb::request::Kind::Direct(_))) {
@@ -227,7 +229,7 @@ impl EpochHost {
         let Some(slot) = self.slots.remove(&id) else {
             return false;
         };
-        if let Some((session, _, _)) = self.dkg.as_mut() {
+        if let Some((session, _, _, _)) = self.dkg.as_mut() {
             session.on_response(slot, data);
         }
         true
@@ -238,37 +240,50 @@ impl EpochHost {
         let Some(slot) = self.slots.remove(&id) else {
             return false;
         };
-        if let Some((session, _, _)) = self.dkg.as_mut() {
+        if let Some((session, _, _, _)) = self.dkg.as_mut() {
             session.on_failure(slot);
         }
         true
     }
 
-    /// The key share and key commit of `epoch` this node wrote before a restart, if any.
-    fn stored_next(&self, epoch: u64) -> Option<NextKey> {
-        let (home, pass) = self.keystore.as_ref()?;
-        let share = crate::keyfiles::read_key_share(home, pass, epoch).ok()??;
+    /// The key commit of `epoch` this node's DKG wrote before a restart, when its share is
+    /// on disk as a candidate.
+    fn stored_next(&self, epoch: u64, rotation_height: u64) -> Option<NextKey> {
+        let (home, _) = self.keystore.as_ref()?;
         let bytes = std::fs::read(key_commit_path(home, epoch)).ok()?;
         let commit = pb::KeyCommit::decode(bytes.as_slice()).ok()?;
-        let group_key = GroupKey::new(*share.public_key_package.verifying_key()).ok()?;
-        Some(NextKey {
-            share,
-            group_key,
-            commit,
-        })
+        crate::keyfiles::candidate_share_path(home, epoch, &commit.group_key)
+            .exists()
+            .then_some(NextKey {
+                commit,
+                rotation_height,
+            })
     }
 
-    /// Keeps a finished DKG's share and key commit on disk (share encrypted).
-    fn persist(&self, next: &NextKey) -> anyhow::Result<()> {
+    /// Stores a derived share as a candidate (before our confirmation leaves).
+    fn persist_candidate(&self, result: &crate::dkg::DkgResult) -> anyhow::Result<()> {
         let Some((home, pass)) = self.keystore.as_ref() else {
+            anyhow::bail!("no keystore: this node cannot keep a next epoch's share");
+        };
+        crate::keyfiles::write_candidate_share(home, &result.share, &result.group_key, pass)
+    }
+
+    /// Keeps the key commit to offer again after a restart.
+    fn persist_commit(&self, commit: &pb::KeyCommit) -> anyhow::Result<()> {
+        let Some((home, _)) = self.keystore.as_ref() else {
             return Ok(());
         };
-        crate::keyfiles::write_key_share(home, &next.share, &next.group_key, pass, true)?;
-        std::fs::write(
-            key_commit_path(home, next.commit.epoch),
-            next.commit.encode_to_vec(),
-        )?;
+        std::fs::write(key_commit_path(home, commit.epoch), commit.encode_to_vec())?;
         Ok(())
+    }
+
+    /// Installs the candidate share for the decided key of `epoch` (33-byte `group_key`) as
+    /// the epoch's share and returns it.
+    fn install(&self, epoch: u64, group_key: &[u8]) -> anyhow::Result<Option<KeyShare>> {
+        let Some((home, pass)) = self.keystore.as_ref() else {
+            return Ok(None);
+        };
+        crate::keyfiles::install_candidate_share(home, pass, epoch, group_key)
     }
 }
 
@@ -284,17 +299,22 @@ impl Node {
         let rotation = app
             .decided_rotation()
             .filter(|_| app.decided_key_commit().is_none() && !app.rotation_expired(height))
-            .map(|(_, r)| r.clone());
-        let Some(r) = rotation else {
+            .map(|(h, r)| (h, r.clone()));
+        let Some((rh, r)) = rotation else {
             return;
         };
+        // Work for another (expired) rotation is dropped.
         if self
             .epochs
             .next
             .as_ref()
-            .is_some_and(|n| n.commit.epoch != r.epoch)
+            .is_some_and(|n| n.rotation_height != rh)
         {
             self.epochs.next = None;
+        }
+        if self.epochs.dkg.as_ref().is_some_and(|d| d.3 != rh) {
+            self.epochs.dkg = None;
+            self.epochs.slots.clear();
         }
         if self.epochs.next.is_none() && self.epochs.dkg.is_none() {
             let me = self.epochs.key.public();
@@ -308,7 +328,7 @@ impl Node {
             if committee.index_of(&me).is_none() {
                 return;
             }
-            if let Some(kept) = self.epochs.stored_next(r.epoch)
+            if let Some(kept) = self.epochs.stored_next(r.epoch, rh)
                 && sigil_engine::app::check_key_commit(&kept.commit, &r).is_ok()
             {
                 tracing::info!(epoch = r.epoch, "next committee's key share found on disk");
@@ -321,7 +341,7 @@ impl Node {
                             members = r.members.len(),
                             "running the next committee's DKG"
                         );
-                        self.epochs.dkg = Some((s, committee, now));
+                        self.epochs.dkg = Some((s, committee, now, rh));
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot start the next committee's DKG");
@@ -348,13 +368,13 @@ impl Node {
     /// (joiners) may connect: the allow list takes their peer ids, and they are served the
     /// DKG, key-commit and hand-over requests (never catch-up).
     fn admit_rotation_peers(&mut self) {
-        let Some((_, r)) = self.engine.app().decided_rotation() else {
+        let Some((h, r)) = self.engine.app().decided_rotation() else {
             return;
         };
-        if self.epochs.admitted == Some(r.epoch) {
+        if self.epochs.admitted == Some((r.epoch, h)) {
             return;
         }
-        let epoch = r.epoch;
+        let epoch = (r.epoch, h);
         let Ok(next) = committee_of(r) else {
             return;
         };
@@ -369,9 +389,10 @@ impl Node {
 
     /// Sends the DKG's due requests and takes its result.
     fn drive_dkg(&mut self, now: Instant) {
-        let Some((session, committee, started)) = self.epochs.dkg.as_mut() else {
+        let Some((session, committee, started, rh)) = self.epochs.dkg.as_mut() else {
             return;
         };
+        let rotation_height = *rh;
         let connected: BTreeSet<u16> = (1..=committee.len())
             .filter(|i| {
                 committee
@@ -407,17 +428,32 @@ impl Node {
             }
             Progress::Done(result, commit) => {
                 tracing::info!(epoch, group_key = %hex::encode(result.group_key.compressed()), "next committee's key ready; offering the key commit");
-                let next = NextKey {
-                    share: result.share,
-                    group_key: result.group_key,
-                    commit,
-                };
-                if let Err(e) = self.epochs.persist(&next) {
-                    tracing::error!(error = %e, "storing the next epoch's key share failed");
+                if let Err(e) = self.epochs.persist_commit(&commit) {
+                    tracing::error!(error = %e, "storing the key commit failed");
                 }
                 self.epochs.dkg = None;
                 self.epochs.slots.clear();
-                self.epochs.next = Some(next);
+                self.epochs.next = Some(NextKey {
+                    commit,
+                    rotation_height,
+                });
+            }
+            Progress::Derived(result) => {
+                // Stored before our confirmation leaves: a key the others can decide always
+                // has our share on disk, whatever happens to this session afterwards.
+                match self.epochs.persist_candidate(&result) {
+                    Ok(()) => {
+                        if let Some((session, ..)) = self.epochs.dkg.as_mut() {
+                            session.confirm();
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(epoch, error = %e, "storing the next epoch's key share failed; not confirming");
+                        self.epochs.dkg = None;
+                        self.epochs.slots.clear();
+                        self.epochs.retry_at = Some(now + DKG_RETRY);
+                    }
+                }
             }
         }
     }
@@ -453,23 +489,36 @@ impl Node {
             self.epochs.left = true;
             return;
         };
-        let next = self
-            .epochs
-            .next
-            .take()
-            .or_else(|| self.epochs.stored_next(r.epoch));
-        let Some(next) = next else {
-            tracing::error!(
-                epoch = r.epoch,
-                "the epoch is over but this node has no key share for the next one"
-            );
+        // The share of exactly the decided key (a DKG may have run more than once).
+        let Some((_, kc)) = self.engine.app().decided_key_commit() else {
+            return;
+        };
+        let decided_key = kc.group_key.clone();
+        let share = match self.epochs.install(r.epoch, &decided_key) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                tracing::error!(
+                    epoch = r.epoch,
+                    "the epoch is over but this node holds no share of the decided key"
+                );
+                self.epochs.left = true;
+                return;
+            }
+            Err(e) => {
+                tracing::error!(epoch = r.epoch, error = %e, "installing the next epoch's key share failed");
+                self.epochs.left = true;
+                return;
+            }
+        };
+        let Ok(group_key) = GroupKey::new(*share.public_key_package.verifying_key()) else {
             self.epochs.left = true;
             return;
         };
+        self.epochs.next = None;
         let built = match build_engine(
             &self.cfg,
             &self.epochs.key,
-            next.share,
+            share,
             self.epochs.store.clone(),
             &committee,
             me,
@@ -485,7 +534,7 @@ impl Node {
             }
         };
         if let Ok(mut k) = self.epochs.group_keys.write() {
-            k.insert(r.epoch, next.group_key);
+            k.insert(r.epoch, group_key);
         }
         tracing::info!(
             epoch = r.epoch,

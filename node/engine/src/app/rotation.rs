@@ -14,8 +14,10 @@
 
 use super::*;
 
-/// Most members a rotation may name (the config's limit).
-pub const MAX_ROTATION_MEMBERS: usize = 1000;
+/// Most members a rotation may name: the next committee's key commit (one signed DKG
+/// confirmation of ~34 n' + 180 bytes per member) must fit one envelope
+/// ([`sigil_proto::MAX_ENVELOPE_BYTES`], 256 KiB); 64 members make ~150 KB.
+pub const MAX_ROTATION_MEMBERS: usize = 64;
 /// Fewest members a rotation may name: n = 3f + 1 with f >= 1.
 pub const MIN_ROTATION_MEMBERS: usize = 4;
 /// Most destination inboxes a rotation may name (one key-rotation height each).
@@ -24,7 +26,7 @@ pub const MAX_ROTATION_INBOXES: usize = 64;
 const NODE_KEY_BYTES: usize = 33;
 
 /// Checks a rotation's shape against the epoch this committee signs under: epoch + 1,
-/// 4..=1,000 distinct valid 33-byte compressed secp256k1 keys, 1..=64 distinct inboxes
+/// 4..=64 distinct valid 33-byte compressed secp256k1 keys, 1..=64 distinct inboxes
 /// (non-zero chain id, 20-byte address), threshold exactly 2f + 1 for that size ([`sigil_crypto::keys::thresholds`]).
 ///
 /// Errors: a message naming the first field that is wrong.
@@ -128,6 +130,7 @@ impl App {
             key_commit,
             key_height,
             handover_heights,
+            joined: false,
         }
     }
 

@@ -137,6 +137,16 @@ impl<S: Storage> Driver<S> {
             }
             Some(pb::request::Kind::KeyCommit(kc)) => {
                 // Self-certifying, so accepted from any admitted peer (an incoming member).
+                // Once one is held, others are refused before any signature work: every
+                // valid key commit's shares are on its members' disks (they store a share
+                // before confirming it), so the first is as good as any.
+                if self
+                    .app
+                    .offered_key_commit()
+                    .is_some_and(|held| *held != kc)
+                {
+                    return ack("a key commit is already held");
+                }
                 return match self.offer_key_commit(kc) {
                     Ok(()) => pb::Response {
                         kind: Some(pb::response::Kind::Ack(pb::Ack {
