@@ -424,6 +424,10 @@ impl Node {
         st.lag = ev.head.saturating_sub(cursor.block_number);
         st.next_nonce = cursor.next_nonce;
         st.updated_ms = now_ms();
+        if self.epochs.has_left() {
+            // An archive decides nothing more: its engine's pool would only grow.
+            return;
+        }
         self.drive(Input::Chain(ev));
     }
 

@@ -205,6 +205,11 @@ impl EpochHost {
         }
     }
 
+    /// Whether this node left the committee (an archive now).
+    pub(super) fn has_left(&self) -> bool {
+        self.left
+    }
+
     /// Whether `peer` belongs to the decided rotation's committee without being a member
     /// now (a joiner).
     pub(super) fn is_guest(&self, peer: &PeerId) -> bool {
