@@ -43,6 +43,7 @@ enum Pending {
     Dkg(u64),
     KeyCommit,
     Handover,
+    Peers,
 }
 
 /// Runs the join phase (see the module docs) until the store holds the hand-over into the
@@ -73,12 +74,12 @@ pub async fn run(
     let rotation = approval.to_rotation(&path, genesis, &crate::epoch::inboxes(cfg))?;
     let current = Committee::from_config(&cfg.committee)?;
     let next = crate::node::committee_of(&rotation)?;
-    if next.index_of(&key.public()).is_none() {
+    let Some(me_next) = next.index_of(&key.public()) else {
         bail!(
             "{}: the approved next committee does not name this node's key",
             path.display()
         );
-    }
+    };
     let mut peers: Vec<_> = (1..=current.len())
         .filter_map(|i| current.key(i).copied())
         .collect();
@@ -113,6 +114,8 @@ pub async fn run(
     let mut next_ask = Instant::now();
     let mut asked = 0usize;
     let mut retry_dkg = Instant::now();
+    let mut next_peers = Instant::now();
+    let mut asked_peers = 0usize;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
@@ -130,6 +133,17 @@ pub async fn run(
                     r.dialed();
                     if let Ok(addr) = m.address.parse::<libp2p::Multiaddr>() {
                         let _ = swarm.dial(libp2p::swarm::dial_opts::DialOpts::peer_id(peer).addresses(vec![addr]).build());
+                    }
+                }
+                // The other joiners' addresses, from the members they connected to.
+                if now >= next_peers {
+                    next_peers = now + ASK_EVERY;
+                    asked_peers += 1;
+                    let i = (asked_peers % usize::from(current.len().max(1))) as u16 + 1;
+                    if let Some(peer) = current.peer(i).filter(|p| swarm.is_connected(p)) {
+                        let req = pb::Request { kind: Some(pb::request::Kind::Peers(pb::PeersRequest {})) }.encode_to_vec();
+                        let id = swarm.behaviour_mut().rr.send_request(&peer, Wire(req));
+                        pending.insert(id, Pending::Peers);
                     }
                 }
                 if done.is_none() && session.is_none() && now >= retry_dkg {
@@ -220,6 +234,20 @@ pub async fn run(
                                     return Ok(());
                                 }
                                 Err(e) => tracing::warn!(error = %e, "hand-over refused"),
+                            }
+                        }
+                        Some(Pending::Peers) => {
+                            let Ok(pb::Response { kind: Some(pb::response::Kind::Peers(list)) }) = pb::Response::decode(response.0.as_slice()) else { continue };
+                            for p in list.peers.iter().take(64) {
+                                let Ok(id) = libp2p::PeerId::from_bytes(&p.peer_id) else { continue };
+                                // Only the next committee's other joiners, never ourselves.
+                                if next.index_of_peer(&id).is_none() || current.index_of_peer(&id).is_some() || swarm.is_connected(&id) || Some(id) == next.peer(me_next) {
+                                    continue;
+                                }
+                                let addrs: Vec<libp2p::Multiaddr> = p.addresses.iter().take(8).filter_map(|a| a.parse().ok()).collect();
+                                if !addrs.is_empty() {
+                                    let _ = swarm.dial(libp2p::swarm::dial_opts::DialOpts::peer_id(id).addresses(addrs).build());
+                                }
                             }
                         }
                         Some(Pending::KeyCommit) | None => {}

@@ -605,6 +605,18 @@ impl Node {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
+                    // Joiners asking for each other's addresses (members and guests only).
+                    if (self.committee.index_of_peer(&peer).is_some()
+                        || self.epochs.is_guest(&peer))
+                        && let Some(r) = self.epochs.peers_request(&request.0)
+                    {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .rr
+                            .send_response(channel, Wire(r.encode_to_vec()));
+                        return;
+                    }
                     // The next committee's DKG packages go to its session, not the engine.
                     if let Some(ack) = self.epochs.dkg_request(peer, &request.0) {
                         let _ = self
@@ -695,6 +707,9 @@ impl Node {
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "listening"),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(
+                libp2p::identify::Event::Received { peer_id, info, .. },
+            )) => self.epochs.identified(peer_id, &info.listen_addrs),
             _ => {}
         }
     }

@@ -177,6 +177,8 @@ pub(super) struct EpochHost {
     guests: BTreeSet<PeerId>,
     /// The rotation (epoch, decided height) whose peers were admitted.
     admitted: Option<(u64, u64)>,
+    /// The listen addresses guests announced (libp2p identify), at most 8 each.
+    guest_addresses: BTreeMap<PeerId, Vec<String>>,
 }
 
 impl EpochHost {
@@ -202,7 +204,37 @@ impl EpochHost {
             left: false,
             guests: BTreeSet::new(),
             admitted: None,
+            guest_addresses: BTreeMap::new(),
         }
+    }
+
+    /// Records the listen addresses a guest announced (others are ignored).
+    pub(super) fn identified(&mut self, peer: PeerId, addresses: &[libp2p::Multiaddr]) {
+        if self.guests.contains(&peer) {
+            let list = addresses.iter().take(8).map(|a| a.to_string()).collect();
+            self.guest_addresses.insert(peer, list);
+        }
+    }
+
+    /// A `PeersRequest` from a member or guest: the guests' announced addresses (at most 64).
+    /// `None`: not a peers request.
+    pub(super) fn peers_request(&self, data: &[u8]) -> Option<pb::Response> {
+        let req = pb::Request::decode(data).ok()?;
+        if !matches!(req.kind, Some(pb::request::Kind::Peers(_))) {
+            return None;
+        }
+        let peers = self
+            .guest_addresses
+            .iter()
+            .take(64)
+            .map(|(p, a)| pb::PeerAddress {
+                peer_id: p.to_bytes(),
+                addresses: a.clone(),
+            })
+            .collect();
+        Some(pb::Response {
+            kind: Some(pb::response::Kind::Peers(pb::PeerAddresses { peers })),
+        })
     }
 
     /// Whether this node left the committee (an archive now).
@@ -554,6 +586,7 @@ impl Node {
         self.committee = committee;
         self.me = me;
         self.epochs.guests.clear();
+        self.epochs.guest_addresses.clear();
         self.connected = self
             .swarm
             .connected_peers()
