@@ -168,21 +168,7 @@ pub fn write_key_share(
             share.epoch
         );
     }
-    std::fs::create_dir_all(home.join(KEYS_DIR))?;
-    let json = Zeroizing::new(serde_json::to_vec(share)?);
-    let tmp = p.with_extension("json.tmp");
-    if tmp.exists() {
-        std::fs::remove_file(&tmp)?;
-    }
-    keystore::write_file(
-        &tmp,
-        &json,
-        pass,
-        "sigil-key-share",
-        kdf(),
-        &mut rand_core::OsRng,
-    )?;
-    std::fs::rename(&tmp, &p)?;
+    write_share_file(home, &p, share, pass)?;
     let g = serde_json::to_string_pretty(&GroupKeyFile::new(share.epoch, group_key))?;
     std::fs::write(group_key_path(home, share.epoch), &g)?;
     std::fs::write(home.join(GROUP_KEY), &g)?;
@@ -210,6 +196,11 @@ pub fn write_candidate_share(
     pass: &[u8],
 ) -> Result<()> {
     let p = candidate_share_path(home, share.epoch, &group_key.compressed());
+    write_share_file(home, &p, share, pass)
+}
+
+/// Writes `share` encrypted to `p` atomically (a temporary file renamed over it).
+fn write_share_file(home: &Path, p: &Path, share: &KeyShare, pass: &[u8]) -> Result<()> {
     std::fs::create_dir_all(home.join(KEYS_DIR))?;
     let json = Zeroizing::new(serde_json::to_vec(share)?);
     let tmp = p.with_extension("json.tmp");
@@ -224,7 +215,7 @@ pub fn write_candidate_share(
         kdf(),
         &mut rand_core::OsRng,
     )?;
-    std::fs::rename(&tmp, &p)?;
+    std::fs::rename(&tmp, p)?;
     Ok(())
 }
 
