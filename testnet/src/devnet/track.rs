@@ -1,0 +1,209 @@
+//! What the devnet watches: both chains' heads (finality moments), attested batches on the
+//! node APIs, deliveries and failures on the inboxes.
+
+use super::*;
+
+/// When each chain's head first reached each block number (ms since the Unix epoch), polled
+/// every 50 ms: a block that appeared between two polls gets the later poll's time.
+#[derive(Clone, Default)]
+pub(super) struct HeadClock(std::sync::Arc<std::sync::Mutex<BTreeMap<u64, BTreeMap<u64, u64>>>>);
+
+impl HeadClock {
+    /// Polls `chains` (chain id, provider) until aborted.
+    pub(super) fn spawn(&self, chains: Vec<(u64, DynProvider)>) -> tokio::task::JoinHandle<()> {
+        let clock = self.clone();
+        tokio::spawn(async move {
+            loop {
+                for (id, p) in &chains {
+                    if let Ok(head) = p.get_block_number().await {
+                        let now = sigil_node::now_ms();
+                        if let Ok(mut m) = clock.0.lock() {
+                            let seen = m.entry(*id).or_default();
+                            let from = seen.keys().next_back().map_or(head, |b| b + 1);
+                            for b in from..=head {
+                                seen.insert(b, now);
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    }
+
+    pub(super) fn snapshot(&self) -> HeadClock {
+        HeadClock(std::sync::Arc::new(std::sync::Mutex::new(
+            self.0.lock().map(|m| m.clone()).unwrap_or_default(),
+        )))
+    }
+
+    /// When `chain`'s head first reached `block` (ms), if it did.
+    pub(super) fn final_at(&self, chain: u64, block: u64) -> Option<u64> {
+        let m = self.0.lock().ok()?;
+        m.get(&chain)?.range(block..).next().map(|(_, t)| *t)
+    }
+}
+
+/// Watches attestations (node APIs), deliveries and failures (inbox logs).
+pub(super) struct Tracker {
+    pub(super) http: reqwest::Client,
+    pub(super) next_height: u64,
+    pub(super) attested: HashMap<B256, u64>,
+    pub(super) delivered: HashMap<B256, u64>,
+    pub(super) failed: HashMap<B256, u64>,
+    pub(super) inboxes: Vec<(DynProvider, Address, u64)>,
+    /// Messages in attested batches, per key epoch.
+    pub(super) per_epoch: BTreeMap<u64, u64>,
+}
+
+impl Tracker {
+    pub(super) fn new(a: &Chain, b: &Chain) -> Self {
+        let inboxes = [a, b]
+            .iter()
+            .map(|c| {
+                (
+                    ProviderBuilder::new()
+                        .connect_http(c.anvil.endpoint_url())
+                        .erased(),
+                    c.inbox,
+                    0u64,
+                )
+            })
+            .collect();
+        Self {
+            http: reqwest::Client::new(),
+            next_height: 1,
+            attested: HashMap::new(),
+            delivered: HashMap::new(),
+            failed: HashMap::new(),
+            inboxes,
+            per_epoch: BTreeMap::new(),
+        }
+    }
+
+    pub(super) async fn poll(&mut self, nodes: &[NodeProc]) {
+        let apis: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.api.clone())
+            .collect();
+        for _ in 0..64 {
+            match sigil_node::relayer::fetch_batch(&self.http, &apis, self.next_height).await {
+                Ok(Some(bv)) => self.on_batch(&bv),
+                _ => break,
+            }
+        }
+        let now = sigil_node::now_ms();
+        for (p, inbox, from) in self.inboxes.iter_mut() {
+            let Ok(head) = p.get_block_number().await else {
+                continue;
+            };
+            if head < *from {
+                continue;
+            }
+            let f = Filter::new()
+                .address(*inbox)
+                .event_signature(vec![
+                    SigilInbox::MessageDelivered::SIGNATURE_HASH,
+                    SigilInbox::MessageFailed::SIGNATURE_HASH,
+                ])
+                .from_block(*from)
+                .to_block(head);
+            if let Ok(logs) = p.get_logs(&f).await {
+                for l in logs {
+                    if let Ok(ev) = l.log_decode::<SigilInbox::MessageDelivered>() {
+                        self.delivered.entry(ev.inner.data.messageId).or_insert(now);
+                    } else if let Ok(ev) = l.log_decode::<SigilInbox::MessageFailed>() {
+                        self.failed.entry(ev.inner.data.messageId).or_insert(now);
+                    }
+                }
+                *from = head + 1;
+            }
+        }
+    }
+
+    pub(super) fn on_batch(&mut self, bv: &BatchView) {
+        let now = sigil_node::now_ms();
+        for m in &bv.messages {
+            self.attested.entry(m.id).or_insert(now);
+        }
+        *self.per_epoch.entry(bv.epoch).or_default() += bv.messages.len() as u64;
+        self.next_height += 1;
+    }
+
+    pub(super) fn progress(&self, sent: usize, total: usize) {
+        use std::io::Write;
+        let bar = |n: usize| {
+            let w = 20 * n / total.max(1);
+            format!("[{}{}]", "#".repeat(w), ".".repeat(20 - w.min(20)))
+        };
+        print!(
+            "\rsent {} {sent}/{total}  attested {} {}  delivered {} {}   ",
+            bar(sent),
+            bar(self.attested.len().min(total)),
+            self.attested.len(),
+            bar(self.delivered.len().min(total)),
+            self.delivered.len()
+        );
+        let _ = std::io::stdout().flush();
+    }
+
+    /// Reads every node's epoch and both inboxes' current epochs for the rotation.
+    pub(super) async fn observe_rotation(&self, r: &mut rotate::Rotation, nodes: &mut [NodeProc]) {
+        let mut epochs = Vec::new();
+        for n in nodes.iter() {
+            let e = match n.child {
+                Some(_) => self
+                    .node_status(&n.api)
+                    .await
+                    .and_then(|s| s["epoch"].as_u64())
+                    .unwrap_or(0),
+                None => 0,
+            };
+            epochs.push(e);
+        }
+        let mut inboxes = Vec::new();
+        for (p, inbox, _) in &self.inboxes {
+            match SigilInbox::new(*inbox, p.clone())
+                .currentEpoch()
+                .call()
+                .await
+            {
+                Ok(e) => inboxes.push(e),
+                Err(_) => return,
+            }
+        }
+        r.observe(nodes, &epochs, &inboxes);
+    }
+
+    pub(super) async fn node_status(&self, api: &str) -> Option<serde_json::Value> {
+        self.http
+            .get(format!("{api}/v1/status"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+
+    pub(super) async fn metric(&self, api: &str, name: &str) -> u64 {
+        let Ok(r) = self
+            .http
+            .get(format!("{api}/metrics"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        else {
+            return 0;
+        };
+        let text = r.text().await.unwrap_or_default();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .map_or(0, |v| v as u64)
+    }
+}
