@@ -61,22 +61,7 @@ impl ChainTask {
                 },
             )
             .into_transaction_request();
-        let metrics = &self.metrics.relayer;
-        let nonce = self
-            .dest
-            .provider
-            .get_transaction_count(self.dest.from)
-            .pending()
-            .await?;
-        let f = start(&self.dest, req, nonce, 0, metrics).await?;
-        let r = finish(&self.dest, f, self.stuck_after, metrics).await?;
-        if !r.status() {
-            return Err(anyhow!(
-                "rotateKey to epoch {} reverted at height {}",
-                h.new_epoch,
-                b.height
-            ));
-        }
+        let r = self.send_and_wait(req).await?;
         tracing::info!(
             chain = self.chain_id(),
             inbox = %self.dest.chain.inbox,
@@ -95,6 +80,23 @@ impl ChainTask {
             at_ms: crate::now_ms(),
         });
         Ok(())
+    }
+
+    /// Sends one transaction at the account's pending nonce and waits for its receipt
+    /// (replaced with higher fees when stuck). Errors: RPC failures, a revert.
+    async fn send_and_wait(
+        &self,
+        req: alloy::rpc::types::TransactionRequest,
+    ) -> Result<TransactionReceipt> {
+        let metrics = &self.metrics.relayer;
+        let nonce = self
+            .dest
+            .provider
+            .get_transaction_count(self.dest.from)
+            .pending()
+            .await?;
+        let f = start(&self.dest, req, nonce, 0, metrics).await?;
+        finish(&self.dest, f, self.stuck_after, metrics).await
     }
 
     /// The gas cap of one transaction: `max_tx_gas`, and at most the block gas limit.
@@ -196,14 +198,7 @@ impl ChainTask {
                     },
                 )
                 .into_transaction_request();
-            let nonce = self
-                .dest
-                .provider
-                .get_transaction_count(self.dest.from)
-                .pending()
-                .await?;
-            let f = start(&self.dest, req, nonce, 0, metrics).await?;
-            let r = finish(&self.dest, f, self.stuck_after, metrics).await?;
+            let r = self.send_and_wait(req).await?;
             out.records.push(rec("submitBatch", &r, 0, Vec::new()));
         }
         let leaves: Vec<B256> = b.messages.iter().map(|m| m.leaf).collect();
