@@ -97,6 +97,23 @@ contract SigilGateway {
         return _send(destChainId, recipient, payload, gasLimit);
     }
 
+    /// @notice Sends every payload of `payloads` to `recipient` on chain `destChainId` in one
+    ///         transaction, in order, each with exactly `gasLimit` gas there: the same as
+    ///         `payloads.length` calls of `sendMessage`, one `MessageSent` each, for the
+    ///         calldata and base cost of one (load generation, fan-out applications).
+    /// @dev Reverts as `sendMessage` does, naming the first offending payload's condition;
+    ///      then nothing is sent.
+    /// @return firstNonce The nonce of the first message (the others follow gap-free).
+    function sendMessages(uint64 destChainId, address recipient, bytes[] calldata payloads, uint32 gasLimit)
+        external
+        returns (uint64 firstNonce)
+    {
+        firstNonce = nextNonce;
+        for (uint256 i = 0; i < payloads.length; ++i) {
+            _send(destChainId, recipient, payloads[i], gasLimit);
+        }
+    }
+
     function _send(uint64 destChainId, address recipient, bytes calldata payload, uint32 gasLimit)
         internal
         returns (bytes32 messageId)

@@ -31,6 +31,42 @@ contract SigilGatewayTest is Test {
         assertEq(gw.nextNonce(), 2, "next nonce");
     }
 
+    function test_send_messages_is_many_sends_in_one() public {
+        gw.sendMessage(7, address(0xAB), hex"01");
+        bytes[] memory payloads = new bytes[](3);
+        payloads[0] = hex"aa";
+        payloads[1] = hex"";
+        payloads[2] = hex"bbcc";
+        for (uint64 i = 0; i < 3; ++i) {
+            vm.expectEmit();
+            emit SigilGateway.MessageSent(
+                keccak256(abi.encode(uint64(block.chainid), address(gw), uint64(1 + i))),
+                7,
+                address(0xCD),
+                1 + i,
+                address(this),
+                uint64(block.chainid),
+                INBOX,
+                50_000,
+                payloads[i]
+            );
+        }
+        uint64 first = gw.sendMessages(7, address(0xCD), payloads, 50_000);
+        assertEq(first, 1, "first nonce");
+        assertEq(gw.nextNonce(), 4, "next nonce");
+        // One bad payload: nothing of the batch is sent.
+        payloads[1] = new bytes(gw.MAX_PAYLOAD_BYTES() + 1);
+        vm.expectRevert(
+            abi.encodeWithSelector(SigilGateway.PayloadTooLarge.selector, gw.MAX_PAYLOAD_BYTES() + 1, gw.MAX_PAYLOAD_BYTES())
+        );
+        gw.sendMessages(7, address(0xCD), payloads, 50_000);
+        vm.expectRevert(abi.encodeWithSelector(SigilGateway.GasLimitOutOfRange.selector, uint32(9_999), uint32(10_000), uint32(5_000_000)));
+        gw.sendMessages(7, address(0xCD), payloads, 9_999);
+        assertEq(gw.nextNonce(), 4, "unchanged");
+        assertEq(gw.sendMessages(7, address(0xCD), new bytes[](0), 50_000), 4, "empty batch");
+        assertEq(gw.nextNonce(), 4, "empty batch sends nothing");
+    }
+
     function test_default_gas_limit_and_bounds() public {
         assertEq(gw.DEFAULT_GAS_LIMIT(), 200_000, "default");
         assertEq(gw.MIN_GAS_LIMIT(), 10_000, "min");

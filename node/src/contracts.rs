@@ -24,6 +24,8 @@ alloy::sol! {
         function sendMessage(uint64 destChainId, address recipient, bytes calldata payload) external returns (bytes32 messageId);
         /// Overload 1 (`sendMessage_1`): the recipient gets exactly `gasLimit` gas.
         function sendMessage(uint64 destChainId, address recipient, bytes calldata payload, uint32 gasLimit) external returns (bytes32 messageId);
+        /// Many payloads to one recipient in one transaction, one `MessageSent` each.
+        function sendMessages(uint64 destChainId, address recipient, bytes[] calldata payloads, uint32 gasLimit) external returns (uint64 firstNonce);
         function setRoute(uint64 destChainId, address inbox) external;
         function routes(uint64 destChainId) external view returns (address);
         function admin() external view returns (address);

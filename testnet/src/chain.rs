@@ -50,18 +50,26 @@ pub fn anvil_path() -> Result<PathBuf> {
 /// Starts anvil with `chain_id` on a free loopback port (anvil binds 127.0.0.1; the port is
 /// read from its output). The process stops when the returned instance is dropped.
 pub fn spawn_anvil(chain_id: u64) -> Result<AnvilInstance> {
-    spawn_anvil_with(chain_id, None)
+    spawn_anvil_with(chain_id, None, None)
 }
 
 /// Like [`spawn_anvil`], with interval mining every `block_time` seconds (anvil
-/// `--block-time`) instead of one block per transaction.
-pub fn spawn_anvil_with(chain_id: u64, block_time: Option<u64>) -> Result<AnvilInstance> {
+/// `--block-time`) instead of one block per transaction, and a block gas limit of
+/// `gas_limit` (anvil `--gas-limit`; its default is 30,000,000 gas).
+pub fn spawn_anvil_with(
+    chain_id: u64,
+    block_time: Option<u64>,
+    gas_limit: Option<u64>,
+) -> Result<AnvilInstance> {
     let mut a = Anvil::at(anvil_path()?)
         .chain_id(chain_id)
         .arg("--host")
         .arg("127.0.0.1");
     if let Some(bt) = block_time {
         a = a.block_time(bt);
+    }
+    if let Some(g) = gas_limit {
+        a = a.arg("--gas-limit").arg(g.to_string());
     }
     a.try_spawn().context("starting anvil")
 }

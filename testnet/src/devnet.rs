@@ -45,6 +45,15 @@ pub struct DevnetArgs {
     /// Messages sent back to back in one burst (they land in one block).
     #[arg(long, default_value_t = 50)]
     pub burst: u32,
+    /// Messages per gateway transaction: 1 sends each with `sendMessage`; more packs up to
+    /// that many payloads of one burst, direction and kind into one `sendMessages` call
+    /// (load generation: ~100,000 messages in minutes).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub per_tx: u32,
+    /// Block gas limit of both anvil chains (anvil's default: 30,000,000). Raise it for
+    /// throughput runs: a delivery transaction reserves its messages' gas limits.
+    #[arg(long)]
+    pub gas_limit: Option<u64>,
     /// Most messages per consensus block.
     #[arg(long, default_value_t = 10_000)]
     pub batch: u32,
@@ -59,6 +68,10 @@ pub struct DevnetArgs {
     /// Restart the killed member this many seconds after killing it.
     #[arg(long)]
     pub restart_after: Option<u64>,
+    /// Churn: every this many seconds restart the member that is down and SIGKILL the next
+    /// one, round robin (one member down at a time), until every message is delivered.
+    #[arg(long, conflicts_with_all = ["kill_node", "rotate_at"], value_parser = clap::value_parser!(u64).range(1..))]
+    pub churn: Option<u64>,
     /// Block confirmations the watchers wait for.
     #[arg(long, default_value_t = 2)]
     pub confirmations: u64,
@@ -93,68 +106,17 @@ pub struct DevnetArgs {
     pub leave: u16,
 }
 
+mod churn;
+mod load;
+mod procs;
+mod report;
 mod rotate;
 mod track;
+pub use procs::ProcFigures;
+use report::percentiles;
+pub use report::{NodeFigures, Report, print_report};
 pub use rotate::RotationReport;
 use track::{HeadClock, Tracker};
-
-/// The outcome.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Report {
-    /// Messages sent (good and poison).
-    pub sent: usize,
-    /// Poison messages sent (to the gas burner).
-    pub poison: usize,
-    /// Messages seen in attested batches.
-    pub attested: usize,
-    /// Good messages delivered (once).
-    pub delivered: usize,
-    /// Poison messages Failed and retryable on their inbox (`statusOf` = Failed).
-    pub failed: usize,
-    /// Good message ids never delivered.
-    pub missing: Vec<B256>,
-    /// Poison message ids that are not Failed on their inbox (delivered or never processed).
-    pub not_failed: Vec<B256>,
-    /// Ids delivered more than once.
-    pub duplicates: Vec<B256>,
-    /// Finality → attestation latency percentiles (ms): p50, p95, p99.
-    pub attest_ms: [u64; 3],
-    /// Finality → delivery latency percentiles (ms).
-    pub deliver_ms: [u64; 3],
-    /// Delivered messages per second, first send to last delivery.
-    pub throughput: f64,
-    /// Relayer gas per delivered message (submitBatch + deliver, averaged).
-    pub gas_per_message: f64,
-    /// Heights decided.
-    pub heights: u64,
-    /// Wall time (s).
-    pub seconds: f64,
-    /// Per node: member, decided height, attested height, peers, state.
-    pub nodes: Vec<NodeFigures>,
-    /// The committee rotation, when one was asked for (`--rotate-at`).
-    pub rotation: Option<RotationReport>,
-}
-
-/// One node's figures at the end.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeFigures {
-    /// Member index.
-    pub member: u16,
-    /// `running`, `killed`, `restarted`.
-    pub state: String,
-    /// Decided height.
-    pub decided: u64,
-    /// Attested height.
-    pub attested: u64,
-    /// Connected peers.
-    pub peers: usize,
-    /// Signing culprits counted.
-    pub culprits: u64,
-    /// Consensus timeouts.
-    pub timeouts: u64,
-}
 
 struct NodeProc {
     member: u16,
@@ -184,20 +146,6 @@ struct Sent {
     gateway: Address,
     nonce: u64,
     poison: bool,
-}
-
-impl Report {
-    /// Whether the run passed: every good message delivered exactly once, every poison
-    /// message Failed (not delivered, not missing), and an asked-for rotation completed
-    /// (the new committee in epoch 2, both inboxes on the new key).
-    pub fn passed(&self) -> bool {
-        self.rotation.as_ref().is_none_or(|r| r.done() && r.pruned)
-            && self.missing.is_empty()
-            && self.duplicates.is_empty()
-            && self.delivered + self.poison == self.sent
-            && self.not_failed.is_empty()
-            && self.failed == self.poison
-    }
 }
 
 fn free_port() -> Result<u16> {
@@ -234,17 +182,8 @@ fn sigil(bin: &Path, home: &Path) -> Command {
     c
 }
 
-fn percentiles(mut v: Vec<u64>) -> [u64; 3] {
-    if v.is_empty() {
-        return [0; 3];
-    }
-    v.sort_unstable();
-    let at = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
-    [at(0.50), at(0.95), at(0.99)]
-}
-
-async fn deploy_chain(id: u64, block_time: u64) -> Result<Chain> {
-    let anvil = spawn_anvil_with(id, Some(block_time))?;
+async fn deploy_chain(id: u64, block_time: u64, gas_limit: Option<u64>) -> Result<Chain> {
+    let anvil = spawn_anvil_with(id, Some(block_time), gas_limit)?;
     let p = provider_for(&anvil, 0)?;
     let admin = anvil.addresses()[0];
     let gateway = deploy_gateway(&p, admin).await?;
@@ -289,7 +228,7 @@ fn node_config(
     ));
     for (i, c) in chains.iter().enumerate() {
         s.push_str(&format!(
-            "\n[[chains]]\nname = \"{}\"\nchain_id = {}\nrpc = [\"{}\"]\ngateway = \"{}\"\ninbox = \"{}\"\nfinality = \"confirmations:{}\"\npoll_interval = \"250ms\"\n",
+            "\n[[chains]]\nname = \"{}\"\nchain_id = {}\nrpc = [\"{}\"]\ngateway = \"{}\"\ninbox = \"{}\"\nfinality = \"confirmations:{}\"\npoll_interval = \"50ms\"\n",
             if i == 0 { "a" } else { "b" },
             c.id,
             c.anvil.endpoint(),
@@ -317,10 +256,10 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     println!("run directory: {}", run_dir.display());
 
     // 1. Chains and contracts.
-    let a = deploy_chain(1001, args.block_time)
+    let a = deploy_chain(1001, args.block_time, args.gas_limit)
         .await
         .context("chain A")?;
-    let b = deploy_chain(1002, args.block_time)
+    let b = deploy_chain(1002, args.block_time, args.gas_limit)
         .await
         .context("chain B")?;
     route(&a, &b).await?;
@@ -468,7 +407,7 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         ]);
     }
     let relay_log = std::fs::File::create(relayer_home.join("relayer.log"))?;
-    let _relayer = relay
+    let relayer_proc = relay
         .env("SIGIL_RELAYER_KEY", &relayer_key)
         .stdout(Stdio::null())
         .stderr(relay_log)
@@ -516,37 +455,63 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     let mut sent_at: HashMap<Bytes, u64> = HashMap::new();
     let mut tracker = Tracker::new(&a, &b);
     let mut killed_at: Option<Instant> = None;
+    let mut churn = args
+        .churn
+        .map(|secs| churn::Churn::new(Duration::from_secs(secs), usize::from(args.nodes)));
     let burst = args.burst.max(1) as usize;
     let interval = Duration::from_secs_f64(burst as f64 / f64::from(args.rate.max(1)));
     for (k, chunk) in plan.chunks(burst).enumerate() {
         let tick = started + interval * k as u32;
+        // Watch attestations and deliveries every 50 ms while waiting for the next burst
+        // (the attestation moment is when the tracker first saw it).
+        while Instant::now() + Duration::from_millis(50) < tick {
+            if let Some(c) = churn.as_mut() {
+                c.step(&bin, &mut nodes).await?;
+            }
+            tracker.poll(&nodes).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         tokio::time::sleep_until(tick.into()).await;
-        for (forward, i, poison) in chunk {
-            let (p, gw, dest, to) = if *forward {
+        for tx in load::group(chunk, args.per_tx as usize) {
+            let (p, gw, dest, to) = if tx.forward {
                 (&pa, a.gateway, b.id, &b)
             } else {
                 (&pb, b.gateway, a.id, &a)
             };
-            let recv = if *poison { to.burner } else { to.receiver };
-            let payload = Bytes::from(
-                format!(
-                    "devnet {} {}#{i}",
-                    if *forward { "A->B" } else { "B->A" },
-                    if *poison { "poison " } else { "" }
-                )
-                .into_bytes(),
-            );
-            let nonce = nonces.get_mut(forward).ok_or_else(|| anyhow!("nonce"))?;
+            let recv = if tx.poison { to.burner } else { to.receiver };
+            let payloads: Vec<Bytes> = tx
+                .indices
+                .iter()
+                .map(|i| load::payload(tx.forward, *i, tx.poison))
+                .collect();
+            let nonce = nonces
+                .get_mut(&tx.forward)
+                .ok_or_else(|| anyhow!("nonce"))?;
             let gateway = SigilGateway::new(gw, p.clone());
-            // sendMessage_0: the three-argument overload, default gas limit (200,000).
-            let call = gateway
-                .sendMessage_0(dest, recv, payload.clone())
-                .nonce(*nonce)
-                .gas(200_000);
+            let pend = if let [one] = payloads.as_slice() {
+                // sendMessage_0: the three-argument overload, default gas limit (200,000).
+                gateway
+                    .sendMessage_0(dest, recv, one.clone())
+                    .nonce(*nonce)
+                    .gas(200_000)
+                    .send()
+                    .await
+            } else {
+                let gas = load::send_messages_gas(payloads.len());
+                gateway
+                    .sendMessages(dest, recv, payloads.clone(), 200_000)
+                    .nonce(*nonce)
+                    .gas(gas)
+                    .send()
+                    .await
+            }
+            .context("sendMessage")?;
             *nonce += 1;
-            let pend = call.send().await.context("sendMessage")?;
-            sent_at.insert(payload, sigil_node::now_ms());
-            pending.push((*forward, *pend.tx_hash()));
+            let now = sigil_node::now_ms();
+            for pl in payloads {
+                sent_at.insert(pl, now);
+            }
+            pending.push((tx.forward, *pend.tx_hash()));
         }
         if let (Some(victim), None) = (args.kill_node, killed_at)
             && (k + 1) * burst >= total / 2
@@ -623,6 +588,9 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
             restarted = true;
             println!("restarted node {}", n.member);
         }
+        if let Some(c) = churn.as_mut() {
+            c.step(&bin, &mut nodes).await?;
+        }
         tracker.poll(&nodes).await;
         if let Some(r) = rotation.as_mut() {
             tracker.observe_rotation(r, &mut nodes).await;
@@ -641,7 +609,7 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if !args.quiet {
         println!();
@@ -658,6 +626,7 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     let mut missing = Vec::new();
     let mut attest_lat = Vec::new();
     let mut deliver_lat = Vec::new();
+    let mut gap = Vec::new();
     let mut last_delivery = 0u64;
     for (id, s) in &sent_ids {
         // Source finality measured: the moment the head first reached the block that makes
@@ -671,10 +640,21 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         if s.poison {
             continue;
         }
-        match tracker.delivered.get(id) {
+        // The delivery moment: when the block holding the delivery first appeared.
+        let delivered_at = tracker.delivered.get(id).map(|seen| {
+            tracker
+                .delivered_in
+                .get(id)
+                .and_then(|(c, b)| heads.final_at(*c, *b))
+                .map_or(*seen, |t| t.min(*seen))
+        });
+        match delivered_at.as_ref() {
             Some(at) => {
                 deliver_lat.push(at.saturating_sub(fin));
                 last_delivery = last_delivery.max(*at);
+                if let Some(att) = tracker.attested.get(id) {
+                    gap.push(at.saturating_sub(*att));
+                }
             }
             None => missing.push(*id),
         }
@@ -720,6 +700,7 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         figures.push(NodeFigures {
             member: n.member,
             state: n.state.to_owned(),
+            process: n.child.as_ref().and_then(|c| c.id()).and_then(procs::read),
             decided: s
                 .as_ref()
                 .map_or(0, |s| s["decidedHeight"].as_u64().unwrap_or(0)),
@@ -749,7 +730,15 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         duplicates,
         attest_ms: percentiles(attest_lat),
         deliver_ms: percentiles(deliver_lat),
+        gap_ms: percentiles(gap),
         throughput: delivered as f64 / span,
+        attested_throughput: {
+            let last = tracker.attested.values().copied().max().unwrap_or(0);
+            let n = tracker.attested.len() as f64;
+            n / (last.saturating_sub(first_send).max(1) as f64 / 1000.0)
+        },
+        relayer: relayer_proc.id().and_then(procs::read),
+        churn_kills: churn.as_ref().map_or(0, |c| c.kills),
         gas_per_message: if delivered > 0 {
             gas as f64 / delivered as f64
         } else {
@@ -826,75 +815,4 @@ fn relayer_gas(path: &Path) -> u64 {
         .filter_map(|l| serde_json::from_str::<sigil_node::relayer::TxRecord>(l).ok())
         .map(|r| r.gas_used)
         .sum()
-}
-
-/// Prints the report table.
-pub fn print_report(r: &Report) {
-    println!("\n=== devnet report ===");
-    println!("sent        {:>8}", r.sent);
-    println!("attested    {:>8}", r.attested);
-    println!("delivered   {:>8}", r.delivered);
-    println!("poison      {:>8}", r.poison);
-    println!(
-        "failed      {:>8}   (poison messages Failed and retryable on their inbox)",
-        r.failed
-    );
-    println!("missing     {:>8}", r.missing.len());
-    println!("duplicates  {:>8}", r.duplicates.len());
-    println!("heights     {:>8}", r.heights);
-    println!();
-    println!("latency from source finality (ms)   p50      p95      p99");
-    println!(
-        "  to attestation               {:>8} {:>8} {:>8}",
-        r.attest_ms[0], r.attest_ms[1], r.attest_ms[2]
-    );
-    println!(
-        "  to delivery                  {:>8} {:>8} {:>8}",
-        r.deliver_ms[0], r.deliver_ms[1], r.deliver_ms[2]
-    );
-    println!();
-    println!(
-        "throughput           {:>10.1} msgs/s (first send to last delivery)",
-        r.throughput
-    );
-    println!(
-        "gas per message      {:>10.0} (relayer submitBatch + deliver, all chains)",
-        r.gas_per_message
-    );
-    println!("wall time            {:>10.1} s", r.seconds);
-    println!();
-    println!("node  state       decided  attested  peers  culprits  timeouts");
-    for n in &r.nodes {
-        println!(
-            "{:>4}  {:<10} {:>8} {:>9} {:>6} {:>9} {:>9}",
-            n.member, n.state, n.decided, n.attested, n.peers, n.culprits, n.timeouts
-        );
-    }
-    if let Some(rot) = &r.rotation {
-        println!();
-        println!(
-            "rotation: approved after {} messages; joined {:?}, left {:?}",
-            rot.approved_after_messages, rot.joined, rot.left
-        );
-        let s = |v: Option<f64>| v.map_or("NOT DONE".to_string(), |v| format!("{v:.1} s"));
-        println!("  new committee in epoch 2  {}", s(rot.new_key_after_s));
-        println!("  both inboxes rotated      {}", s(rot.inboxes_after_s));
-        println!(
-            "  messages attested         epoch 1: {}   epoch 2: {}",
-            rot.messages_per_epoch[0], rot.messages_per_epoch[1]
-        );
-        println!(
-            "  old key share pruned      {}",
-            if rot.pruned { "yes (node 1)" } else { "NO" }
-        );
-    }
-    for id in &r.missing {
-        println!("MISSING   {id}");
-    }
-    for id in &r.duplicates {
-        println!("DUPLICATE {id}");
-    }
-    for id in &r.not_failed {
-        println!("POISON NOT FAILED {id}");
-    }
 }

@@ -60,7 +60,22 @@ async fn setup(count: u64) -> Setup {
 }
 
 async fn setup_with(count: u64, route: impl Fn(u64, Contracts) -> Route) -> Setup {
-    let anvil = spawn_anvil(DEST).unwrap();
+    setup_heights(count, 1, None, route).await
+}
+
+/// `count` messages split evenly over heights 1..=`heights` (one attested batch each, every
+/// one served at once), on an anvil mining every `block_time` seconds (`None`: a block per
+/// transaction).
+async fn setup_heights(
+    count: u64,
+    heights: u64,
+    block_time: Option<u64>,
+    route: impl Fn(u64, Contracts) -> Route,
+) -> Setup {
+    let anvil = match block_time {
+        Some(_) => sigil_testnet::chain::spawn_anvil_with(DEST, block_time, None).unwrap(),
+        None => spawn_anvil(DEST).unwrap(),
+    };
     let provider = provider_for(&anvil, 0).unwrap().erased();
     let (inbox, receiver) = deploy_inbox(&provider, anvil.addresses()[0]).await.unwrap();
     let fixable = deploy_receiver(&provider, "FixableReceiver", inbox)
@@ -95,60 +110,70 @@ async fn setup_with(count: u64, route: impl Fn(u64, Contracts) -> Route) -> Setu
             }
         })
         .collect();
-    let leaves: Vec<B256> = messages.iter().map(|m| m.leaf()).collect();
-    let root = BatchTree::new(&leaves).unwrap().root();
     let signers: BTreeMap<u16, _> = dealt
         .key_packages
         .iter()
         .take(3)
         .map(|(i, k)| (*i, k.clone()))
         .collect();
-    let sig = sigil_crypto::signing::sign_local(
-        &signers,
-        &dealt.public_key_package,
-        sigil_crypto::batch_digest(1, 1, root),
-        &mut rng,
-    )
-    .unwrap();
-    let on = OnchainSignature::from_frost(&sig).unwrap();
-    let batch = BatchView {
-        epoch: 1,
-        height: 1,
-        root,
-        count: count as u32,
-        signature: Some(SignatureView {
-            rx: on.rx,
-            ry: on.ry,
-            z: on.z,
-        }),
-        messages: messages
-            .iter()
-            .map(|m| MessageView {
-                message: m.clone(),
-                id: m.id(),
-                leaf: m.leaf(),
-            })
-            .collect(),
-        time_ms: 0,
-        handover: None,
-    };
-    let json = serde_json::to_string(&batch).unwrap();
-    let app = axum::Router::new()
-        .route(
-            "/v1/batches/1",
-            axum::routing::get(move || async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    json,
-                )
-            }),
+    let per = count.div_ceil(heights).max(1) as usize;
+    let mut served: BTreeMap<u64, String> = BTreeMap::new();
+    for (k, part) in messages.chunks(per).enumerate() {
+        let height = k as u64 + 1;
+        let leaves: Vec<B256> = part.iter().map(|m| m.leaf()).collect();
+        let root = BatchTree::new(&leaves).unwrap().root();
+        let sig = sigil_crypto::signing::sign_local(
+            &signers,
+            &dealt.public_key_package,
+            sigil_crypto::batch_digest(1, height, root),
+            &mut rng,
         )
-        .fallback(|| async {
-            (
-                axum::http::StatusCode::NOT_FOUND,
-                "{\"code\":\"unknown_height\"}",
-            )
-        });
+        .unwrap();
+        let on = OnchainSignature::from_frost(&sig).unwrap();
+        let batch = BatchView {
+            epoch: 1,
+            height,
+            root,
+            count: part.len() as u32,
+            signature: Some(SignatureView {
+                rx: on.rx,
+                ry: on.ry,
+                z: on.z,
+            }),
+            messages: part
+                .iter()
+                .map(|m| MessageView {
+                    message: m.clone(),
+                    id: m.id(),
+                    leaf: m.leaf(),
+                })
+                .collect(),
+            time_ms: 0,
+            handover: None,
+        };
+        served.insert(height, serde_json::to_string(&batch).unwrap());
+    }
+    let served = Arc::new(served);
+    let app = axum::Router::new().route(
+        "/v1/batches/{h}",
+        axum::routing::get(move |axum::extract::Path(h): axum::extract::Path<u64>| {
+            let served = served.clone();
+            async move {
+                match served.get(&h) {
+                    Some(json) => (
+                        axum::http::StatusCode::OK,
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        json.clone(),
+                    ),
+                    None => (
+                        axum::http::StatusCode::NOT_FOUND,
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        "{\"code\":\"unknown_height\"}".to_string(),
+                    ),
+                }
+            }
+        }),
+    );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api = format!("http://{}", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, app).await });
@@ -246,6 +271,51 @@ async fn relays_once_and_a_second_relayer_sends_nothing() {
     .await;
     assert!(records(d2.path()).is_empty(), "idempotent: no transaction");
     assert_eq!(received(&s).await, want, "nothing delivered twice");
+}
+
+/// Pipelining: with six attested heights waiting and a block every 2 s, every root and
+/// every delivery goes out without waiting for earlier receipts, so they all land within
+/// two blocks (one height after another, waiting for each receipt, took at least two blocks
+/// per height: twelve).
+#[tokio::test]
+async fn attested_heights_are_pipelined_without_waiting_for_receipts() {
+    let s = setup_heights(24, 6, Some(2), |_, (inbox, receiver, _, _)| Route {
+        dest: DEST,
+        inbox,
+        recipient: receiver,
+        gas_limit: 100_000,
+    })
+    .await;
+    let d = tempfile::tempdir().unwrap();
+    let m = Arc::new(Metrics::new());
+    run_until(
+        relayer(&s, d.path(), Duration::from_secs(20)),
+        m.clone(),
+        async || received(&s).await == 24,
+    )
+    .await;
+    let recs = records(d.path());
+    assert_eq!(
+        recs.iter().filter(|r| r.kind == "submitBatch").count(),
+        6,
+        "one root per height"
+    );
+    assert_eq!(recs.iter().map(|r| r.messages).sum::<usize>(), 24);
+    let mut blocks = std::collections::BTreeSet::new();
+    for r in &recs {
+        let receipt = s
+            .provider
+            .get_transaction_receipt(r.tx)
+            .await
+            .unwrap()
+            .unwrap();
+        blocks.insert(receipt.block_number.unwrap());
+    }
+    assert!(
+        blocks.len() <= 2,
+        "six heights should land in at most two blocks, took {blocks:?}"
+    );
+    assert_eq!(m.relayer.failed.get(), 0, "nothing reverted or refused");
 }
 
 #[tokio::test]

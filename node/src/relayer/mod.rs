@@ -28,13 +28,18 @@
 //! `RecipientFailed` during gas estimation, so it costs no transaction. A Failed message never
 //! holds up other messages, heights or chains.
 //!
-//! Transactions carry an explicit nonce; chunks of one height go out back to back
-//! (consecutive nonces) before their receipts are awaited. One not mined within
-//! `stuck_after` is replaced with the same nonce and fees raised by 25% (stuck-transaction
-//! replacement). Failures are retried with exponential backoff and counted. Progress and a
-//! ledger of sent transactions (`relayer_txs.jsonl`) are kept in the state directory.
+//! **Pipeline** (`pipeline.rs`). Heights are put in flight as soon as they are attested,
+//! up to 32 at once per chain, without waiting for the receipts of earlier ones: a root's
+//! `submitBatch` and its deliveries go out back to back with consecutive nonces (so they
+//! can land in one block), each transaction carrying an explicit nonce kept by the chain's
+//! task. One not mined within `stuck_after` is replaced with the same nonce and fees raised
+//! by 25% (stuck-transaction replacement). A failure stops the sending until what is in
+//! flight has settled, then the nonce is read again and the unfinished heights are sent
+//! again (exponential backoff, counted). Progress and a ledger of sent transactions
+//! (`relayer_txs.jsonl`) are kept in the state directory.
 
 mod ledger;
+mod pipeline;
 mod plan;
 mod relay;
 mod retry;
@@ -52,7 +57,6 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, B256};
 use anyhow::{Context, Result, anyhow, bail};
 use ledger::{Ledger, RelayState, RetryEntry, read_json};
-use relay::HeightOutcome;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -188,70 +192,6 @@ struct ChainTask {
 impl ChainTask {
     fn chain_id(&self) -> u64 {
         self.dest.chain.chain_id
-    }
-
-    /// Runs until `shutdown` flips to true. Errors: only state-file writes.
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-        tracing::info!(
-            chain = self.chain_id(),
-            inbox = %self.dest.chain.inbox,
-            next_height = self.state.next_height,
-            queued_retries = self.retries.len(),
-            "relaying to chain"
-        );
-        let mut backoff = Duration::from_millis(250);
-        loop {
-            if *shutdown.borrow() {
-                return Ok(());
-            }
-            self.retry_due().await?;
-            let batch = match fetch_batch(&self.http, &self.apis, self.state.next_height).await {
-                Ok(Some(b)) => b,
-                Ok(None) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(self.poll) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(chain = self.chain_id(), error = %e, "fetching batch failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    continue;
-                }
-            };
-            self.count_foreign(&batch);
-            let mut out = HeightOutcome::default();
-            let result = self.relay_height(&batch, &mut out).await;
-            self.ledger.append(&out.records)?;
-            let mut queued = false;
-            for m in out.failed {
-                queued |= self.enqueue(batch.height, m);
-            }
-            if queued {
-                self.save_retries()?;
-            }
-            match result {
-                Ok(()) => {
-                    backoff = Duration::from_millis(250);
-                    self.state.next_height += 1;
-                    self.save_state()?;
-                }
-                Err(e) => {
-                    self.metrics.relayer.failed.inc();
-                    tracing::warn!(height = batch.height, chain = self.chain_id(), error = %format!("{e:#}"), "relaying failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
     }
 }
 

@@ -1,21 +1,48 @@
-//! Relaying one height to one chain: reading the inbox's state, submitting the root and
-//! delivering the messages not processed yet in gas-bounded chunks.
+//! Relaying one height to one chain: reading the inbox's state, then putting in flight the
+//! root's submission and the deliveries of the messages not processed yet, in gas-bounded
+//! chunks with consecutive nonces (the pipeline in `pipeline.rs` awaits the receipts).
 
 use super::ChainTask;
 use super::ledger::TxRecord;
 use super::plan::{delivery_gas, message_gas, plan_chunks, select};
-use super::tx::{delivery_events, finish, start};
+use super::tx::{InFlight, delivery_events, launch, start};
 use crate::api::{BatchView, HandoverView, MessageView};
 use crate::contracts::{STATUS_FAILED, STATUS_NONE, SigilInbox};
 use alloy::eips::BlockNumberOrTag;
 use alloy::providers::Provider;
-use alloy::rpc::types::TransactionReceipt;
+use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
 use alloy_primitives::{Address, B256, U256};
 use anyhow::{Result, anyhow};
 use sigil_crypto::{BatchTree, Message};
 use std::collections::{HashMap, VecDeque};
 
-/// What one attempt at a height did (kept even when the attempt fails half-way).
+/// Gas limit of a `submitBatch` or `rotateKey` sent while earlier transactions of ours are
+/// still in flight (so it cannot be estimated): both verify one Schnorr signature and write
+/// a few slots, ~58k and ~70k gas measured (BENCHMARKS.md); unused gas is not paid.
+pub(super) const FIXED_CALL_GAS: u64 = 250_000;
+
+/// One transaction of a height, sent and awaiting its receipt.
+pub(super) struct SentTx {
+    /// `submitBatch`, `rotateKey`, `deliver` or `deliverBatch`.
+    pub(super) kind: &'static str,
+    /// The messages it delivers (none for `submitBatch` / `rotateKey`).
+    pub(super) group: Vec<MessageView>,
+    /// The transaction.
+    pub(super) tx: InFlight,
+}
+
+/// The sending side of the pipeline for one chain.
+pub(super) struct SendCtx {
+    /// The nonce of the next transaction.
+    pub(super) nonce: u64,
+    /// Nothing of ours is in flight on this chain: its state is final, so transactions are
+    /// estimated before they are sent.
+    pub(super) settled: bool,
+    /// What was put in flight since the caller last took it.
+    pub(super) sent: Vec<SentTx>,
+}
+
+/// What sending a height found besides its transactions.
 #[derive(Default)]
 pub(super) struct HeightOutcome {
     /// Transactions mined.
@@ -31,11 +58,11 @@ impl ChainTask {
     /// order, so the rotation always lands before the first batch of the new epoch, and an
     /// inbox that missed it (a relayer that was down, a reverted transaction) gets it when
     /// the height is retried; an inbox already at the new epoch is left alone (idempotent).
-    async fn relay_rotation(
+    async fn send_rotation(
         &self,
         b: &BatchView,
         h: &HandoverView,
-        out: &mut HeightOutcome,
+        ctx: &mut SendCtx,
     ) -> Result<()> {
         if h.chain_id != self.chain_id() || h.inbox != self.dest.chain.inbox {
             return Ok(());
@@ -61,42 +88,42 @@ impl ChainTask {
                 },
             )
             .into_transaction_request();
-        let r = self.send_and_wait(req).await?;
         tracing::info!(
             chain = self.chain_id(),
             inbox = %self.dest.chain.inbox,
             epoch = h.new_epoch,
             height = b.height,
-            "inbox rotated to the new committee key"
+            "rotating the inbox to the new committee key"
         );
-        out.records.push(TxRecord {
-            height: b.height,
-            chain_id: self.chain_id(),
-            kind: "rotateKey".into(),
-            tx: r.transaction_hash,
-            gas_used: r.gas_used,
-            messages: 0,
-            failed: Vec::new(),
-            at_ms: crate::now_ms(),
-        });
-        Ok(())
+        self.put_in_flight(ctx, "rotateKey", Vec::new(), req, 0, FIXED_CALL_GAS)
+            .await
     }
 
-    /// Sends one transaction at the account's pending nonce and waits for its receipt
-    /// (replaced with higher fees when stuck). Errors: RPC failures, a revert.
-    async fn send_and_wait(
+    /// Sends `req` with the next nonce of `ctx`: estimated (the pre-flight check, gas
+    /// `max(estimate + 20%, floor)`) when nothing of ours is in flight on this chain, else
+    /// with exactly `fixed` gas (a proven upper bound: the call may depend on transactions
+    /// still in flight, so it cannot be estimated). Errors: the estimate says it would
+    /// revert, or the send failed (nothing is in flight for it then).
+    async fn put_in_flight(
         &self,
-        req: alloy::rpc::types::TransactionRequest,
-    ) -> Result<TransactionReceipt> {
+        ctx: &mut SendCtx,
+        kind: &'static str,
+        group: Vec<MessageView>,
+        req: TransactionRequest,
+        floor: u64,
+        fixed: u64,
+    ) -> Result<()> {
         let metrics = &self.metrics.relayer;
-        let nonce = self
-            .dest
-            .provider
-            .get_transaction_count(self.dest.from)
-            .pending()
-            .await?;
-        let f = start(&self.dest, req, nonce, 0, metrics).await?;
-        finish(&self.dest, f, self.stuck_after, metrics).await
+        let f = if ctx.settled {
+            start(&self.dest, req, ctx.nonce, floor, metrics).await
+        } else {
+            launch(&self.dest, req, ctx.nonce, fixed, metrics).await
+        }
+        .map_err(|e| e.context(format!("{kind} of {} messages", group.len())))?;
+        ctx.nonce += 1;
+        ctx.settled = false;
+        ctx.sent.push(SentTx { kind, group, tx: f });
+        Ok(())
     }
 
     /// The gas cap of one transaction: `max_tx_gas`, and at most the block gas limit.
@@ -143,12 +170,22 @@ impl ChainTask {
         Ok(out)
     }
 
-    /// Relays height `b` to this chain: submit the root if needed, deliver what is not
-    /// processed yet. What was done is left in `out` even when it errors half-way
-    /// (the caller retries; everything already done is skipped).
-    pub(super) async fn relay_height(&self, b: &BatchView, out: &mut HeightOutcome) -> Result<()> {
+    /// Puts height `b`'s transactions for this chain in flight, without waiting for any
+    /// receipt: the root's `submitBatch` unless the inbox has it, then the deliveries of
+    /// the messages not processed yet (consecutive nonces, so the deliveries execute after
+    /// the submission, in the same block when it has room). A key-rotation height puts its
+    /// `rotateKey` in flight instead when it names this chain's inbox. Messages found
+    /// Failed go to `out.failed`. What was sent is in `ctx.sent` even when this errors
+    /// half-way (the caller collects it, then sends the height again: everything already
+    /// done is skipped).
+    pub(super) async fn send_height(
+        &self,
+        b: &BatchView,
+        ctx: &mut SendCtx,
+        out: &mut HeightOutcome,
+    ) -> Result<()> {
         if let Some(h) = &b.handover {
-            return self.relay_rotation(b, h, out).await;
+            return self.send_rotation(b, h, ctx).await;
         }
         let (mine, _) = select(b, self.chain_id(), self.dest.chain.inbox);
         if mine.is_empty() {
@@ -170,20 +207,7 @@ impl ChainTask {
         if todo.is_empty() {
             return Ok(());
         }
-        let metrics = &self.metrics.relayer;
-        let inbox_addr = self.dest.chain.inbox;
-        let inbox = SigilInbox::new(inbox_addr, self.dest.provider.clone());
-        let rec =
-            |kind: &str, r: &TransactionReceipt, messages: usize, failed: Vec<B256>| TxRecord {
-                height: b.height,
-                chain_id: self.chain_id(),
-                kind: kind.into(),
-                tx: r.transaction_hash,
-                gas_used: r.gas_used,
-                messages,
-                failed,
-                at_ms: crate::now_ms(),
-            };
+        let inbox = SigilInbox::new(self.dest.chain.inbox, self.dest.provider.clone());
         let record = inbox.batchOf(b.root).call().await?;
         if record.submittedAt == 0 {
             let req = inbox
@@ -198,8 +222,8 @@ impl ChainTask {
                     },
                 )
                 .into_transaction_request();
-            let r = self.send_and_wait(req).await?;
-            out.records.push(rec("submitBatch", &r, 0, Vec::new()));
+            self.put_in_flight(ctx, "submitBatch", Vec::new(), req, 0, FIXED_CALL_GAS)
+                .await?;
         }
         let leaves: Vec<B256> = b.messages.iter().map(|m| m.leaf).collect();
         let tree = BatchTree::new(&leaves)?;
@@ -209,16 +233,6 @@ impl ChainTask {
             .into_iter()
             .map(|r| todo[r].to_vec())
             .collect();
-        // Every chunk goes out back to back (consecutive nonces), then the receipts are
-        // awaited: one block for all of them instead of one block each.
-        let mut nonce = self
-            .dest
-            .provider
-            .get_transaction_count(self.dest.from)
-            .pending()
-            .await?;
-        let mut inflight = Vec::new();
-        let mut send_err = None;
         while let Some(group) = groups.pop_front() {
             let (kind, req, floor) = if let [m] = group.as_slice() {
                 let proof = tree.proof(&m.leaf)?;
@@ -252,53 +266,53 @@ impl ChainTask {
                     .into_transaction_request();
                 ("deliverBatch", req, floor)
             };
-            match start(&self.dest, req, nonce, floor, metrics).await {
-                Ok(f) => {
-                    inflight.push((kind, group, f));
-                    nonce += 1;
-                }
-                Err(e) => {
-                    // Nothing was sent for this chunk: stop here (nonces stay gap-free),
-                    // collect what is in flight, and retry the height.
-                    send_err = Some(e.context(format!("{kind} of {} messages", group.len())));
-                    break;
-                }
+            let group: Vec<MessageView> = group.into_iter().cloned().collect();
+            self.put_in_flight(ctx, kind, group, req, floor, floor)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The ledger record and the Failed messages of a mined transaction of height `height`
+    /// (its `MessageDelivered` / `MessageFailed` events; counted in the metrics).
+    pub(super) fn mined(
+        &self,
+        height: u64,
+        sent: &SentTx,
+        r: &TransactionReceipt,
+        out: &mut HeightOutcome,
+    ) {
+        let metrics = &self.metrics.relayer;
+        let (delivered, failed) = delivery_events(self.dest.chain.inbox, r);
+        metrics.delivered.inc_by(delivered.len() as u64);
+        metrics.failed_messages.inc_by(failed.len() as u64);
+        for id in &failed {
+            if let Some(m) = sent.group.iter().find(|m| m.id == *id) {
+                tracing::warn!(
+                    height,
+                    chain = self.chain_id(),
+                    id = %id,
+                    recipient = %m.message.recipient,
+                    gas_limit = m.message.gas_limit,
+                    "message Failed at its recipient (reverted or out of its gas limit); queued for retry"
+                );
+                out.failed.push(m.message.clone());
             }
         }
-        let mut finish_err = None;
-        for (kind, group, f) in inflight {
-            match finish(&self.dest, f, self.stuck_after, metrics).await {
-                Ok(r) => {
-                    let (delivered, failed) = delivery_events(inbox_addr, &r);
-                    metrics.delivered.inc_by(delivered.len() as u64);
-                    metrics.failed_messages.inc_by(failed.len() as u64);
-                    for id in &failed {
-                        if let Some(m) = group.iter().find(|m| m.id == *id) {
-                            tracing::warn!(
-                                height = b.height,
-                                chain = self.chain_id(),
-                                id = %id,
-                                recipient = %m.message.recipient,
-                                gas_limit = m.message.gas_limit,
-                                "message Failed at its recipient (reverted or out of its gas limit); queued for retry"
-                            );
-                            out.failed.push(m.message.clone());
-                        }
-                    }
-                    tracing::debug!(height = b.height, chain = self.chain_id(), tx = %r.transaction_hash, delivered = delivered.len(), failed = failed.len(), "delivered");
-                    out.records.push(rec(kind, &r, delivered.len(), failed));
-                }
-                Err(e) => {
-                    if finish_err.is_none() {
-                        finish_err = Some(e);
-                    }
-                }
-            }
+        if sent.kind == "rotateKey" {
+            tracing::info!(chain = self.chain_id(), inbox = %self.dest.chain.inbox, height, "inbox rotated to the new committee key");
         }
-        match send_err.or(finish_err) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        tracing::debug!(height, chain = self.chain_id(), tx = %r.transaction_hash, delivered = delivered.len(), failed = failed.len(), "mined");
+        out.records.push(TxRecord {
+            height,
+            chain_id: self.chain_id(),
+            kind: sent.kind.into(),
+            tx: r.transaction_hash,
+            gas_used: r.gas_used,
+            messages: delivered.len(),
+            failed,
+            at_ms: crate::now_ms(),
+        });
     }
 
     /// Counts and logs the messages of `b` that name this chain but another inbox (once

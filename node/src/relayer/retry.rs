@@ -111,6 +111,12 @@ impl ChainTask {
         }
     }
 
+    /// Whether a queued Failed message's time has come.
+    pub(super) fn retry_is_due(&self) -> bool {
+        let now = crate::now_ms();
+        self.retries.values().any(|e| e.next_at_ms <= now)
+    }
+
     /// Retries every queued Failed message whose time has come, each on its own.
     pub(super) async fn retry_due(&mut self) -> Result<()> {
         let now = crate::now_ms();

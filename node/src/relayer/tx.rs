@@ -18,14 +18,85 @@ pub(super) struct Dest {
     pub(super) from: Address,
 }
 
+/// Fee bumps before a transaction is given up (each raises both fees by 25%).
+const MAX_BUMPS: u32 = 6;
+
 /// A sent transaction awaiting its receipt.
 pub(super) struct InFlight {
     req: TransactionRequest,
-    nonce: u64,
+    /// Its nonce (every version shares it).
+    pub(super) nonce: u64,
     gas: u64,
     max_fee: u128,
     tip: u128,
-    hash: B256,
+    /// The hash of every version sent (the first, then each replacement).
+    hashes: Vec<B256>,
+    /// When the latest version was sent.
+    sent_at: tokio::time::Instant,
+    /// Replacements so far.
+    bumps: u32,
+}
+
+/// What one look at an in-flight transaction found.
+pub(super) enum Poll {
+    /// Mined and succeeded.
+    Mined(Box<TransactionReceipt>),
+    /// Not mined yet (possibly just replaced with higher fees).
+    Waiting,
+    /// Settled without effect: reverted, or given up after the last fee bump (why).
+    Failed(String),
+}
+
+impl InFlight {
+    /// One look at the chain, without waiting: a receipt of any version ends it; one not
+    /// mined within `stuck_after` of its latest version is replaced with the same nonce and
+    /// both fees raised by 25% (stuck-transaction replacement, up to 6 times); a revert or
+    /// the last bump running out is [`Poll::Failed`]. Errors: RPC failures only (the
+    /// transaction is still in flight then).
+    pub(super) async fn poll(
+        &mut self,
+        dest: &Dest,
+        stuck_after: Duration,
+        metrics: &RelayerMetrics,
+    ) -> Result<Poll> {
+        for h in &self.hashes {
+            if let Some(r) = dest.provider.get_transaction_receipt(*h).await? {
+                metrics.pending.dec();
+                metrics.gas.inc_by(r.gas_used);
+                if !r.status() {
+                    metrics.failed.inc();
+                    return Ok(Poll::Failed(format!(
+                        "transaction {} reverted",
+                        r.transaction_hash
+                    )));
+                }
+                return Ok(Poll::Mined(Box::new(r)));
+            }
+        }
+        if self.sent_at.elapsed() < stuck_after {
+            return Ok(Poll::Waiting);
+        }
+        if self.bumps >= MAX_BUMPS {
+            metrics.pending.dec();
+            metrics.failed.inc();
+            return Ok(Poll::Failed(format!(
+                "transaction with nonce {} still not mined after {MAX_BUMPS} fee bumps",
+                self.nonce
+            )));
+        }
+        tracing::warn!(
+            chain = dest.chain.chain_id,
+            nonce = self.nonce,
+            "transaction not mined in time; replacing with higher fees"
+        );
+        self.max_fee += self.max_fee / 4 + 1;
+        self.tip += self.tip / 4 + 1;
+        self.bumps += 1;
+        metrics.pending.dec();
+        metrics.replaced.inc();
+        resend(dest, self, metrics).await?;
+        Ok(Poll::Waiting)
+    }
 }
 
 /// Sends `req` with `nonce` and gas limit `max(estimate + 20%, floor)` (the estimate is also
@@ -45,8 +116,11 @@ pub(super) async fn start(
     launch(dest, req, nonce, (gas + gas / 5).max(floor), metrics).await
 }
 
-/// Sends `req` with `nonce` and exactly `gas`, EIP-1559 fees from the node.
-async fn launch(
+/// Sends `req` with `nonce` and exactly `gas` (no estimate: for calls that only succeed
+/// after transactions still in flight, whose `gas` is a proven upper bound), EIP-1559 fees
+/// from the node. Errors: fee lookup or submission failed (nothing was sent then, unless
+/// the node took it and the answer was lost).
+pub(super) async fn launch(
     dest: &Dest,
     req: TransactionRequest,
     nonce: u64,
@@ -60,7 +134,9 @@ async fn launch(
         gas,
         max_fee: fees.max_fee_per_gas,
         tip: fees.max_priority_fee_per_gas,
-        hash: B256::ZERO,
+        hashes: Vec::new(),
+        sent_at: tokio::time::Instant::now(),
+        bumps: 0,
     };
     resend(dest, &mut f, metrics).await?;
     Ok(f)
@@ -76,56 +152,27 @@ async fn resend(dest: &Dest, f: &mut InFlight, metrics: &RelayerMetrics) -> Resu
         .with_max_fee_per_gas(f.max_fee)
         .with_max_priority_fee_per_gas(f.tip);
     let pending = dest.provider.send_transaction(tx).await?;
-    f.hash = *pending.tx_hash();
+    f.hashes.push(*pending.tx_hash());
+    f.sent_at = tokio::time::Instant::now();
     metrics.pending.inc();
     Ok(())
 }
 
-/// Waits for `f`'s receipt; a transaction not mined within `stuck_after` is replaced with
-/// the same nonce and fees raised by 25% (up to 6 times); a receipt of any of its versions
-/// ends the wait. Errors: reverted, or still not mined after the bumps.
+/// Waits for `f`'s receipt, replacing it when stuck (see [`InFlight::poll`]). Errors:
+/// reverted, or still not mined after the bumps.
 pub(super) async fn finish(
     dest: &Dest,
     mut f: InFlight,
     stuck_after: Duration,
     metrics: &RelayerMetrics,
 ) -> Result<TransactionReceipt> {
-    let mut hashes = vec![f.hash];
-    for bump in 0..=6 {
-        let deadline = tokio::time::Instant::now() + stuck_after;
-        while tokio::time::Instant::now() < deadline {
-            for h in &hashes {
-                if let Some(r) = dest.provider.get_transaction_receipt(*h).await? {
-                    metrics.pending.dec();
-                    metrics.gas.inc_by(r.gas_used);
-                    if !r.status() {
-                        metrics.failed.inc();
-                        return Err(anyhow!("transaction {} reverted", r.transaction_hash));
-                    }
-                    return Ok(r);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    loop {
+        match f.poll(dest, stuck_after, metrics).await? {
+            Poll::Mined(r) => return Ok(*r),
+            Poll::Failed(why) => return Err(anyhow!(why)),
+            Poll::Waiting => tokio::time::sleep(Duration::from_millis(100)).await,
         }
-        if bump == 6 {
-            break;
-        }
-        tracing::warn!(
-            chain = dest.chain.chain_id,
-            nonce = f.nonce,
-            "transaction not mined in time; replacing with higher fees"
-        );
-        f.max_fee += f.max_fee / 4 + 1;
-        f.tip += f.tip / 4 + 1;
-        metrics.pending.dec();
-        metrics.replaced.inc();
-        resend(dest, &mut f, metrics).await?;
-        hashes.push(f.hash);
     }
-    Err(anyhow!(
-        "transaction with nonce {} still not mined after 6 fee bumps",
-        f.nonce
-    ))
 }
 
 /// Sends `req` with the next nonce and exactly `gas`, and waits for it (see [`finish`]).

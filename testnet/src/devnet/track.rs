@@ -50,8 +50,12 @@ pub(super) struct Tracker {
     pub(super) next_height: u64,
     pub(super) attested: HashMap<B256, u64>,
     pub(super) delivered: HashMap<B256, u64>,
+    /// The (chain id, block) holding each delivery: the delivery moment is when that block
+    /// first appeared ([`HeadClock`]), not when this tracker saw the log.
+    pub(super) delivered_in: HashMap<B256, (u64, u64)>,
     pub(super) failed: HashMap<B256, u64>,
-    pub(super) inboxes: Vec<(DynProvider, Address, u64)>,
+    /// (chain id, provider, inbox, next block to scan).
+    pub(super) inboxes: Vec<(u64, DynProvider, Address, u64)>,
     /// Messages in attested batches, per key epoch.
     pub(super) per_epoch: BTreeMap<u64, u64>,
 }
@@ -62,6 +66,7 @@ impl Tracker {
             .iter()
             .map(|c| {
                 (
+                    c.id,
                     ProviderBuilder::new()
                         .connect_http(c.anvil.endpoint_url())
                         .erased(),
@@ -75,6 +80,7 @@ impl Tracker {
             next_height: 1,
             attested: HashMap::new(),
             delivered: HashMap::new(),
+            delivered_in: HashMap::new(),
             failed: HashMap::new(),
             inboxes,
             per_epoch: BTreeMap::new(),
@@ -94,7 +100,7 @@ impl Tracker {
             }
         }
         let now = sigil_node::now_ms();
-        for (p, inbox, from) in self.inboxes.iter_mut() {
+        for (chain, p, inbox, from) in self.inboxes.iter_mut() {
             let Ok(head) = p.get_block_number().await else {
                 continue;
             };
@@ -112,7 +118,11 @@ impl Tracker {
             if let Ok(logs) = p.get_logs(&f).await {
                 for l in logs {
                     if let Ok(ev) = l.log_decode::<SigilInbox::MessageDelivered>() {
-                        self.delivered.entry(ev.inner.data.messageId).or_insert(now);
+                        let id = ev.inner.data.messageId;
+                        self.delivered.entry(id).or_insert(now);
+                        if let Some(b) = l.block_number {
+                            self.delivered_in.entry(id).or_insert((*chain, b));
+                        }
                     } else if let Ok(ev) = l.log_decode::<SigilInbox::MessageFailed>() {
                         self.failed.entry(ev.inner.data.messageId).or_insert(now);
                     }
@@ -163,7 +173,7 @@ impl Tracker {
             epochs.push(e);
         }
         let mut inboxes = Vec::new();
-        for (p, inbox, _) in &self.inboxes {
+        for (_, p, inbox, _) in &self.inboxes {
             match SigilInbox::new(*inbox, p.clone())
                 .currentEpoch()
                 .call()

@@ -38,10 +38,12 @@ impl<S: Storage> Driver<S> {
             pb::body::Kind::Vote(v) => self.admit_vote(from, &v, env),
             pb::body::Kind::Cursors(c) => {
                 self.app.on_cursors(from, &c);
+                self.wake = true;
                 Verdict::Accept
             }
             pb::body::Kind::Commitments(c) => {
                 self.app.on_commitments(from, &c);
+                self.wake = true;
                 Verdict::Accept
             }
             pb::body::Kind::Share(s) => {

@@ -52,6 +52,10 @@ pub const MAX_CONFLICTING_VOTES: usize = 8;
 /// Most blocks asked for (and applied from) one catch-up response.
 pub const SYNC_BATCH: u32 = 32;
 
+/// Least time between two reactions to gossip (ms): a member flooding cursors makes this
+/// member do a tick's proposal work at most once per gap (see `Driver::react`).
+pub const REACT_GAP_MS: u64 = 5;
+
 /// The message ids of a block, in leaf order: `message_id(chain, gateway, nonce)` for every
 /// nonce of every range (32 bytes each), at most `block.count` of them. Ranges with a
 /// malformed gateway contribute none.
@@ -111,6 +115,12 @@ pub struct Driver<S: Storage> {
     /// Round-robin position among catch-up candidates.
     sync_rotation: u64,
     replaying: bool,
+    /// A peer's cursors or nonce commitments were applied since the last reaction: a height
+    /// or a proposal may have become possible ([`Self::react`]).
+    wake: bool,
+    /// When the last reaction to gossip ran (ms): at most one per [`REACT_GAP_MS`], so a
+    /// member flooding cursors costs no more than a tick's work per gap.
+    last_react: u64,
     last_gossip: u64,
     last_heartbeat: u64,
     last_rebroadcast: u64,
@@ -192,6 +202,8 @@ impl<S: Storage> Driver<S> {
             next_fetch_ms: 0,
             sync_rotation: 0,
             replaying: false,
+            wake: false,
+            last_react: 0,
             last_gossip: now_ms,
             last_heartbeat: now_ms,
             last_rebroadcast: now_ms,
@@ -215,10 +227,17 @@ impl<S: Storage> Driver<S> {
         match input {
             Input::Gossip { id, data } => {
                 let verdict = self.on_gossip(&data);
+                let accepted = matches!(verdict, Verdict::Accept);
                 if let Verdict::Reject(reason) = verdict {
                     self.event(Event::Rejected(reason));
                 }
                 self.out.push(Effect::Verdict { id, verdict });
+                if accepted && self.wake && self.now >= self.last_react.saturating_add(REACT_GAP_MS)
+                {
+                    self.wake = false;
+                    self.last_react = self.now;
+                    self.react(false);
+                }
             }
             Input::Request { id, from, data } => {
                 let response = self.serve_request(from, &data);
@@ -229,7 +248,10 @@ impl<S: Storage> Driver<S> {
                 self.sync_inflight = None;
                 self.sync_peer = None;
             }
-            Input::Chain(ev) => self.on_chain_event(ev),
+            Input::Chain(ev) => {
+                self.on_chain_event(ev);
+                self.react(true);
+            }
             Input::PeerUp(m) => {
                 if m != self.cfg.me && self.committee.key(m).is_some() {
                     self.online.insert(m);
@@ -416,6 +438,22 @@ impl<S: Storage> Driver<S> {
     /// f + 1: the fewest members among whom at least one is correct.
     fn one_correct(&self) -> usize {
         usize::from(self.f) + 1
+    }
+
+    /// Acts on new observations (`observed`) or a peer's cursors / nonce commitments at once
+    /// rather than at the next tick (no fixed tick on the latency path): a proposal waiting
+    /// for messages just observed is answered, a value the machine asked for is built, and a
+    /// height a quorum's cursors now justify is started. Each step is what [`Self::tick`]
+    /// does anyway, so this only moves it earlier; it is a no-op during WAL replay.
+    fn react(&mut self, observed: bool) {
+        if self.replaying {
+            return;
+        }
+        if observed {
+            self.check_validations();
+        }
+        self.try_propose();
+        self.maybe_start_height();
     }
 
     fn on_chain_event(&mut self, ev: ChainEvent) {

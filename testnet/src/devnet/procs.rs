@@ -1,0 +1,68 @@
+//! CPU time and peak memory of the processes the devnet started, read from Linux's `/proc`.
+
+/// Clock ticks per second of `/proc/<pid>/stat`'s times (`USER_HZ`, fixed at 100 by the
+/// Linux ABI on x86-64 and arm64).
+const USER_HZ: f64 = 100.0;
+
+/// What one process has used so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcFigures {
+    /// User + system CPU time (s).
+    pub cpu_seconds: f64,
+    /// Peak resident set size (`VmHWM`, MiB).
+    pub peak_rss_mib: f64,
+}
+
+/// Reads `pid`'s figures; `None` when the process is gone or `/proc` is unreadable.
+pub fn read(pid: u32) -> Option<ProcFigures> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse(&stat, &status)
+}
+
+/// Parses `/proc/<pid>/stat` (utime and stime: fields 14 and 15, counted after the
+/// parenthesised command name, which may hold spaces) and `/proc/<pid>/status` (`VmHWM`
+/// in kB).
+fn parse(stat: &str, status: &str) -> Option<ProcFigures> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    // Fields after the name start at field 3 (state); utime is field 14.
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let hwm_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(ProcFigures {
+        cpu_seconds: (utime + stime) / USER_HZ,
+        peak_rss_mib: hwm_kb / 1024.0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_and_status() {
+        let stat = "4242 (sigil (x) y) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 9 0 100 2000000 5000";
+        let status =
+            "Name:\tsigil\nVmPeak:\t  900000 kB\nVmHWM:\t  204800 kB\nVmRSS:\t 100000 kB\n";
+        let f = parse(stat, status).expect("parsed");
+        assert!((f.cpu_seconds - 3.0).abs() < 1e-9, "{f:?}");
+        assert!((f.peak_rss_mib - 200.0).abs() < 1e-9, "{f:?}");
+        assert_eq!(parse("garbage", status), None);
+        assert_eq!(parse(stat, "Name: x\n"), None);
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let f = read(std::process::id()).expect("this process is readable");
+        assert!(f.peak_rss_mib > 0.0);
+    }
+}
