@@ -28,9 +28,9 @@ fi
 start=$(date +%s)
 # --progress on a terminal; one line per finished crate otherwise (CI logs stay readable).
 if [[ -t 2 ]]; then
-  cargo build "${cargo_profile[@]}" -p sigil-node -p sigil-testnet --bins
+  cargo build ${cargo_profile[@]+"${cargo_profile[@]}"} -p sigil-node -p sigil-testnet --bins
 else
-  cargo build "${cargo_profile[@]}" -p sigil-node -p sigil-testnet --bins 2>&1 | grep --line-buffered -E '^( +Compiling|error|warning: unused)|Finished' >&2
+  cargo build ${cargo_profile[@]+"${cargo_profile[@]}"} -p sigil-node -p sigil-testnet --bins 2>&1 | grep --line-buffered -E '^( +Compiling|error|warning: unused)|Finished' >&2
 fi
 echo "[devnet] build done in $(( $(date +%s) - start )) s" >&2
 exec "$CARGO_TARGET_DIR/$profile/sigil" devnet "$@"

@@ -102,7 +102,7 @@ contract SigilGateway {
     ///         `payloads.length` calls of `sendMessage`, one `MessageSent` each, for the
     ///         calldata and base cost of one (load generation, fan-out applications).
     /// @dev Reverts as `sendMessage` does, naming the first offending payload's condition;
-    ///      then nothing is sent.
+    ///      then nothing is sent. An empty `payloads` sends nothing and checks nothing.
     /// @return firstNonce The nonce of the first message (the others follow gap-free).
     function sendMessages(uint64 destChainId, address recipient, bytes[] calldata payloads, uint32 gasLimit)
         external

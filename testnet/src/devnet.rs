@@ -459,6 +459,8 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         .churn
         .map(|secs| churn::Churn::new(Duration::from_secs(secs), usize::from(args.nodes)));
     let burst = args.burst.max(1) as usize;
+    // A sendMessages transaction must fit the block gas limit (anvil's default 30M).
+    let per_tx = (args.per_tx as usize).min(load::max_per_tx(args.gas_limit.unwrap_or(30_000_000)));
     let interval = Duration::from_secs_f64(burst as f64 / f64::from(args.rate.max(1)));
     for (k, chunk) in plan.chunks(burst).enumerate() {
         let tick = started + interval * k as u32;
@@ -472,7 +474,7 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tokio::time::sleep_until(tick.into()).await;
-        for tx in load::group(chunk, args.per_tx as usize) {
+        for tx in load::group(chunk, per_tx) {
             let (p, gw, dest, to) = if tx.forward {
                 (&pa, a.gateway, b.id, &b)
             } else {

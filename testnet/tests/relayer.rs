@@ -318,6 +318,52 @@ async fn attested_heights_are_pipelined_without_waiting_for_receipts() {
     assert_eq!(m.relayer.failed.get(), 0, "nothing reverted or refused");
 }
 
+/// An API that answers height 1 with height 2's (genuinely attested) batch is not believed:
+/// otherwise the relayer would save progress past height 1 without relaying it.
+#[tokio::test]
+async fn an_api_answering_another_height_is_not_believed() {
+    let s = setup_heights(8, 2, None, |_, (inbox, receiver, _, _)| Route {
+        dest: DEST,
+        inbox,
+        recipient: receiver,
+        gas_limit: 100_000,
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let h2 = http
+        .get(format!("{}/v1/batches/2", s.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let liar = axum::Router::new().fallback(move || {
+        let body = h2.clone();
+        async move {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let liar_api = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, liar).await });
+    let fetch = sigil_node::relayer::fetch_batch;
+    assert!(
+        fetch(&http, std::slice::from_ref(&liar_api), 1)
+            .await
+            .is_err(),
+        "a lone lying API is an error, not height 2 as height 1"
+    );
+    let b = fetch(&http, &[liar_api, s.api.clone()], 1)
+        .await
+        .unwrap()
+        .expect("the honest API answers");
+    assert_eq!(b.height, 1, "the lying answer is skipped");
+}
+
 #[tokio::test]
 async fn a_dropped_transaction_is_replaced_with_higher_fees() {
     let s = setup(3).await;

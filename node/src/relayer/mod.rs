@@ -140,8 +140,9 @@ impl RelayerConfig {
     }
 }
 
-/// Fetches `/v1/batches/{height}` from the first API that has it attested.
-/// `Ok(None)`: not decided or not attested yet anywhere.
+/// Fetches `/v1/batches/{height}` from the first API that has it attested (an answer for
+/// another height is skipped as an error of that API). `Ok(None)`: not decided or not
+/// attested yet anywhere. Errors: with a single API, its failure.
 pub async fn fetch_batch(
     http: &reqwest::Client,
     apis: &[String],
@@ -153,6 +154,12 @@ pub async fn fetch_batch(
         match http.get(&url).timeout(Duration::from_secs(5)).send().await {
             Ok(r) if r.status().is_success() => {
                 let b: BatchView = r.json().await?;
+                if b.height != height {
+                    // An API answering another height than asked would move this
+                    // relayer's progress past heights it never relayed.
+                    last_err = Some(anyhow!("{url}: answered height {}", b.height));
+                    continue;
+                }
                 if b.signature.is_some() {
                     return Ok(Some(b));
                 }

@@ -20,8 +20,12 @@
 //! everything in flight has settled; then the nonce is read again from the chain and every
 //! height still in the window is sent again after a backoff. Sending is idempotent (the
 //! inbox's state is read first), so a height half done costs only the state checks.
-//! Failed messages are retried only while nothing is in flight (their `retry` takes the
-//! account's pending nonce).
+//! When a Failed message's retry is due, nothing new is sent until what is in flight has
+//! settled; then the retry goes out (it takes the account's pending nonce). A transaction
+//! that reverts because another relayer did its work first (root stored, inbox rotated,
+//! messages processed) is no failure. At start and after a failure the relayer waits
+//! (up to `stuck_after`) for its account's earlier transactions to mine before reading the
+//! inbox.
 
 use super::ChainTask;
 use super::fetch_batch;
@@ -71,6 +75,27 @@ impl ChainTask {
             .await?)
     }
 
+    /// The account's pending nonce once its earlier transactions (a previous process's,
+    /// still in the mempool) have mined, or after `stuck_after` of waiting for them:
+    /// reading the inbox before they land would send their work again. Errors: RPC
+    /// failures.
+    async fn settled_nonce(&self, shutdown: &mut watch::Receiver<bool>) -> Result<u64> {
+        let until = tokio::time::Instant::now() + self.stuck_after;
+        loop {
+            let pending = self.pending_nonce().await?;
+            let latest = self
+                .dest
+                .provider
+                .get_transaction_count(self.dest.from)
+                .latest()
+                .await?;
+            if latest >= pending || tokio::time::Instant::now() >= until || *shutdown.borrow() {
+                return Ok(pending);
+            }
+            Self::pause(RECEIPT_POLL * 4, shutdown).await;
+        }
+    }
+
     /// Sleeps `d`, or less when `shutdown` changes.
     async fn pause(d: Duration, shutdown: &mut watch::Receiver<bool>) {
         tokio::select! {
@@ -94,7 +119,7 @@ impl ChainTask {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            match self.pending_nonce().await {
+            match self.settled_nonce(&mut shutdown).await {
                 Ok(n) => break n,
                 Err(e) => {
                     tracing::warn!(chain = self.chain_id(), error = %e, "reading the relayer's nonce failed; retrying");
@@ -115,15 +140,20 @@ impl ChainTask {
         // Fetch failures back off on their own (the APIs may be down while chains are fine).
         let mut fetch_backoff = Duration::from_millis(250);
         let mut fetch_after = tokio::time::Instant::now();
+        // The nonce of the oldest transaction in flight when last looked at.
+        let mut oldest: Option<u64> = None;
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
             let mut progressed = false;
             let settled = window.iter().all(|w| w.txs.is_empty());
+            // A Failed message's retry is due: let what is in flight settle first (the
+            // retry takes the account's pending nonce), sending nothing new meanwhile.
+            let draining = self.retry_is_due();
 
             // 0. Failed messages, while nothing is in flight.
-            if settled && !resync && self.retry_is_due() {
+            if settled && !resync && draining {
                 self.retry_due().await?;
                 match self.pending_nonce().await {
                     Ok(n) => ctx.nonce = n,
@@ -135,6 +165,7 @@ impl ChainTask {
             while window.len() < PIPELINE_HEIGHTS
                 && window.iter().map(|w| w.batch.messages.len()).sum::<usize>() < PIPELINE_MESSAGES
                 && !resync
+                && !draining
                 && tokio::time::Instant::now() >= fetch_after
             {
                 match fetch_batch(&self.http, &self.apis, next_fetch).await {
@@ -151,7 +182,11 @@ impl ChainTask {
                         progressed = true;
                         fetch_backoff = Duration::from_millis(250);
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        // Not attested yet: ask again after `poll`, not every receipt look.
+                        fetch_after = tokio::time::Instant::now() + self.poll;
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(chain = self.chain_id(), height = next_fetch, error = %e, retry_in = ?fetch_backoff, "fetching batch failed; retrying");
                         fetch_after = tokio::time::Instant::now() + fetch_backoff;
@@ -162,7 +197,7 @@ impl ChainTask {
             }
 
             // 2. Send, in height order.
-            if !resync {
+            if !resync && !draining {
                 ctx.settled = window.iter().all(|w| w.txs.is_empty());
                 for w in window.iter_mut().filter(|w| !w.sent) {
                     let r = self.send_height(&w.batch, &mut ctx, &mut w.out).await;
@@ -184,6 +219,11 @@ impl ChainTask {
             // 3. Confirm, oldest nonce first.
             'look: for w in window.iter_mut() {
                 while let Some(t) = w.txs.first_mut() {
+                    if oldest != Some(t.tx.nonce) {
+                        // It waited behind earlier transactions until now.
+                        oldest = Some(t.tx.nonce);
+                        t.tx.now_oldest();
+                    }
                     match t
                         .tx
                         .poll(&self.dest, self.stuck_after, &self.metrics.relayer)
@@ -196,10 +236,15 @@ impl ChainTask {
                         }
                         Ok(Poll::Failed(why)) => {
                             let t = w.txs.remove(0);
+                            progressed = true;
+                            // Another relayer may have done it first: then it is no failure.
+                            if matches!(self.reached(&w.batch, &t, &mut w.out).await, Ok(true)) {
+                                tracing::info!(height = w.batch.height, chain = self.chain_id(), kind = t.kind, reason = %why, "transaction reverted, but what it was for is done already");
+                                continue;
+                            }
                             tracing::warn!(height = w.batch.height, chain = self.chain_id(), kind = t.kind, nonce = t.tx.nonce, reason = %why, "transaction failed; the height is sent again once the chain settles");
                             w.failed = true;
                             resync = true;
-                            progressed = true;
                         }
                         Ok(Poll::Waiting) => break 'look,
                         Err(e) => {
@@ -244,10 +289,12 @@ impl ChainTask {
             if resync && window.iter().all(|w| w.txs.is_empty()) {
                 Self::pause(backoff, &mut shutdown).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
-                match self.pending_nonce().await {
+                match self.settled_nonce(&mut shutdown).await {
                     Ok(n) => {
                         ctx.nonce = n;
-                        for w in window.iter_mut() {
+                        // Only the failed heights are sent again (the others completed,
+                        // or were never sent).
+                        for w in window.iter_mut().filter(|w| w.failed) {
                             w.sent = false;
                             w.failed = false;
                         }

@@ -273,6 +273,36 @@ impl ChainTask {
         Ok(())
     }
 
+    /// Whether what a reverted transaction `t` of height `b` was for holds anyway (another
+    /// relayer got there first: the root is stored, the inbox is rotated, the messages are
+    /// processed); processed-as-Failed messages go to `out.failed`. A revert for a reached
+    /// goal is not a failure. Errors: RPC failures (then it counts as not reached).
+    pub(super) async fn reached(
+        &self,
+        b: &BatchView,
+        t: &SentTx,
+        out: &mut HeightOutcome,
+    ) -> Result<bool> {
+        let inbox = SigilInbox::new(self.dest.chain.inbox, self.dest.provider.clone());
+        Ok(match t.kind {
+            "submitBatch" => inbox.batchOf(b.root).call().await?.submittedAt != 0,
+            "rotateKey" => match &b.handover {
+                Some(h) => inbox.currentEpoch().call().await? >= h.new_epoch,
+                None => false,
+            },
+            _ => {
+                let mine: Vec<&MessageView> = t.group.iter().collect();
+                let statuses = self.statuses(&mine).await?;
+                for (m, st) in mine.iter().zip(&statuses) {
+                    if *st == STATUS_FAILED {
+                        out.failed.push(m.message.clone());
+                    }
+                }
+                statuses.iter().all(|s| *s != STATUS_NONE)
+            }
+        })
+    }
+
     /// The ledger record and the Failed messages of a mined transaction of height `height`
     /// (its `MessageDelivered` / `MessageFailed` events; counted in the metrics).
     pub(super) fn mined(

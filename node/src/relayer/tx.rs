@@ -43,58 +43,110 @@ pub(super) enum Poll {
     Mined(Box<TransactionReceipt>),
     /// Not mined yet (possibly just replaced with higher fees).
     Waiting,
-    /// Settled without effect: reverted, or given up after the last fee bump (why).
+    /// Settled without effect (why): it reverted, or its nonce was taken by another
+    /// transaction of this account (a second relayer with the same key).
     Failed(String),
 }
 
 impl InFlight {
-    /// One look at the chain, without waiting: a receipt of any version ends it; one not
-    /// mined within `stuck_after` of its latest version is replaced with the same nonce and
-    /// both fees raised by 25% (stuck-transaction replacement, up to 6 times); a revert or
-    /// the last bump running out is [`Poll::Failed`]. Errors: RPC failures only (the
-    /// transaction is still in flight then).
-    pub(super) async fn poll(
-        &mut self,
-        dest: &Dest,
-        stuck_after: Duration,
-        metrics: &RelayerMetrics,
-    ) -> Result<Poll> {
+    /// Looks for a receipt of any version. `Ok(None)`: none mined yet.
+    async fn receipt(&self, dest: &Dest, metrics: &RelayerMetrics) -> Result<Option<Poll>> {
         for h in &self.hashes {
             if let Some(r) = dest.provider.get_transaction_receipt(*h).await? {
                 metrics.pending.dec();
                 metrics.gas.inc_by(r.gas_used);
                 if !r.status() {
                     metrics.failed.inc();
-                    return Ok(Poll::Failed(format!(
+                    return Ok(Some(Poll::Failed(format!(
                         "transaction {} reverted",
                         r.transaction_hash
-                    )));
+                    ))));
                 }
-                return Ok(Poll::Mined(Box::new(r)));
+                return Ok(Some(Poll::Mined(Box::new(r))));
             }
+        }
+        Ok(None)
+    }
+
+    /// Restarts the stuck clock: a transaction that waited behind earlier ones of this
+    /// account gets a full `stuck_after` once it is the oldest in flight.
+    pub(super) fn now_oldest(&mut self) {
+        self.sent_at = tokio::time::Instant::now();
+    }
+
+    /// One look at the chain, without waiting: a receipt of any version ends it. One not
+    /// mined within `stuck_after` of its latest version (or of becoming the oldest, see
+    /// [`Self::now_oldest`]) is replaced with the same nonce and both fees raised by 25%
+    /// (stuck-transaction replacement); after 6 replacements it is left to wait with a
+    /// warning every `stuck_after` — never given up, since a nonce left in the mempool
+    /// would hold every later one behind it. A fee bump counts only once the replacement
+    /// was accepted. Errors: RPC failures only (the transaction is still in flight then).
+    pub(super) async fn poll(
+        &mut self,
+        dest: &Dest,
+        stuck_after: Duration,
+        metrics: &RelayerMetrics,
+    ) -> Result<Poll> {
+        if let Some(p) = self.receipt(dest, metrics).await? {
+            return Ok(p);
         }
         if self.sent_at.elapsed() < stuck_after {
             return Ok(Poll::Waiting);
         }
-        if self.bumps >= MAX_BUMPS {
+        // Our nonce may have been taken by another transaction of this key: then none of
+        // our versions can ever mine.
+        let latest = dest
+            .provider
+            .get_transaction_count(dest.from)
+            .latest()
+            .await?;
+        if latest > self.nonce {
+            if let Some(p) = self.receipt(dest, metrics).await? {
+                return Ok(p);
+            }
             metrics.pending.dec();
             metrics.failed.inc();
             return Ok(Poll::Failed(format!(
-                "transaction with nonce {} still not mined after {MAX_BUMPS} fee bumps",
+                "nonce {} was used by another transaction of this account",
                 self.nonce
             )));
         }
-        tracing::warn!(
-            chain = dest.chain.chain_id,
-            nonce = self.nonce,
-            "transaction not mined in time; replacing with higher fees"
+        self.sent_at = tokio::time::Instant::now();
+        if self.bumps >= MAX_BUMPS {
+            tracing::warn!(
+                chain = dest.chain.chain_id,
+                nonce = self.nonce,
+                max_fee = self.max_fee,
+                "transaction still not mined after {MAX_BUMPS} fee bumps; waiting (check the relayer's balance and the chain's fee market)"
+            );
+            return Ok(Poll::Waiting);
+        }
+        let (max_fee, tip) = (
+            self.max_fee + self.max_fee / 4 + 1,
+            self.tip + self.tip / 4 + 1,
         );
-        self.max_fee += self.max_fee / 4 + 1;
-        self.tip += self.tip / 4 + 1;
-        self.bumps += 1;
-        metrics.pending.dec();
-        metrics.replaced.inc();
-        resend(dest, self, metrics).await?;
+        match send_version(dest, self, max_fee, tip).await {
+            Ok(hash) => {
+                tracing::warn!(
+                    chain = dest.chain.chain_id,
+                    nonce = self.nonce,
+                    "transaction not mined in time; replaced with higher fees"
+                );
+                self.max_fee = max_fee;
+                self.tip = tip;
+                self.bumps += 1;
+                self.hashes.push(hash);
+                metrics.replaced.inc();
+            }
+            Err(e) => {
+                tracing::warn!(
+                    chain = dest.chain.chain_id,
+                    nonce = self.nonce,
+                    error = %e,
+                    "replacing a stuck transaction failed; trying again later"
+                );
+            }
+        }
         Ok(Poll::Waiting)
     }
 }
@@ -138,38 +190,48 @@ pub(super) async fn launch(
         sent_at: tokio::time::Instant::now(),
         bumps: 0,
     };
-    resend(dest, &mut f, metrics).await?;
+    let hash = send_version(dest, &f, f.max_fee, f.tip).await?;
+    f.hashes.push(hash);
+    f.sent_at = tokio::time::Instant::now();
+    metrics.pending.inc();
     Ok(f)
 }
 
-async fn resend(dest: &Dest, f: &mut InFlight, metrics: &RelayerMetrics) -> Result<()> {
+/// Sends one version of `f` with the given fees. Errors: the node refused it.
+async fn send_version(dest: &Dest, f: &InFlight, max_fee: u128, tip: u128) -> Result<B256> {
     let tx = f
         .req
         .clone()
         .from(dest.from)
         .with_nonce(f.nonce)
         .with_gas_limit(f.gas)
-        .with_max_fee_per_gas(f.max_fee)
-        .with_max_priority_fee_per_gas(f.tip);
+        .with_max_fee_per_gas(max_fee)
+        .with_max_priority_fee_per_gas(tip);
     let pending = dest.provider.send_transaction(tx).await?;
-    f.hashes.push(*pending.tx_hash());
-    f.sent_at = tokio::time::Instant::now();
-    metrics.pending.inc();
-    Ok(())
+    Ok(*pending.tx_hash())
 }
 
-/// Waits for `f`'s receipt, replacing it when stuck (see [`InFlight::poll`]). Errors:
-/// reverted, or still not mined after the bumps.
+/// Waits for `f`'s receipt, replacing it when stuck (see [`InFlight::poll`]), at most
+/// `stuck_after` × (6 bumps + 2). Errors: reverted, nonce taken, or still not mined then
+/// (the transaction may still be in the mempool: callers read the pending nonce again).
 pub(super) async fn finish(
     dest: &Dest,
     mut f: InFlight,
     stuck_after: Duration,
     metrics: &RelayerMetrics,
 ) -> Result<TransactionReceipt> {
+    let deadline = tokio::time::Instant::now() + stuck_after * (MAX_BUMPS + 2);
     loop {
         match f.poll(dest, stuck_after, metrics).await? {
             Poll::Mined(r) => return Ok(*r),
             Poll::Failed(why) => return Err(anyhow!(why)),
+            Poll::Waiting if tokio::time::Instant::now() >= deadline => {
+                metrics.pending.dec();
+                return Err(anyhow!(
+                    "transaction with nonce {} still not mined after {MAX_BUMPS} fee bumps",
+                    f.nonce
+                ));
+            }
             Poll::Waiting => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }

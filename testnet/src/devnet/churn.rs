@@ -1,6 +1,6 @@
-//! Member churn (`--churn S`): every S seconds the member that is down is restarted and the
-//! next one, round robin, is killed with SIGKILL — so exactly one member is down at a time
-//! (the committee tolerates f ≥ 1), and every member is hit in turn.
+//! Member churn (`--churn S`): every S seconds the next member, round robin, is killed with
+//! SIGKILL and restarted S/2 later — so at most one member is down at a time and each one
+//! has S/2 to catch up before the next is killed (the committee tolerates f ≥ 1).
 
 use super::{NodeProc, start_node};
 use anyhow::Result;
@@ -34,19 +34,27 @@ impl Churn {
         }
     }
 
-    /// When its time has come: restarts the member that is down, then kills the next one.
-    /// Errors: a node failed to start.
+    /// When its time has come: restarts the member that is down (S/2 after its kill), or
+    /// kills the next one (S after the last kill). Errors: a node failed to start.
     pub(super) async fn step(&mut self, bin: &Path, nodes: &mut [NodeProc]) -> Result<()> {
-        if self.last.elapsed() < self.every || self.members == 0 {
+        if self.members == 0 {
+            return Ok(());
+        }
+        if let Some(i) = self.down {
+            if self.last.elapsed() < self.every / 2 {
+                return Ok(());
+            }
+            self.down = None;
+            if let Some(n) = nodes.get_mut(i) {
+                n.child = Some(start_node(bin, &n.home)?);
+                n.state = "restarted";
+            }
+            return Ok(());
+        }
+        if self.last.elapsed() < self.every {
             return Ok(());
         }
         self.last = Instant::now();
-        if let Some(i) = self.down.take()
-            && let Some(n) = nodes.get_mut(i)
-        {
-            n.child = Some(start_node(bin, &n.home)?);
-            n.state = "restarted";
-        }
         let i = self.next % self.members;
         self.next = i + 1;
         if let Some(n) = nodes.get_mut(i)

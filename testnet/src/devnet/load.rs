@@ -60,6 +60,12 @@ pub(super) fn send_messages_gas(n: usize) -> u64 {
     50_000 + 15_000 * n as u64
 }
 
+/// The most payloads one `sendMessages` transaction may carry under a block gas limit of
+/// `block_gas` (at least 1).
+pub(super) fn max_per_tx(block_gas: u64) -> usize {
+    (block_gas.saturating_sub(50_000) / 15_000).max(1) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -249,8 +249,8 @@ impl<S: Storage> Driver<S> {
                 self.sync_peer = None;
             }
             Input::Chain(ev) => {
-                self.on_chain_event(ev);
-                self.react(true);
+                let observed = self.on_chain_event(ev);
+                self.react(observed);
             }
             Input::PeerUp(m) => {
                 if m != self.cfg.me && self.committee.key(m).is_some() {
@@ -456,7 +456,8 @@ impl<S: Storage> Driver<S> {
         self.maybe_start_height();
     }
 
-    fn on_chain_event(&mut self, ev: ChainEvent) {
+    /// Applies a chain event; whether it brought new observations.
+    fn on_chain_event(&mut self, ev: ChainEvent) -> bool {
         self.heads
             .insert(ev.chain_id, (ev.head, ev.cursor.next_nonce));
         let changed = !ev.observations.is_empty();
@@ -467,6 +468,7 @@ impl<S: Storage> Driver<S> {
             let env = self.seal(pb::body::Kind::Cursors(c));
             self.publish(Topic::Observations, env);
         }
+        changed
     }
 
     fn tick(&mut self) {
