@@ -198,7 +198,7 @@ impl ChainTask {
 
             // 2. Send, in height order.
             if !resync && !draining {
-                ctx.settled = window.iter().all(|w| w.txs.is_empty());
+                ctx.settled = settled;
                 for w in window.iter_mut().filter(|w| !w.sent) {
                     let r = self.send_height(&w.batch, &mut ctx, &mut w.out).await;
                     w.txs.append(&mut ctx.sent);
