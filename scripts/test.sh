@@ -18,10 +18,10 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "cargo test"
 cargo test --workspace --quiet 2>&1 | tee "$CARGO_TARGET_DIR/last-test.log"
 
-step "devnet: 4 nodes, 200 messages (and 20 back) plus 2 poison messages to a gas burner, node 3 killed mid-run; every good message delivered exactly once, every poison message Failed"
+step "chaos devnet: 4 nodes, 200 messages (and 20 back) plus 2 poison messages to a gas burner, node 3 killed mid-run, 4 reorgs below finality each orphaning a message, one lying RPC of 3 per chain; every good message delivered exactly once, every poison message Failed, no orphan attested or delivered, and the auditor (chains + stores) passes"
 cargo build --quiet -p sigil-node -p sigil-testnet --bins
 devnet_dir="$(mktemp -d "${TMPDIR:-/tmp}/sigil-ci-devnet.XXXXXX")"
-"$CARGO_TARGET_DIR/debug/sigil" devnet --nodes 4 --messages 200 --poison 2 --kill-node 3 --quiet \
+"$CARGO_TARGET_DIR/debug/sigil" devnet --nodes 4 --messages 200 --poison 2 --kill-node 3 --reorgs 4 --lying-rpc --quiet \
   --timeout 180 --run-dir "$devnet_dir" || { echo "devnet failed; logs in $devnet_dir" >&2; exit 1; }
 rm -rf "$devnet_dir"
 

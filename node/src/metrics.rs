@@ -61,6 +61,10 @@ pub struct ChainMetrics {
     /// RPC calls that failed or passed their deadline (calls; each is retried).
     /// `sigil_rpc_errors_total`.
     pub rpc_errors: Family<ChainLabel, Counter>,
+    /// Calls whose answers did not reach `rpc_quorum` identical ones although enough RPCs
+    /// answered (calls; each is retried): a lying or lagging RPC.
+    /// `sigil_chain_rpc_disagreements_total`.
+    pub rpc_disagreements: Family<ChainLabel, Counter>,
     /// Latency of successful RPC calls (s). `sigil_rpc_latency_seconds`.
     pub rpc_latency: Family<ChainLabel, Histogram, fn() -> Histogram>,
     /// Logs dropped because their block left the canonical chain (logs).
@@ -69,6 +73,9 @@ pub struct ChainMetrics {
     /// Final blocks that later changed hash (blocks); each halts its chain.
     /// `sigil_finality_violations_total`.
     pub finality_violations: Family<ChainLabel, Counter>,
+    /// 1 while a finality violation keeps this chain halted (nothing more is observed until
+    /// an operator acts), else 0. `sigil_chain_halted`; also `halted` in `/v1/status`.
+    pub halted: Family<ChainLabel, Gauge>,
     /// Gateway messages observed at finality (messages). `sigil_observations_total`.
     pub observations: Family<ChainLabel, Counter>,
 }
@@ -80,9 +87,11 @@ impl Default for ChainMetrics {
             finalized: Default::default(),
             lag: Default::default(),
             rpc_errors: Default::default(),
+            rpc_disagreements: Default::default(),
             rpc_latency: Family::new_with_constructor(latency),
             dropped_logs: Default::default(),
             finality_violations: Default::default(),
+            halted: Default::default(),
             observations: Default::default(),
         }
     }
@@ -112,6 +121,11 @@ impl ChainMetrics {
             self.rpc_errors.clone(),
         );
         r.register(
+            "sigil_chain_rpc_disagreements",
+            "RPC calls without a quorum of identical answers (retried)",
+            self.rpc_disagreements.clone(),
+        );
+        r.register(
             "sigil_rpc_latency_seconds",
             "RPC latency",
             self.rpc_latency.clone(),
@@ -125,6 +139,11 @@ impl ChainMetrics {
             "sigil_finality_violations",
             "Final blocks that changed hash",
             self.finality_violations.clone(),
+        );
+        r.register(
+            "sigil_chain_halted",
+            "1 while a finality violation halts the chain",
+            self.halted.clone(),
         );
         r.register(
             "sigil_observations",

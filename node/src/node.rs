@@ -76,6 +76,10 @@ pub struct ChainStatus {
     pub next_nonce: u64,
     /// Last time the watcher reported (ms since epoch).
     pub updated_ms: u64,
+    /// A block this node treated as final changed hash (a reorg deeper than the finality
+    /// rule): the chain is halted, nothing more is observed on it, until an operator acts
+    /// (metric `sigil_chain_halted`). The node is then not `ready`.
+    pub halted: bool,
 }
 
 /// Handles shared with the HTTP API.
@@ -545,7 +549,17 @@ impl Node {
                 .group_key()
                 .map(|g| hex::encode(g.compressed()));
             s.chains = self.chain_status.values().cloned().collect();
-            s.ready = self.connected.len() + 1 >= t && chains_ok;
+            for c in &mut s.chains {
+                c.halted = self
+                    .metrics
+                    .chain
+                    .halted
+                    .get_or_create(&crate::metrics::ChainLabel::new(c.chain_id))
+                    .get()
+                    != 0;
+            }
+            let halted = s.chains.iter().any(|c| c.halted);
+            s.ready = self.connected.len() + 1 >= t && chains_ok && !halted;
             s.rotation = rotation.clone();
         }
         self.metrics

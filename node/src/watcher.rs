@@ -6,7 +6,8 @@
 //! finality violation: metric, error log, and the chain is halted until an operator acts.
 //!
 //! Every RPC call has a deadline and is retried with exponential backoff (200 ms to 10 s);
-//! with several RPC URLs, `rpc_quorum` of them must return identical answers. Each chain
+//! with several RPC URLs, all are asked at once and `rpc_quorum` of them must return
+//! identical answers (counted in `sigil_chain_rpc_disagreements_total` when they do not). Each chain
 //! runs in its own task, so one failing RPC never stalls another chain.
 
 use crate::config::{ChainSection, Finality};
@@ -80,27 +81,45 @@ impl Watcher {
         ChainLabel::new(self.cfg.chain_id)
     }
 
-    /// Calls `f` on every provider until `rpc_quorum` identical answers arrive, retrying with
-    /// backoff. Never gives up; each failure is counted and logged.
+    /// Calls `f` on every provider at once and returns as soon as `rpc_quorum` of them gave
+    /// identical answers (a hanging or slow RPC costs nothing while the others agree);
+    /// otherwise retries with backoff (200 ms doubling to 10 s). Never gives up; each
+    /// failure and each disagreement is counted and logged.
     async fn quorum<T, F, Fut>(&self, what: &str, f: F) -> T
     where
         T: PartialEq + Clone,
         F: Fn(DynProvider) -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<T>>,
     {
+        use futures::StreamExt;
+        let need = self.cfg.rpc_quorum as usize;
         let mut backoff = Duration::from_millis(200);
         loop {
+            let mut calls: futures::stream::FuturesUnordered<_> = self
+                .providers
+                .iter()
+                .map(|p| {
+                    let call = f(p.clone());
+                    async move {
+                        let t0 = Instant::now();
+                        let out = tokio::time::timeout(self.cfg.rpc_timeout, call).await;
+                        (out, t0.elapsed())
+                    }
+                })
+                .collect();
             let mut answers: Vec<T> = Vec::new();
-            for p in &self.providers {
-                let t0 = Instant::now();
-                match tokio::time::timeout(self.cfg.rpc_timeout, f(p.clone())).await {
+            while let Some((out, took)) = calls.next().await {
+                match out {
                     Ok(Ok(v)) => {
                         self.metrics
                             .chain
                             .rpc_latency
                             .get_or_create(&self.label())
-                            .observe(t0.elapsed().as_secs_f64());
-                        answers.push(v)
+                            .observe(took.as_secs_f64());
+                        if answers.iter().filter(|b| **b == v).count() + 1 >= need {
+                            return v;
+                        }
+                        answers.push(v);
                     }
                     Ok(Err(e)) => {
                         self.metrics
@@ -124,12 +143,12 @@ impl Watcher {
                     }
                 }
             }
-            for a in &answers {
-                if answers.iter().filter(|b| *b == a).count() >= self.cfg.rpc_quorum as usize {
-                    return a.clone();
-                }
-            }
-            if answers.len() >= self.cfg.rpc_quorum as usize {
+            if answers.len() >= need {
+                self.metrics
+                    .chain
+                    .rpc_disagreements
+                    .get_or_create(&self.label())
+                    .inc();
                 tracing::warn!(
                     chain = self.cfg.chain_id,
                     call = what,
@@ -271,6 +290,7 @@ impl Watcher {
                     "FINALITY VIOLATION: a block observed as final changed hash; halting this chain until an operator acts"
                 );
                 self.halted = true;
+                self.metrics.chain.halted.get_or_create(&label).set(1);
                 return None;
             }
         }
@@ -301,14 +321,18 @@ impl Watcher {
         for l in logs {
             let canonical = headers.get(&l.block_number).and_then(|h| h.clone());
             let Some(h) = canonical.filter(|h| h.hash == l.block_hash) else {
+                // The chain changed under this step, below the finality bound: the logs read
+                // are not the canonical ones. Keep the cursor where it was and scan the range
+                // again next step (advancing to `end`, read after the change, would skip the
+                // replacement logs for good and stall on a nonce gap).
                 self.metrics.chain.dropped_logs.get_or_create(&label).inc();
                 tracing::warn!(
                     chain = self.cfg.chain_id,
                     block = l.block_number,
                     nonce = l.nonce,
-                    "dropped a log whose block is no longer canonical"
+                    "dropped a log whose block is no longer canonical; rescanning"
                 );
-                continue;
+                return None;
             };
             if l.nonce < next_nonce {
                 continue;

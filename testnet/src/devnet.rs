@@ -75,6 +75,25 @@ pub struct DevnetArgs {
     /// Block confirmations the watchers wait for.
     #[arg(long, default_value_t = 2)]
     pub confirmations: u64,
+    /// Reorgs below finality during the load, alternating chains: each pauses the chain's
+    /// miner, mines an orphan message and rewrites the last `--reorg-depth` blocks with
+    /// anvil_reorg, a replacement (same gateway nonce, other payload) in its place. The
+    /// orphans must never be attested or delivered.
+    #[arg(long, default_value_t = 0)]
+    pub reorgs: u32,
+    /// Give every node's watchers three RPC URLs per chain with a quorum of 2: the anvil
+    /// endpoint, an honest proxy, and a proxy that lies (altered block hashes, log data and
+    /// heads). Nothing it says may be observed, signed or stall a chain.
+    #[arg(long)]
+    pub lying_rpc: bool,
+    /// The nodes' chain watchers poll their RPCs every this many ms once caught up (the
+    /// config's `poll_interval`): lower cuts finality → observation latency, at the cost of
+    /// more RPC calls.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(5..))]
+    pub poll_ms: u64,
+    /// Blocks each `--reorgs` reorg rewrites (1..=confirmations; default: confirmations).
+    #[arg(long)]
+    pub reorg_depth: Option<u64>,
     /// Anvil block time (s).
     #[arg(long, default_value_t = 1)]
     pub block_time: u64,
@@ -106,12 +125,15 @@ pub struct DevnetArgs {
     pub leave: u16,
 }
 
+mod audit;
 mod churn;
 mod load;
 mod procs;
+mod reorg;
 mod report;
 mod rotate;
 mod track;
+pub use audit::Audit;
 pub use procs::ProcFigures;
 use report::percentiles;
 pub use report::{NodeFigures, Report, print_report};
@@ -129,6 +151,9 @@ struct NodeProc {
 struct Chain {
     id: u64,
     anvil: AnvilInstance,
+    /// The RPC URLs the nodes' watchers use (a majority must agree): the anvil endpoint,
+    /// and with `--lying-rpc` an honest and a lying fault proxy in front of it.
+    rpcs: Vec<String>,
     gateway: Address,
     inbox: Address,
     receiver: Address,
@@ -191,6 +216,7 @@ async fn deploy_chain(id: u64, block_time: u64, gas_limit: Option<u64>) -> Resul
     let burner = deploy_receiver(&p, "GasBurnerReceiver", inbox).await?;
     Ok(Chain {
         id,
+        rpcs: vec![anvil.endpoint()],
         anvil,
         gateway,
         inbox,
@@ -228,13 +254,19 @@ fn node_config(
     ));
     for (i, c) in chains.iter().enumerate() {
         s.push_str(&format!(
-            "\n[[chains]]\nname = \"{}\"\nchain_id = {}\nrpc = [\"{}\"]\ngateway = \"{}\"\ninbox = \"{}\"\nfinality = \"confirmations:{}\"\npoll_interval = \"50ms\"\n",
+            "\n[[chains]]\nname = \"{}\"\nchain_id = {}\nrpc = [{}]\nrpc_quorum = {}\ngateway = \"{}\"\ninbox = \"{}\"\nfinality = \"confirmations:{}\"\npoll_interval = \"{}ms\"\n",
             if i == 0 { "a" } else { "b" },
             c.id,
-            c.anvil.endpoint(),
+            c.rpcs
+                .iter()
+                .map(|u| format!("\"{u}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            c.rpcs.len() / 2 + 1,
             c.gateway,
             c.inbox,
-            args.confirmations
+            args.confirmations,
+            args.poll_ms
         ));
     }
     s
@@ -256,12 +288,21 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     println!("run directory: {}", run_dir.display());
 
     // 1. Chains and contracts.
-    let a = deploy_chain(1001, args.block_time, args.gas_limit)
+    let mut a = deploy_chain(1001, args.block_time, args.gas_limit)
         .await
         .context("chain A")?;
-    let b = deploy_chain(1002, args.block_time, args.gas_limit)
+    let mut b = deploy_chain(1002, args.block_time, args.gas_limit)
         .await
         .context("chain B")?;
+    if args.lying_rpc {
+        use crate::faultproxy::{FaultProxy, Mode};
+        for c in [&mut a, &mut b] {
+            let honest = FaultProxy::start(c.anvil.endpoint(), Mode::Honest).await?;
+            let liar = FaultProxy::start(c.anvil.endpoint(), Mode::Lie).await?;
+            c.rpcs = vec![c.anvil.endpoint(), honest.url, liar.url];
+        }
+        println!("each node watches each chain through 3 RPCs, quorum 2, one of them lying");
+    }
     route(&a, &b).await?;
     route(&b, &a).await?;
     println!(
@@ -462,6 +503,15 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     // A sendMessages transaction must fit the block gas limit (anvil's default 30M).
     let per_tx = (args.per_tx as usize).min(load::max_per_tx(args.gas_limit.unwrap_or(30_000_000)));
     let interval = Duration::from_secs_f64(burst as f64 / f64::from(args.rate.max(1)));
+    let mut reorgs = match args.reorgs {
+        0 => None,
+        n => Some(reorg::Reorgs::new(
+            n,
+            args.reorg_depth.unwrap_or(args.confirmations),
+            args.confirmations,
+            plan.len().div_ceil(burst),
+        )?),
+    };
     for (k, chunk) in plan.chunks(burst).enumerate() {
         let tick = started + interval * k as u32;
         // Watch attestations and deliveries every 50 ms while waiting for the next burst
@@ -532,6 +582,18 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         {
             r.begin(&bin, &mut nodes, &keys, (k + 1) * burst).await?;
         }
+        if let Some(r) = reorgs.as_mut()
+            && r.due(k)
+        {
+            let forward = r.done % 2 == 0;
+            let (src, dst) = if forward { (&a, &b) } else { (&b, &a) };
+            let rep = r.run(src, dst, forward, args.block_time).await?;
+            if let Some((_, orphan)) = r.orphans.last() {
+                tracker.orphans.insert(orphan.clone());
+            }
+            sent_at.insert(rep.payload, sigil_node::now_ms());
+            pending.push((rep.forward, rep.tx));
+        }
         tracker.poll(&nodes).await;
         if let Some(r) = rotation.as_mut() {
             tracker.observe_rotation(r, &mut nodes).await;
@@ -544,9 +606,13 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     let mut sent_ids: BTreeMap<B256, Sent> = BTreeMap::new();
     for (forward, hash) in pending {
         let (p, c) = if forward { (&pa, &a) } else { (&pb, &b) };
+        let asked = Instant::now();
         let r = loop {
             if let Some(r) = p.get_transaction_receipt(hash).await? {
                 break r;
+            }
+            if asked.elapsed() > Duration::from_secs(120) {
+                bail!("no receipt for sent transaction {hash} after 120 s");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
@@ -571,6 +637,8 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
             }
         }
     }
+    // The load plus one replacement message per reorg.
+    let total = total + reorgs.as_ref().map_or(0, |r| r.done as usize);
     if sent_ids.len() != total {
         bail!(
             "{} sendMessage receipts carry {} MessageSent events",
@@ -689,6 +757,18 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
             duplicates.push(*id);
         }
     }
+    // Orphans (reorged away before they were final): no receiver may have them.
+    let mut orphans_delivered = 0;
+    for (forward, payload) in reorgs.as_ref().map_or(&[][..], |r| &r.orphans[..]) {
+        let (c, p) = if *forward { (&b, &pb) } else { (&a, &pa) };
+        let times: U256 = RecordingReceiver::new(c.receiver, p.clone())
+            .timesReceived(alloy::primitives::keccak256(payload))
+            .call()
+            .await?;
+        if times > U256::ZERO {
+            orphans_delivered += 1;
+        }
+    }
     let gas = relayer_gas(&relayer_home.join("relayer_txs.jsonl"));
     let delivered = sent_ids
         .iter()
@@ -718,7 +798,7 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
                 .await,
         });
     }
-    let report = Report {
+    let mut report = Report {
         sent: total,
         poison: sent_ids.values().filter(|s| s.poison).count(),
         attested: sent_ids
@@ -740,7 +820,12 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
             n / (last.saturating_sub(first_send).max(1) as f64 / 1000.0)
         },
         relayer: relayer_proc.id().and_then(procs::read),
+        chains: [&a, &b].map(|c| procs::read(c.anvil.child().id())),
+        sender: procs::read(std::process::id()),
         churn_kills: churn.as_ref().map_or(0, |c| c.kills),
+        reorgs: reorgs.as_ref().map_or(0, |r| r.done),
+        orphans_attested: tracker.orphans_attested,
+        orphans_delivered,
         gas_per_message: if delivered > 0 {
             gas as f64 / delivered as f64
         } else {
@@ -756,7 +841,19 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
             ];
             r.report
         }),
+        audit: None,
     };
+    if !args.keep_running {
+        // The auditor reads the stores: stop the members first (their writes are synced).
+        for n in nodes.iter_mut() {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.start_kill();
+                let _ = c.wait().await;
+            }
+        }
+        let homes: Vec<PathBuf> = nodes.iter().map(|n| n.home.clone()).collect();
+        report.audit = Some(audit::run(&a, &b, &homes).await.context("audit")?);
+    }
     std::fs::write(
         run_dir.join("report.json"),
         serde_json::to_string_pretty(&report)?,

@@ -16,5 +16,6 @@
 
 pub mod chain;
 pub mod devnet;
+pub mod faultproxy;
 pub mod membersim;
 pub mod sim;

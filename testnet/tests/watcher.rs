@@ -9,8 +9,8 @@ use sigil_node::config::{ChainSection, Finality};
 use sigil_node::metrics::{ChainLabel, Metrics};
 use sigil_node::watcher::Watcher;
 use sigil_testnet::chain::{SigilGateway, deploy_gateway, provider_for, set_route, spawn_anvil};
+use sigil_testnet::faultproxy::{FaultProxy, Mode};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 const CHAIN: u64 = 4242;
@@ -197,6 +197,15 @@ async fn a_final_block_that_changes_hash_halts_the_chain() {
             .get(),
         1
     );
+    assert_eq!(
+        metrics
+            .chain
+            .halted
+            .get_or_create(&ChainLabel::new(CHAIN))
+            .get(),
+        1,
+        "the halt is visible as sigil_chain_halted"
+    );
 }
 
 #[tokio::test]
@@ -235,80 +244,19 @@ async fn finalized_tag_bounds_observation() {
     );
 }
 
-/// A JSON-RPC proxy in front of anvil. Modes: 0 honest, 1 HTTP 500, 2 hang, 3 lie (every
-/// block hash and log payload altered).
-async fn proxy(upstream: String, mode: Arc<AtomicU8>) -> String {
-    use axum::routing::post;
-    let client = reqwest::Client::new();
-    let app = axum::Router::new().route(
-        "/",
-        post(move |body: String| {
-            let client = client.clone();
-            let upstream = upstream.clone();
-            let mode = mode.clone();
-            async move {
-                match mode.load(Ordering::SeqCst) {
-                    1 => {
-                        return (
-                            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                            String::from("boom"),
-                        );
-                    }
-                    2 => tokio::time::sleep(Duration::from_secs(30)).await,
-                    _ => {}
-                }
-                let resp = client
-                    .post(&upstream)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
-                let resp = if mode.load(Ordering::SeqCst) == 3 {
-                    // Corrupt every 32-byte hash and every payload-bearing data field.
-                    let mut v: serde_json::Value = serde_json::from_str(&resp).unwrap();
-                    lie(&mut v);
-                    v.to_string()
-                } else {
-                    resp
-                };
-                (axum::http::StatusCode::OK, resp)
-            }
-        }),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await });
-    url
-}
-
-fn lie(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, x) in m.iter_mut() {
-                if k == "hash" || k == "blockHash" {
-                    *x = serde_json::Value::String(format!("0x{}", "ab".repeat(32)));
-                } else {
-                    lie(x);
-                }
-            }
-        }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(lie),
-        _ => {}
-    }
-}
-
 #[tokio::test]
 async fn faulty_rpc_never_makes_it_observe_non_canonical_data_and_it_recovers() {
     let e = env().await;
-    let mode = Arc::new(AtomicU8::new(1));
-    let bad = proxy(e.anvil.endpoint(), mode.clone()).await;
+    let bad = FaultProxy::start(e.anvil.endpoint(), Mode::Error)
+        .await
+        .unwrap();
     let metrics = Arc::new(Metrics::new());
     // Two URLs, both must agree.
-    let cfg = e.chain(vec![e.anvil.endpoint(), bad], 2, "confirmations:1");
+    let cfg = e.chain(
+        vec![e.anvil.endpoint(), bad.url.clone()],
+        2,
+        "confirmations:1",
+    );
     let mut w = Watcher::new(cfg, Finality::Confirmations(1), metrics.clone(), None).unwrap();
     e.send("p").await;
     e.mine(2).await;
@@ -323,12 +271,12 @@ async fn faulty_rpc_never_makes_it_observe_non_canonical_data_and_it_recovers() 
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
-    for m in [1u8, 2, 3] {
-        mode.store(m, Ordering::SeqCst);
+    for m in [Mode::Error, Mode::Hang, Mode::Lie] {
+        bad.set(m);
         let got = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await;
         assert!(
             got.is_err(),
-            "mode {m}: nothing observed without an agreeing quorum"
+            "{m:?}: nothing observed without an agreeing quorum"
         );
     }
     assert!(
@@ -340,7 +288,16 @@ async fn faulty_rpc_never_makes_it_observe_non_canonical_data_and_it_recovers() 
             > 0,
         "errors counted"
     );
-    mode.store(0, Ordering::SeqCst);
+    assert!(
+        metrics
+            .chain
+            .rpc_disagreements
+            .get_or_create(&ChainLabel::new(CHAIN))
+            .get()
+            > 0,
+        "the lies counted as disagreements"
+    );
+    bad.set(Mode::Honest);
     let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv())
         .await
         .expect("recovers")
@@ -358,4 +315,77 @@ async fn faulty_rpc_never_makes_it_observe_non_canonical_data_and_it_recovers() 
         .unwrap();
     assert_eq!(ev.observations[0].block_hash, canonical.header.hash);
     task.abort();
+}
+
+/// A reorg deeper than the finality bound that lands between the watcher's `eth_getLogs`
+/// and its re-read of the logs' blocks: the watcher must not move its cursor past the range
+/// (it would never read the replacement log with the same gateway nonce, and stall on a
+/// nonce gap without halting); it scans again and observes the canonical log only.
+#[tokio::test]
+async fn a_reorg_between_reading_logs_and_their_blocks_is_rescanned_not_skipped() {
+    use alloy::sol_types::SolCall;
+    let e = env().await;
+    let metrics = Arc::new(Metrics::new());
+    let snap = e.snapshot().await;
+    e.send("orphan").await;
+    e.mine(3).await;
+    // Queued for the proxy: back to before "orphan", then "replacement" (same sender
+    // nonce, so the same gateway nonce 0) and blocks on top.
+    let calldata = SigilGateway::sendMessage_0Call {
+        destChainId: DEST,
+        recipient: Address::repeat_byte(2),
+        payload: Bytes::from_static(b"replacement"),
+    }
+    .abi_encode();
+    let from = e.anvil.addresses()[0];
+    let rpc = |method: &str, params: serde_json::Value| serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let reorg = vec![
+        rpc("evm_revert", serde_json::json!([snap])),
+        rpc(
+            "eth_sendTransaction",
+            serde_json::json!([{
+                "from": from.to_string(),
+                "to": e.gateway.to_string(),
+                "data": format!("0x{}", alloy::primitives::hex::encode(&calldata)),
+                "gas": "0x7a120",
+            }]),
+        ),
+        rpc("anvil_mine", serde_json::json!(["0x3"])),
+    ];
+    let proxy = FaultProxy::start(e.anvil.endpoint(), Mode::Honest)
+        .await
+        .unwrap();
+    proxy.on_next_logs(reorg).await;
+    let mut w = Watcher::new(
+        e.chain(vec![proxy.url.clone()], 1, "confirmations:1"),
+        Finality::Confirmations(1),
+        metrics.clone(),
+        None,
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        if let Some(ev) = w.step().await {
+            seen.extend(
+                ev.observations
+                    .iter()
+                    .map(|o| String::from_utf8_lossy(&o.message.payload).into_owned()),
+            );
+        }
+    }
+    assert_eq!(
+        seen,
+        ["replacement"],
+        "the canonical log is observed, the orphan never"
+    );
+    assert!(!w.halted(), "nothing this member observed changed");
+    assert_eq!(
+        metrics
+            .chain
+            .dropped_logs
+            .get_or_create(&ChainLabel::new(CHAIN))
+            .get(),
+        1,
+        "the orphaned log was seen and dropped"
+    );
 }

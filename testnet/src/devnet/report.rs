@@ -1,6 +1,6 @@
 //! The devnet's report: what was sent, attested, delivered; latencies; per-node figures.
 
-use super::{ProcFigures, RotationReport};
+use super::{Audit, ProcFigures, RotationReport};
 use alloy::primitives::B256;
 
 /// The outcome.
@@ -34,8 +34,19 @@ pub struct Report {
     pub attested_throughput: f64,
     /// The relayer process's CPU time and peak memory (`None`: not readable).
     pub relayer: Option<ProcFigures>,
+    /// The two anvil chains' CPU time and peak memory (A, B): the EVMs executing the load
+    /// and the deliveries share the machine with the nodes.
+    pub chains: [Option<ProcFigures>; 2],
+    /// This devnet process (load generator and trackers).
+    pub sender: Option<ProcFigures>,
     /// Members SIGKILLed by `--churn` (each restarted at the next churn step).
     pub churn_kills: u32,
+    /// Reorgs below finality done by `--reorgs` (each orphaned one message).
+    pub reorgs: u32,
+    /// Orphaned messages seen in an attested batch (must be 0).
+    pub orphans_attested: usize,
+    /// Orphaned messages a receiver got (must be 0).
+    pub orphans_delivered: usize,
     /// Delivered messages per second, first send to last delivery.
     pub throughput: f64,
     /// Relayer gas per delivered message (submitBatch + deliver, averaged).
@@ -48,6 +59,9 @@ pub struct Report {
     pub nodes: Vec<NodeFigures>,
     /// The committee rotation, when one was asked for (`--rotate-at`).
     pub rotation: Option<RotationReport>,
+    /// The auditor's verdict, read from the chains and the stopped members' stores
+    /// (`None` with `--keep-running`).
+    pub audit: Option<Audit>,
 }
 
 /// One node's figures at the end.
@@ -76,9 +90,13 @@ pub struct NodeFigures {
 impl Report {
     /// Whether the run passed: every good message delivered exactly once, every poison
     /// message Failed (not delivered, not missing), and an asked-for rotation completed
-    /// (the new committee in epoch 2, both inboxes on the new key).
+    /// (the new committee in epoch 2, both inboxes on the new key), and no message a reorg
+    /// orphaned was attested or delivered.
     pub fn passed(&self) -> bool {
-        self.rotation.as_ref().is_none_or(|r| r.done() && r.pruned)
+        self.orphans_attested == 0
+            && self.orphans_delivered == 0
+            && self.audit.as_ref().is_none_or(|a| a.passed())
+            && self.rotation.as_ref().is_none_or(|r| r.done() && r.pruned)
             && self.missing.is_empty()
             && self.duplicates.is_empty()
             && self.delivered + self.poison == self.sent
@@ -145,6 +163,12 @@ pub fn print_report(r: &Report) {
             r.churn_kills
         );
     }
+    if r.reorgs > 0 {
+        println!(
+            "reorgs               {:>10} below finality, one orphaned message each: {} attested, {} delivered (must be 0)",
+            r.reorgs, r.orphans_attested, r.orphans_delivered
+        );
+    }
     println!();
     let cpu = |p: &Option<ProcFigures>| {
         p.map_or(("-".to_string(), "-".to_string()), |p| {
@@ -166,6 +190,14 @@ pub fn print_report(r: &Report) {
     }
     let (c, m) = cpu(&r.relayer);
     println!("relayer {:>65} {:>13}", c, m);
+    for (name, p) in [
+        ("anvil A", &r.chains[0]),
+        ("anvil B", &r.chains[1]),
+        ("devnet", &r.sender),
+    ] {
+        let (c, m) = cpu(p);
+        println!("{name:<7} {c:>65} {m:>13}");
+    }
     if let Some(rot) = &r.rotation {
         println!();
         println!(
@@ -184,13 +216,20 @@ pub fn print_report(r: &Report) {
             if rot.pruned { "yes (node 1)" } else { "NO" }
         );
     }
-    for id in &r.missing {
-        println!("MISSING   {id}");
+    // The first ten of each list (all of them are in report.json).
+    for (what, ids) in [
+        ("MISSING  ", &r.missing),
+        ("DUPLICATE", &r.duplicates),
+        ("POISON NOT FAILED", &r.not_failed),
+    ] {
+        for id in ids.iter().take(10) {
+            println!("{what} {id}");
+        }
+        if ids.len() > 10 {
+            println!("{what} ... {} more in report.json", ids.len() - 10);
+        }
     }
-    for id in &r.duplicates {
-        println!("DUPLICATE {id}");
-    }
-    for id in &r.not_failed {
-        println!("POISON NOT FAILED {id}");
+    if let Some(a) = &r.audit {
+        super::audit::print(a);
     }
 }

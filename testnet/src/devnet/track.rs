@@ -44,10 +44,52 @@ impl HeadClock {
     }
 }
 
-/// Watches attestations (node APIs), deliveries and failures (inbox logs).
+/// Fetches attested batches from the node APIs in a task of its own, every 20 ms, height
+/// after height, stamping each with the moment it was first fetched (ms since the Unix
+/// epoch). The send loop can be busy for seconds during a burst; stamping there would
+/// make attestations look late.
+struct AttestFeed {
+    /// The APIs of the members running now (the tracker refreshes it each poll).
+    apis: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<(u64, BatchView)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AttestFeed {
+    fn spawn(http: reqwest::Client) -> Self {
+        let apis = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let shared = apis.clone();
+        let task = tokio::spawn(async move {
+            let mut height = 1u64;
+            loop {
+                let now_apis = shared.lock().map(|a| a.clone()).unwrap_or_default();
+                match sigil_node::relayer::fetch_batch(&http, &now_apis, height).await {
+                    Ok(Some(bv)) => {
+                        if tx.send((sigil_node::now_ms(), bv)).is_err() {
+                            return;
+                        }
+                        height += 1;
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        });
+        Self { apis, rx, task }
+    }
+}
+
+impl Drop for AttestFeed {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Watches attestations (node APIs, through an [`AttestFeed`]), deliveries and failures
+/// (inbox logs).
 pub(super) struct Tracker {
     pub(super) http: reqwest::Client,
-    pub(super) next_height: u64,
+    feed: AttestFeed,
     pub(super) attested: HashMap<B256, u64>,
     pub(super) delivered: HashMap<B256, u64>,
     /// The (chain id, block) holding each delivery: the delivery moment is when that block
@@ -58,6 +100,10 @@ pub(super) struct Tracker {
     pub(super) inboxes: Vec<(u64, DynProvider, Address, u64)>,
     /// Messages in attested batches, per key epoch.
     pub(super) per_epoch: BTreeMap<u64, u64>,
+    /// Payloads orphaned by `--reorgs` (known before they could be final).
+    pub(super) orphans: std::collections::HashSet<Bytes>,
+    /// Attested messages carrying an orphaned payload (must stay 0).
+    pub(super) orphans_attested: usize,
 }
 
 impl Tracker {
@@ -75,15 +121,18 @@ impl Tracker {
                 )
             })
             .collect();
+        let http = reqwest::Client::new();
         Self {
-            http: reqwest::Client::new(),
-            next_height: 1,
+            feed: AttestFeed::spawn(http.clone()),
+            http,
             attested: HashMap::new(),
             delivered: HashMap::new(),
             delivered_in: HashMap::new(),
             failed: HashMap::new(),
             inboxes,
             per_epoch: BTreeMap::new(),
+            orphans: Default::default(),
+            orphans_attested: 0,
         }
     }
 
@@ -93,11 +142,11 @@ impl Tracker {
             .filter(|n| n.child.is_some())
             .map(|n| n.api.clone())
             .collect();
-        for _ in 0..64 {
-            match sigil_node::relayer::fetch_batch(&self.http, &apis, self.next_height).await {
-                Ok(Some(bv)) => self.on_batch(&bv),
-                _ => break,
-            }
+        if let Ok(mut a) = self.feed.apis.lock() {
+            *a = apis;
+        }
+        while let Ok((at, bv)) = self.feed.rx.try_recv() {
+            self.on_batch(at, &bv);
         }
         let now = sigil_node::now_ms();
         for (chain, p, inbox, from) in self.inboxes.iter_mut() {
@@ -132,13 +181,15 @@ impl Tracker {
         }
     }
 
-    pub(super) fn on_batch(&mut self, bv: &BatchView) {
-        let now = sigil_node::now_ms();
+    /// Records batch `bv`, first fetched at `at` (ms since the Unix epoch).
+    fn on_batch(&mut self, at: u64, bv: &BatchView) {
         for m in &bv.messages {
-            self.attested.entry(m.id).or_insert(now);
+            self.attested.entry(m.id).or_insert(at);
+            if self.orphans.contains(&m.message.payload) {
+                self.orphans_attested += 1;
+            }
         }
         *self.per_epoch.entry(bv.epoch).or_default() += bv.messages.len() as u64;
-        self.next_height += 1;
     }
 
     pub(super) fn progress(&self, sent: usize, total: usize) {
