@@ -202,7 +202,8 @@ impl Default for BatchSection {
 pub struct SigningSection {
     /// Pre-generated nonces kept ready (commitments published ahead of use).
     pub nonce_pool: u32,
-    /// How long to wait for t valid shares before a new attempt with fresh commitments.
+    /// How long the first signing attempt waits for t valid shares before a new attempt
+    /// with fresh commitments; each later attempt waits half as much again, at most 4 ×.
     #[serde(with = "humantime_serde")]
     pub share_timeout: Duration,
 }

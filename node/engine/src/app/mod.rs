@@ -14,8 +14,9 @@
 //!   and the limits hold; an unknown-yet message makes the answer [`Validity::Pending`];
 //! - **signing after decision** (RFC 9591 §5.2–5.3): the decided block's signers consume
 //!   their nonce durably and release shares; every member verifies shares and aggregates.
-//!   Missing or invalid shares past `share_timeout_ms` start a new attempt whose coordinator
-//!   picks fresh commitments from members that are neither culprits nor non-responders
+//!   Missing or invalid shares past the attempt's timeout (`share_timeout_ms`, half as
+//!   much again per later attempt, at most 4 ×) start a new attempt whose coordinator picks
+//!   fresh commitments from members that are neither culprits nor non-responders
 //!   (ROAST-style), until t honest shares form.
 //! - the member's **nonce pool**: commitments published ahead of use and refilled.
 
@@ -82,7 +83,8 @@ pub struct AppParams {
     pub max_bytes: u64,
     /// Nonces kept ready.
     pub nonce_pool: u32,
-    /// Share collection deadline per attempt (ms).
+    /// Share collection deadline of the first attempt (ms); later attempts wait longer
+    /// ([`App::share_timeout`]).
     pub share_timeout_ms: u64,
     /// A decided rotation whose key commit is not decided within this many heights after
     /// it expires: from the next height on, the operators' next approval (perhaps the same

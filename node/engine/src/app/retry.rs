@@ -154,7 +154,21 @@ impl App {
         self.start_attempt(s, req.height, req.attempt, map, now_ms, out);
     }
 
-    /// Advances signing timers: an attempt without t valid shares after `share_timeout_ms`
+    /// How long attempt `attempt` waits for t valid shares (ms): `share_timeout_ms`, half
+    /// as much again for each attempt after the first, at most 4 × (attempts 0, 1, 2 … wait
+    /// 1, 1.5, 2 … 4 ×). Like Tendermint's growing round timeouts (paper, "timeout_delta"):
+    /// when members are slow (a loaded machine, a large committee) a fixed timeout moves on
+    /// before t shares can arrive, every time; a growing one lets the attempts catch up.
+    /// Only this member's clock advances its attempts, so no peer can shorten or stretch it.
+    pub fn share_timeout(&self, attempt: u32) -> u64 {
+        self.p
+            .share_timeout_ms
+            .saturating_mul(u64::from(attempt.min(6)) + 2)
+            / 2
+    }
+
+    /// Advances signing timers: an attempt without t valid shares after its
+    /// [`Self::share_timeout`]
     /// moves to the next attempt (by one); its coordinator (if us) picks fresh commitments
     /// excluding culprits and non-responders, and a request held for that attempt is applied.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Effect> {
@@ -173,7 +187,7 @@ impl App {
                 self.sessions.insert(h, s);
                 continue;
             };
-            if now_ms.saturating_sub(s.started_ms) < self.p.share_timeout_ms {
+            if now_ms.saturating_sub(s.started_ms) < self.share_timeout(s.attempt) {
                 self.sessions.insert(h, s);
                 continue;
             }

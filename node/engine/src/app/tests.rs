@@ -315,6 +315,25 @@ fn a_bad_share_in_an_incomplete_attempt_is_blamed_at_the_timeout() {
 }
 
 #[test]
+fn later_signing_attempts_wait_longer() {
+    // share_timeout_ms = 1000 in these tests: attempt 0 waits 1 s, attempt 1 1.5 s, … 4 s.
+    let mut apps = committee(4);
+    assert_eq!(
+        (0..9).map(|a| apps[0].share_timeout(a)).collect::<Vec<_>>(),
+        [1000, 1500, 2000, 2500, 3000, 3500, 4000, 4000, 4000]
+    );
+    let block = apps[0].build_block(1, 0).unwrap();
+    // Nobody else answers: member 1 alone moves through its attempts on its own clock.
+    let _ = apps[0].on_decided(1, &block, None, 0);
+    let retries = |e: &[Effect]| e.iter().filter(|e| matches!(e, Effect::Retry { .. })).count();
+    assert_eq!(retries(&apps[0].tick(999)), 0);
+    assert_eq!(retries(&apps[0].tick(1_000)), 1, "attempt 0 ends at 1 s");
+    assert_eq!(retries(&apps[0].tick(2_499)), 0, "attempt 1 waits 1.5 s");
+    assert_eq!(retries(&apps[0].tick(2_500)), 1);
+    assert_eq!(apps[0].attempt(1), Some(2));
+}
+
+#[test]
 fn a_signer_never_signs_twice_with_one_nonce() {
     let mut apps = committee(4);
     let block = apps[0].build_block(1, 0).unwrap();
