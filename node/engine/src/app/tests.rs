@@ -325,7 +325,11 @@ fn later_signing_attempts_wait_longer() {
     let block = apps[0].build_block(1, 0).unwrap();
     // Nobody else answers: member 1 alone moves through its attempts on its own clock.
     let _ = apps[0].on_decided(1, &block, None, 0);
-    let retries = |e: &[Effect]| e.iter().filter(|e| matches!(e, Effect::Retry { .. })).count();
+    let retries = |e: &[Effect]| {
+        e.iter()
+            .filter(|e| matches!(e, Effect::Retry { .. }))
+            .count()
+    };
     assert_eq!(retries(&apps[0].tick(999)), 0);
     assert_eq!(retries(&apps[0].tick(1_000)), 1, "attempt 0 ends at 1 s");
     assert_eq!(retries(&apps[0].tick(2_499)), 0, "attempt 1 waits 1.5 s");
@@ -480,10 +484,16 @@ fn members_ahead_answer_a_trailing_coordinator_once() {
         let e = apps[i].on_decided(1, &block, None, 0);
         route(&mut apps[..2], i as Member + 1, e, None, 0, &mut log);
     }
-    for now in (1_000..=5_000).step_by(1_000) {
+    // Members 1 and 2 alone move on to attempt 5 (their timeouts grow per attempt).
+    let mut ahead_at = 0;
+    for now in (500..=30_000).step_by(500) {
         for i in 0..2 {
             let e = apps[i].tick(now);
             route(&mut apps[..2], i as Member + 1, e, None, now, &mut log);
+        }
+        if apps[0].attempt(1) == Some(5) {
+            ahead_at = now;
+            break;
         }
     }
     assert_eq!(apps[0].attempt(1), Some(5));
@@ -491,11 +501,13 @@ fn members_ahead_answer_a_trailing_coordinator_once() {
         apps[0].unattested().contains(&1),
         "t = 3 needs a third member"
     );
-    let e = apps[2].on_decided(1, &block, None, 5_000);
-    route(&mut apps[..3], 3, e, None, 5_000, &mut log);
+    let e = apps[2].on_decided(1, &block, None, ahead_at);
+    route(&mut apps[..3], 3, e, None, ahead_at, &mut log);
     assert_eq!(apps[2].coordinator(1, 1), 3);
+    // Member 3 coordinates attempts 1, 5 and 9 of its own sequence.
+    let three_turns: u64 = (0..9).map(|a| apps[2].share_timeout(a)).sum();
     let mut attested_at = None;
-    for now in (6_000..=20_000).step_by(1_000) {
+    for now in (ahead_at + 1_000..=ahead_at + three_turns + 12_000).step_by(1_000) {
         // The driver re-publishes each member's unused commitments every gossip period.
         let lists: Vec<_> = (0..3)
             .map(|i| apps[i].refresh_commitments().unwrap().unwrap())
@@ -520,7 +532,11 @@ fn members_ahead_answer_a_trailing_coordinator_once() {
         }
     }
     let at = attested_at.expect("the trailing coordinator aggregates shares from members ahead");
-    assert!(at <= 14_000, "within three of its coordination turns: {at}");
+    // Each attempt's end is seen at the next 1 s tick: up to 1 s late per attempt.
+    assert!(
+        at <= ahead_at + three_turns + 9 * 1_000,
+        "within three of its coordination turns: {at}"
+    );
     let a = log
         .iter()
         .find_map(|(src, e)| match e {
@@ -541,7 +557,8 @@ fn members_ahead_answer_a_trailing_coordinator_once() {
     for a in apps.iter_mut() {
         let _ = a.on_decided(1, &block, None, 0);
     }
-    for now in [1_000, 2_000] {
+    // Attempt 0 ends at 1 s, attempt 1 (1.5 s) at 2.5 s.
+    for now in [1_000, 2_500] {
         let _ = apps[0].tick(now);
     }
     let passed = 1u32;
@@ -562,9 +579,9 @@ fn members_ahead_answer_a_trailing_coordinator_once() {
     };
     req.signers.sort_by_key(|c| c.member);
     let wrong = apps[0].coordinator(1, passed + 1);
-    assert_eq!(shares(&apps[0].on_sign_request(wrong, &req, 2_100)), 0);
+    assert_eq!(shares(&apps[0].on_sign_request(wrong, &req, 2_600)), 0);
     assert_eq!(
-        shares(&apps[0].on_sign_request(coord, &req, 2_100)),
+        shares(&apps[0].on_sign_request(coord, &req, 2_600)),
         1,
         "answered"
     );
@@ -574,7 +591,7 @@ fn members_ahead_answer_a_trailing_coordinator_once() {
         "the attempt in progress is kept"
     );
     let refused = apps[0].stats.requests_refused;
-    assert_eq!(shares(&apps[0].on_sign_request(coord, &req, 2_200)), 0);
+    assert_eq!(shares(&apps[0].on_sign_request(coord, &req, 2_700)), 0);
     assert_eq!(
         apps[0].stats.requests_refused,
         refused + 1,
