@@ -56,7 +56,7 @@ impl Reorgs {
 
     /// Whether a reorg is due after burst `k` (0-based).
     pub(super) fn due(&self, k: usize) -> bool {
-        self.left > 0 && (k + 1) % self.every == 0
+        self.left > 0 && (k + 1).is_multiple_of(self.every)
     }
 
     /// Reorgs `chain` (the source of messages to `dest`; `forward`: chain A), `block_time` s
