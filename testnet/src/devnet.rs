@@ -127,6 +127,7 @@ pub struct DevnetArgs {
 
 mod audit;
 mod churn;
+mod config;
 mod load;
 mod procs;
 mod reorg;
@@ -134,6 +135,7 @@ mod report;
 mod rotate;
 mod track;
 pub use audit::Audit;
+use config::node_config;
 pub use procs::ProcFigures;
 use report::percentiles;
 pub use report::{NodeFigures, Report, print_report};
@@ -231,45 +233,6 @@ async fn route(from: &Chain, to: &Chain) -> Result<()> {
     set_route(&p, from.gateway, to.id, to.inbox)
         .await
         .with_context(|| format!("route {} -> {}", from.id, to.id))
-}
-
-fn node_config(
-    member: &(String, u16, u16),
-    members: &[(String, u16, u16)],
-    chains: &[&Chain],
-    args: &DevnetArgs,
-) -> String {
-    let (_, p2p, api) = member;
-    let mut s = format!(
-        "[node]\nmoniker = \"node-{p2p}\"\nlisten = \"/ip4/127.0.0.1/tcp/{p2p}\"\napi = \"127.0.0.1:{api}\"\nheartbeat = \"1s\"\n\n[committee]\nepoch = 1\nmembers = [\n"
-    );
-    for (k, p, _) in members {
-        s.push_str(&format!(
-            "  {{ key = \"{k}\", address = \"/ip4/127.0.0.1/tcp/{p}\" }},\n"
-        ));
-    }
-    s.push_str(&format!(
-        "]\n\n[consensus]\npropose_timeout = \"1s\"\nprevote_timeout = \"500ms\"\nprecommit_timeout = \"500ms\"\ntimeout_delta = \"500ms\"\nobservation_wait = \"2s\"\n\n[batch]\nmax_messages = {}\nmax_bytes = 8388608\n\n[signing]\nnonce_pool = 16\nshare_timeout = \"2s\"\n",
-        args.batch
-    ));
-    for (i, c) in chains.iter().enumerate() {
-        s.push_str(&format!(
-            "\n[[chains]]\nname = \"{}\"\nchain_id = {}\nrpc = [{}]\nrpc_quorum = {}\ngateway = \"{}\"\ninbox = \"{}\"\nfinality = \"confirmations:{}\"\npoll_interval = \"{}ms\"\n",
-            if i == 0 { "a" } else { "b" },
-            c.id,
-            c.rpcs
-                .iter()
-                .map(|u| format!("\"{u}\""))
-                .collect::<Vec<_>>()
-                .join(", "),
-            c.rpcs.len() / 2 + 1,
-            c.gateway,
-            c.inbox,
-            args.confirmations,
-            args.poll_ms
-        ));
-    }
-    s
 }
 
 /// Runs the devnet and returns its report (see the module docs).
