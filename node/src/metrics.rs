@@ -355,6 +355,10 @@ pub struct RelayerMetrics {
     /// Transactions replaced with the same nonce and higher fees because they were stuck
     /// or dropped (transactions). `sigil_relayer_replaced_total`.
     pub replaced: Counter,
+    /// Transactions sent again unchanged (same nonce, fees and hash) because the node no
+    /// longer knew them: evicted from its mempool, lost in a restart, or dropped behind an
+    /// earlier transaction of this account (transactions). `sigil_relayer_resent_total`.
+    pub resent: Counter,
     /// Gas used by mined relayer transactions (gas units). `sigil_relayer_gas_total`.
     pub gas: Counter,
     /// Gateway messages delivered to destination inboxes: `MessageDelivered` events of the
@@ -394,6 +398,11 @@ impl RelayerMetrics {
             "sigil_relayer_replaced",
             "Relayer transactions replaced with higher fees",
             self.replaced.clone(),
+        );
+        r.register(
+            "sigil_relayer_resent",
+            "Relayer transactions the node had lost, sent again unchanged",
+            self.resent.clone(),
         );
         r.register("sigil_relayer_gas", "Relayer gas spent", self.gas.clone());
         r.register(
@@ -594,6 +603,7 @@ mod tests {
             "sigil_relayer_pending ",
             "sigil_relayer_failed_total ",
             "sigil_relayer_replaced_total ",
+            "sigil_relayer_resent_total ",
             "sigil_relayer_gas_total ",
             "sigil_relayer_delivered_total ",
             "sigil_relayer_failed_messages_total ",

@@ -1,7 +1,8 @@
 //! The relayer against anvil: it reads an attested batch from a node API (here a stub
 //! serving a real 3-of-4 FROST attestation), submits the root and delivers every message;
-//! a second relayer starting from scratch sends nothing (idempotent); a transaction that
-//! disappears from the mempool is replaced with higher fees and the batch still lands; a
+//! a second relayer starting from scratch sends nothing (idempotent); a transaction stuck
+//! in the mempool is replaced with higher fees and the batch still lands, and many lost by
+//! the node at once are sent again without waiting out the stuck timeout; a
 //! recipient that fails leaves its message Failed without holding up the rest, the relayer
 //! records and retries it and delivers it once the recipient is fixed, a gas-burning
 //! recipient stays Failed, and messages naming another inbox are counted and never sent.
@@ -365,7 +366,7 @@ async fn an_api_answering_another_height_is_not_believed() {
 }
 
 #[tokio::test]
-async fn a_dropped_transaction_is_replaced_with_higher_fees() {
+async fn a_stuck_transaction_is_replaced_with_higher_fees() {
     let s = setup(3).await;
     let _: serde_json::Value = s
         .provider
@@ -380,7 +381,7 @@ async fn a_dropped_transaction_is_replaced_with_higher_fees() {
         m.clone(),
         rx,
     ));
-    // Wait for the submitBatch to sit in the mempool, then make it vanish.
+    // Wait for the submitBatch to sit in the mempool, unmined past `stuck_after`.
     let relayer_addr = s.anvil.addresses()[1];
     for _ in 0..100 {
         let pending = s
@@ -394,11 +395,7 @@ async fn a_dropped_transaction_is_replaced_with_higher_fees() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _: serde_json::Value = s
-        .provider
-        .raw_request("anvil_dropAllTransactions".into(), ())
-        .await
-        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     let _: serde_json::Value = s
         .provider
         .raw_request("evm_setAutomine".into(), (true,))
@@ -412,10 +409,83 @@ async fn a_dropped_transaction_is_replaced_with_higher_fees() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(m.relayer.resent.get(), 0, "the node never lost it");
     assert!(
         m.relayer.replaced.get() >= 1,
-        "the dropped transaction was replaced"
+        "the stuck transaction was replaced"
     );
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+}
+
+/// A node that loses several of the relayer's transactions at once (anvil drops every later
+/// nonce of an account when one transaction does not fit the block's gas; real nodes evict
+/// under mempool pressure or restart) must not cost one stuck timeout per transaction: the
+/// relayer notices the node no longer knows them and sends them again, unchanged, at once.
+#[tokio::test]
+async fn transactions_lost_by_the_node_are_sent_again_without_waiting_out_the_stuck_timeout() {
+    let s = setup_heights(24, 6, None, |_, (inbox, receiver, _, _)| Route {
+        dest: DEST,
+        inbox,
+        recipient: receiver,
+        gas_limit: 100_000,
+    })
+    .await;
+    let _: serde_json::Value = s
+        .provider
+        .raw_request("evm_setAutomine".into(), (false,))
+        .await
+        .unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let m = Arc::new(Metrics::new());
+    let stuck_after = Duration::from_secs(20);
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(sigil_node::relayer::run(
+        relayer(&s, d.path(), stuck_after),
+        m.clone(),
+        rx,
+    ));
+    // Wait until every height's transactions sit in the mempool, then lose them all.
+    let relayer_addr = s.anvil.addresses()[1];
+    let t0 = std::time::Instant::now();
+    while s
+        .provider
+        .get_transaction_count(relayer_addr)
+        .pending()
+        .await
+        .unwrap()
+        < 12
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "relayer sent too little"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _: serde_json::Value = s
+        .provider
+        .raw_request("anvil_dropAllTransactions".into(), ())
+        .await
+        .unwrap();
+    let _: serde_json::Value = s
+        .provider
+        .raw_request("evm_setIntervalMining".into(), (1,))
+        .await
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while received(&s).await < 24 {
+        assert!(
+            t0.elapsed() < stuck_after,
+            "12 lost transactions still not delivered after {stuck_after:?} (one stuck timeout each?)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        m.relayer.resent.get() >= 12,
+        "each lost transaction was sent again, counted: {}",
+        m.relayer.resent.get()
+    );
+    assert_eq!(m.relayer.replaced.get(), 0, "no fee bump was needed");
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
 }

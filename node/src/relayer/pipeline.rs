@@ -217,6 +217,7 @@ impl ChainTask {
             }
 
             // 3. Confirm, oldest nonce first.
+            let mut lost = false;
             'look: for w in window.iter_mut() {
                 while let Some(t) = w.txs.first_mut() {
                     if oldest != Some(t.tx.nonce) {
@@ -247,12 +248,28 @@ impl ChainTask {
                             resync = true;
                         }
                         Ok(Poll::Waiting) => break 'look,
+                        Ok(Poll::Resent) => {
+                            lost = true;
+                            break 'look;
+                        }
                         Err(e) => {
                             tracing::warn!(chain = self.chain_id(), error = %e, "reading a receipt failed; retrying");
                             break 'look;
                         }
                     }
                 }
+            }
+            // The node lost the oldest: it likely lost later nonces with it (a mempool
+            // drops a sender's later nonces with an earlier one), and each would otherwise
+            // wait out `stuck_after` once it became the oldest.
+            if lost {
+                for t in window.iter_mut().flat_map(|w| w.txs.iter_mut()).skip(1) {
+                    if let Err(e) = t.tx.resend_if_lost(&self.dest, &self.metrics.relayer).await {
+                        tracing::warn!(chain = self.chain_id(), error = %e, "asking the node for a transaction failed; retrying");
+                        break;
+                    }
+                }
+                progressed = true;
             }
             let mut queued = false;
             for w in window.iter_mut() {

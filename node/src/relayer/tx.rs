@@ -21,6 +21,13 @@ pub(super) struct Dest {
 /// Fee bumps before a transaction is given up (each raises both fees by 25%).
 const MAX_BUMPS: u32 = 6;
 
+/// How long a version waits unmined before the node is asked whether it still holds it,
+/// and how often it is asked again (ms). A node loses transactions: mempool eviction, a
+/// restart, or (anvil) every later nonce of an account dropped when one transaction does
+/// not fit a block's remaining gas. Waiting `stuck_after` for each of them would stall
+/// delivery one timeout per lost nonce.
+const LOST_CHECK: Duration = Duration::from_millis(1_000);
+
 /// A sent transaction awaiting its receipt.
 pub(super) struct InFlight {
     req: TransactionRequest,
@@ -35,6 +42,8 @@ pub(super) struct InFlight {
     sent_at: tokio::time::Instant,
     /// Replacements so far.
     bumps: u32,
+    /// When the node was last asked whether it still holds the latest version.
+    checked_at: tokio::time::Instant,
 }
 
 /// What one look at an in-flight transaction found.
@@ -43,6 +52,9 @@ pub(super) enum Poll {
     Mined(Box<TransactionReceipt>),
     /// Not mined yet (possibly just replaced with higher fees).
     Waiting,
+    /// Not mined, and the node had lost it: it was sent again unchanged. Later
+    /// transactions of this account were likely lost with it (see [`InFlight::resend_if_lost`]).
+    Resent,
     /// Settled without effect (why): it reverted, or its nonce was taken by another
     /// transaction of this account (a second relayer with the same key).
     Failed(String),
@@ -51,21 +63,79 @@ pub(super) enum Poll {
 impl InFlight {
     /// Looks for a receipt of any version. `Ok(None)`: none mined yet.
     async fn receipt(&self, dest: &Dest, metrics: &RelayerMetrics) -> Result<Option<Poll>> {
+        if let Some(r) = self.find_receipt(dest).await? {
+            metrics.pending.dec();
+            metrics.gas.inc_by(r.gas_used);
+            if !r.status() {
+                metrics.failed.inc();
+                return Ok(Some(Poll::Failed(format!(
+                    "transaction {} reverted",
+                    r.transaction_hash
+                ))));
+            }
+            return Ok(Some(Poll::Mined(Box::new(r))));
+        }
+        Ok(None)
+    }
+
+    /// The receipt of any version, if one is mined. Errors: RPC failures.
+    async fn find_receipt(&self, dest: &Dest) -> Result<Option<TransactionReceipt>> {
         for h in &self.hashes {
             if let Some(r) = dest.provider.get_transaction_receipt(*h).await? {
-                metrics.pending.dec();
-                metrics.gas.inc_by(r.gas_used);
-                if !r.status() {
-                    metrics.failed.inc();
-                    return Ok(Some(Poll::Failed(format!(
-                        "transaction {} reverted",
-                        r.transaction_hash
-                    ))));
-                }
-                return Ok(Some(Poll::Mined(Box::new(r))));
+                return Ok(Some(r));
             }
         }
         Ok(None)
+    }
+
+    /// Asks the node whether it still holds the latest version (mined or in its mempool);
+    /// if not, and no version has a receipt, sends that version again unchanged (same
+    /// nonce, gas and fees, so the same signed bytes and hash). Returns whether it was sent
+    /// again. The stuck clock keeps running: a transaction lost for its low fees is still
+    /// bumped after `stuck_after`. Errors: RPC failures (a refused resend is only logged:
+    /// the node may have taken it meanwhile, or the nonce may be mined).
+    pub(super) async fn resend_if_lost(
+        &mut self,
+        dest: &Dest,
+        metrics: &RelayerMetrics,
+    ) -> Result<bool> {
+        self.checked_at = tokio::time::Instant::now();
+        let latest = *self.hashes.last().expect("a sent transaction has a hash");
+        if dest
+            .provider
+            .get_transaction_by_hash(latest)
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        // Mined between the receipt look and the question above: the next poll reads it.
+        if self.find_receipt(dest).await?.is_some() {
+            return Ok(false);
+        }
+        match send_version(dest, self, self.max_fee, self.tip).await {
+            Ok(hash) => {
+                tracing::info!(
+                    chain = dest.chain.chain_id,
+                    nonce = self.nonce,
+                    "the node lost this transaction; sent it again unchanged"
+                );
+                if hash != latest {
+                    self.hashes.push(hash);
+                }
+                metrics.resent.inc();
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    chain = dest.chain.chain_id,
+                    nonce = self.nonce,
+                    error = %e,
+                    "sending a lost transaction again failed; trying again later"
+                );
+                Ok(false)
+            }
+        }
     }
 
     /// Restarts the stuck clock: a transaction that waited behind earlier ones of this
@@ -91,6 +161,10 @@ impl InFlight {
             return Ok(p);
         }
         if self.sent_at.elapsed() < stuck_after {
+            if self.checked_at.elapsed() >= LOST_CHECK && self.resend_if_lost(dest, metrics).await?
+            {
+                return Ok(Poll::Resent);
+            }
             return Ok(Poll::Waiting);
         }
         // Our nonce may have been taken by another transaction of this key: then none of
@@ -189,6 +263,7 @@ pub(super) async fn launch(
         hashes: Vec::new(),
         sent_at: tokio::time::Instant::now(),
         bumps: 0,
+        checked_at: tokio::time::Instant::now(),
     };
     let hash = send_version(dest, &f, f.max_fee, f.tip).await?;
     f.hashes.push(hash);
@@ -232,7 +307,7 @@ pub(super) async fn finish(
                     f.nonce
                 ));
             }
-            Poll::Waiting => tokio::time::sleep(Duration::from_millis(100)).await,
+            Poll::Waiting | Poll::Resent => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
 }
