@@ -71,6 +71,35 @@ impl Default for ScryptParams {
 }
 
 impl ScryptParams {
+    /// The most memory a key file may make scrypt use (bytes): 1 GiB, 32 times the default.
+    /// scrypt needs 128 · r · 2^log_n bytes (RFC 7914 §2); a file asking for more (a
+    /// corrupted or hostile one) is refused before any of it is allocated, instead of
+    /// aborting the process on allocation failure or running for hours.
+    pub const MAX_MEMORY: u64 = 1 << 30;
+
+    /// The largest parallelism p accepted (CPU time grows with p at constant memory).
+    pub const MAX_P: u32 = 16;
+
+    /// Checks the cost bounds ([`Self::MAX_MEMORY`], [`Self::MAX_P`]) and scrypt's own
+    /// parameter rules. Errors: [`KeystoreError::InvalidParams`].
+    pub fn check(&self) -> Result<(), KeystoreError> {
+        let bad = KeystoreError::InvalidParams {
+            log_n: self.log_n,
+            r: self.r,
+            p: self.p,
+        };
+        let memory = 1u64
+            .checked_shl(u32::from(self.log_n))
+            .and_then(|n| n.checked_mul(128))
+            .and_then(|b| b.checked_mul(u64::from(self.r)));
+        match memory {
+            Some(m) if m <= Self::MAX_MEMORY && self.p >= 1 && self.p <= Self::MAX_P => {}
+            _ => return Err(bad),
+        }
+        scrypt::Params::new(self.log_n, self.r, self.p, 32).map_err(|_| bad)?;
+        Ok(())
+    }
+
     /// Cheap parameters for tests and devnets only.
     pub fn insecure_fast() -> Self {
         Self {
@@ -118,6 +147,7 @@ fn derive(
         r: kdf.r,
         p: kdf.p,
     };
+    kdf.check()?;
     let params = scrypt::Params::new(kdf.log_n, kdf.r, kdf.p, 32).map_err(|_| bad)?;
     let mut key = Zeroizing::new([0u8; 32]);
     scrypt::scrypt(passphrase, salt, &params, key.as_mut()).map_err(|_| {
@@ -260,6 +290,44 @@ mod tests {
     use super::*;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
+
+    /// A key file asking for absurd scrypt costs is refused before anything is allocated:
+    /// log_n 40 would need 128 TiB (the process aborts on allocation failure), log_n 24
+    /// 16 GiB and minutes of CPU.
+    #[test]
+    fn absurd_kdf_costs_are_refused_before_any_work() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let good = seal(b"s", b"pw", "l", ScryptParams::insecure_fast(), &mut rng).unwrap();
+        for (log_n, r, p) in [
+            (40, 8, 1),
+            (24, 8, 1),
+            (20, 64, 1),
+            (63, 1, 1),
+            (8, 8, 4096),
+            (8, 0, 1),
+            (8, 8, 0),
+        ] {
+            let mut env = good.clone();
+            env.kdf = ScryptParams { log_n, r, p };
+            let t0 = std::time::Instant::now();
+            assert!(
+                matches!(open(&env, b"pw"), Err(KeystoreError::InvalidParams { .. })),
+                "log_n {log_n}, r {r}, p {p} accepted"
+            );
+            assert!(t0.elapsed() < std::time::Duration::from_secs(1));
+        }
+        assert!(ScryptParams::default().check().is_ok());
+        assert!(
+            ScryptParams {
+                log_n: 20,
+                r: 8,
+                p: 1
+            }
+            .check()
+            .is_ok(),
+            "1 GiB is the bound"
+        );
+    }
 
     #[test]
     fn roundtrip_wrong_passphrase_and_tamper() {
