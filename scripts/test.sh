@@ -18,6 +18,10 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "cargo test"
 cargo test --workspace --quiet 2>&1 | tee "$CARGO_TARGET_DIR/last-test.log"
 
+step "fuzz: short pass (every target replays its committed corpus, then 5 s of mutations; long runs: scripts/fuzz.sh)"
+cargo build --quiet -p sigil-fuzz
+"$CARGO_TARGET_DIR/debug/sigil-fuzz" run all --secs 5
+
 step "chaos devnet: 4 nodes, 200 messages (and 20 back) plus 2 poison messages to a gas burner, node 3 killed mid-run, 4 reorgs below finality each orphaning a message, one lying RPC of 3 per chain; every good message delivered exactly once, every poison message Failed, no orphan attested or delivered, and the auditor (chains + stores) passes"
 cargo build --quiet -p sigil-node -p sigil-testnet --bins
 devnet_dir="$(mktemp -d "${TMPDIR:-/tmp}/sigil-ci-devnet.XXXXXX")"

@@ -94,6 +94,12 @@ pub struct DevnetArgs {
     /// Blocks each `--reorgs` reorg rewrites (1..=confirmations; default: confirmations).
     #[arg(long)]
     pub reorg_depth: Option<u64>,
+    /// Hostile bytes at every node's p2p and API ports for the whole load (random bytes,
+    /// garbage after a multistream header, half-open connections, random HTTP requests):
+    /// the run fails if an API answer is a 5xx or a node's RSS grows more than 10% after a
+    /// 60-s warm-up.
+    #[arg(long, conflicts_with_all = ["churn", "kill_node", "rotate_at"])]
+    pub garbage: bool,
     /// Anvil block time (s).
     #[arg(long, default_value_t = 1)]
     pub block_time: u64,
@@ -128,6 +134,7 @@ pub struct DevnetArgs {
 mod audit;
 mod churn;
 mod config;
+mod garbage;
 mod load;
 mod procs;
 mod reorg;
@@ -475,6 +482,7 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
             plan.len().div_ceil(burst),
         )?),
     };
+    let garbage = args.garbage.then(|| garbage::Garbage::at(members, &nodes));
     for (k, chunk) in plan.chunks(burst).enumerate() {
         let tick = started + interval * k as u32;
         // Watch attestations and deliveries every 50 ms while waiting for the next burst
@@ -654,6 +662,10 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         r.report.pruned = rotate::prune_old_share(&bin, &n.home).await?;
     }
     // 7. Report.
+    let garbage = match garbage {
+        Some(g) => Some(g.finish().await),
+        None => None,
+    };
     let heads = head_clock.snapshot();
     head_task.abort();
     let mut missing = Vec::new();
@@ -805,6 +817,7 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
             r.report
         }),
         audit: None,
+        garbage,
     };
     if !args.keep_running {
         // The auditor reads the stores: stop the members first (their writes are synced).

@@ -62,6 +62,8 @@ pub struct Report {
     /// The auditor's verdict, read from the chains and the stopped members' stores
     /// (`None` with `--keep-running`).
     pub audit: Option<Audit>,
+    /// `--garbage`: what was sent at the nodes' ports and their memory.
+    pub garbage: Option<super::garbage::GarbageReport>,
 }
 
 /// One node's figures at the end.
@@ -96,6 +98,7 @@ impl Report {
         self.orphans_attested == 0
             && self.orphans_delivered == 0
             && self.audit.as_ref().is_none_or(|a| a.passed())
+            && self.garbage.as_ref().is_none_or(|g| g.passed())
             && self.rotation.as_ref().is_none_or(|r| r.done() && r.pruned)
             && self.missing.is_empty()
             && self.duplicates.is_empty()
@@ -228,6 +231,9 @@ pub fn print_report(r: &Report) {
         if ids.len() > 10 {
             println!("{what} ... {} more in report.json", ids.len() - 10);
         }
+    }
+    if let Some(g) = &r.garbage {
+        super::garbage::print(g);
     }
     if let Some(a) = &r.audit {
         super::audit::print(a);
