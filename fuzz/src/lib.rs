@@ -278,14 +278,14 @@ pub fn mutate(buf: &mut Vec<u8>, corpus: &[Vec<u8>], max_len: usize, rng: &mut C
             buf[i] = CHARS[pick(CHARS.len())];
         }
         _ => {
-            if let Some(other) = corpus.get(pick(corpus.len())) {
-                if !other.is_empty() {
-                    let i = pick(buf.len() + 1);
-                    let j = pick(other.len());
-                    let n = 1 + pick(other.len() - j);
-                    buf.truncate(i);
-                    buf.extend_from_slice(&other[j..j + n]);
-                }
+            if let Some(other) = corpus.get(pick(corpus.len()))
+                && !other.is_empty()
+            {
+                let i = pick(buf.len() + 1);
+                let j = pick(other.len());
+                let n = 1 + pick(other.len() - j);
+                buf.truncate(i);
+                buf.extend_from_slice(&other[j..j + n]);
             }
         }
     }

@@ -100,7 +100,9 @@ impl InFlight {
         metrics: &RelayerMetrics,
     ) -> Result<bool> {
         self.checked_at = tokio::time::Instant::now();
-        let latest = *self.hashes.last().expect("a sent transaction has a hash");
+        let Some(&latest) = self.hashes.last() else {
+            return Ok(false);
+        };
         if dest
             .provider
             .get_transaction_by_hash(latest)

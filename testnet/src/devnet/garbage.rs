@@ -102,7 +102,7 @@ impl Garbage {
                 }
                 let t = &targets[(k as usize) % targets.len()];
                 k += 1;
-                if k % 2 == 0 {
+                if k.is_multiple_of(2) {
                     if let Ok(Ok(mut s)) = tokio::time::timeout(
                         Duration::from_secs(1),
                         tokio::net::TcpStream::connect(t.p2p),
@@ -112,7 +112,7 @@ impl Garbage {
                         rep.p2p_connections += 1;
                         let mut buf = vec![0u8; 1 + (rng.next_u32() % 16_384) as usize];
                         rng.fill_bytes(&mut buf);
-                        if rng.next_u32() % 2 == 0 {
+                        if rng.next_u32().is_multiple_of(2) {
                             let mut framed = b"\x13/multistream/1.0.0\n".to_vec();
                             framed.extend_from_slice(&buf);
                             buf = framed;
@@ -124,7 +124,7 @@ impl Garbage {
                             rep.p2p_bytes += buf.len() as u64;
                         }
                         // Keep a few connections half-open (at most 16), drop the rest.
-                        if rng.next_u32() % 8 == 0 {
+                        if rng.next_u32().is_multiple_of(8) {
                             held.push(s);
                             if held.len() > 16 {
                                 held.remove(0);
