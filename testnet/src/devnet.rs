@@ -100,6 +100,11 @@ pub struct DevnetArgs {
     /// 60-s warm-up.
     #[arg(long, conflicts_with_all = ["churn", "kill_node", "rotate_at"])]
     pub garbage: bool,
+    /// Once the load is delivered, a reorg deeper than the confirmations on chain A that
+    /// replaces an attested message: every member must halt chain A (API and metric), never
+    /// attest the replacement, and still serve chain B.
+    #[arg(long)]
+    pub deep_reorg: bool,
     /// Anvil block time (s).
     #[arg(long, default_value_t = 1)]
     pub block_time: u64,
@@ -134,6 +139,7 @@ pub struct DevnetArgs {
 mod audit;
 mod churn;
 mod config;
+mod deep;
 mod garbage;
 mod load;
 mod procs;
@@ -573,41 +579,7 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
             tracker.progress(total.min((k + 1) * burst), total);
         }
     }
-    // Sent ids from receipts.
-    let mut sent_ids: BTreeMap<B256, Sent> = BTreeMap::new();
-    for (forward, hash) in pending {
-        let (p, c) = if forward { (&pa, &a) } else { (&pb, &b) };
-        let asked = Instant::now();
-        let r = loop {
-            if let Some(r) = p.get_transaction_receipt(hash).await? {
-                break r;
-            }
-            if asked.elapsed() > Duration::from_secs(120) {
-                bail!("no receipt for sent transaction {hash} after 120 s");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        for log in r.inner.logs() {
-            if let Ok(ev) = log.log_decode::<SigilGateway::MessageSent>() {
-                let d = ev.inner.data;
-                let at = sent_at.get(&d.payload).copied().unwrap_or(0);
-                let to = if forward { &b } else { &a };
-                sent_ids.insert(
-                    d.messageId,
-                    Sent {
-                        at_ms: at,
-                        block: r.block_number.unwrap_or(0),
-                        payload: d.payload.clone(),
-                        forward,
-                        source_chain: c.id,
-                        gateway: c.gateway,
-                        nonce: d.nonce,
-                        poison: d.recipient == to.burner,
-                    },
-                );
-            }
-        }
-    }
+    let sent_ids = track::sent_from_receipts(pending, [(&pa, &a), (&pb, &b)], &sent_at).await?;
     // The load plus one replacement message per reorg.
     let total = total + reorgs.as_ref().map_or(0, |r| r.done as usize);
     if sent_ids.len() != total {
@@ -661,6 +633,21 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     {
         r.report.pruned = rotate::prune_old_share(&bin, &n.home).await?;
     }
+    let deep_reorg = match args.deep_reorg {
+        true => Some(
+            deep::run(
+                &a,
+                &b,
+                &nodes,
+                &mut tracker,
+                args.confirmations,
+                args.block_time,
+            )
+            .await
+            .context("deep reorg")?,
+        ),
+        false => None,
+    };
     // 7. Report.
     let garbage = match garbage {
         Some(g) => Some(g.finish().await),
@@ -818,6 +805,7 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         }),
         audit: None,
         garbage,
+        deep_reorg,
     };
     if !args.keep_running {
         // The auditor reads the stores: stop the members first (their writes are synced).

@@ -8,10 +8,8 @@ async fn main() {
     let args = sigil_testnet::devnet::DevnetArgs::parse();
     match sigil_testnet::devnet::run(args).await {
         Ok(r) if r.passed() => {}
-        Ok(_) => {
-            eprintln!(
-                "devnet FAILED: some messages were not delivered exactly once, or some poison messages are not Failed"
-            );
+        Ok(r) => {
+            eprintln!("devnet FAILED: {}", r.failures().join("; "));
             std::process::exit(1);
         }
         Err(e) => {

@@ -106,98 +106,134 @@ impl Reorgs {
         let from = signer.address();
         let nonce = p.get_transaction_count(from).await?;
         let orphan = Bytes::from(format!("orphan-{i}").into_bytes());
-        let orphan_tx = *SigilGateway::new(chain.gateway, p.clone())
-            .sendMessage_0(dest.id, dest.receiver, orphan.clone())
-            .nonce(nonce)
-            .gas(200_000)
-            .send()
-            .await
-            .context("send the orphan")?
-            .tx_hash();
-        let _: serde_json::Value = p.raw_request("evm_mine".into(), ()).await?;
-        let head = p.get_block_number().await?;
-        let receipt = p
-            .get_transaction_receipt(orphan_tx)
-            .await?
-            .ok_or_else(|| anyhow!("the orphan was not mined by evm_mine"))?;
-        if receipt.block_number != Some(head) {
-            bail!(
-                "the orphan landed in block {:?}, not the head {head}",
-                receipt.block_number
-            );
-        }
+        let (orphan_tx, head) = send_orphan(chain, dest, p, nonce, &orphan).await?;
         self.orphans.push((forward, orphan));
         // The replacement: same sender nonce (so the same gateway nonce), another payload.
         let payload = Bytes::from(format!("replacement-{i}").into_bytes());
-        let call = SigilGateway::sendMessage_0Call {
-            destChainId: dest.id,
-            recipient: dest.receiver,
-            payload: payload.clone(),
-        };
-        let tx = TransactionRequest::default()
-            .with_from(from)
-            .with_to(chain.gateway)
-            .with_input(call.abi_encode())
-            .with_nonce(nonce)
-            .with_chain_id(chain.id)
-            .with_gas_limit(200_000)
-            .with_max_fee_per_gas(100_000_000_000)
-            .with_max_priority_fee_per_gas(1_000_000_000)
-            .build(&EthereumWallet::from(signer.clone()))
-            .await
-            .context("sign the replacement")?;
-        let replacement_tx = *tx.tx_hash();
-        let raw = Bytes::from(alloy::eips::Encodable2718::encoded_2718(&tx));
-        // Every transaction of the last `depth` blocks, in order, the orphan replaced.
         let first = head + 1 - self.depth;
-        let mut pairs = Vec::new();
-        for b in first..=head {
-            let block = p
-                .get_block_by_number(b.into())
-                .await?
-                .ok_or_else(|| anyhow!("block {b} missing"))?;
-            for h in block.transactions.hashes() {
-                let data = if h == orphan_tx {
-                    raw.clone()
-                } else {
-                    p.raw_request::<_, Bytes>("eth_getRawTransactionByHash".into(), (h,))
-                        .await
-                        .with_context(|| format!("raw transaction {h}"))?
-                };
-                pairs.push((data, b - first));
-            }
-        }
-        let old = p
-            .get_block_by_number(head.into())
-            .await?
-            .ok_or_else(|| anyhow!("head missing"))?
-            .header
-            .hash;
-        let _: serde_json::Value = p
-            .raw_request("anvil_reorg".into(), (self.depth, pairs))
-            .await
-            .context("anvil_reorg")?;
-        let new = p
-            .get_block_by_number(head.into())
-            .await?
-            .ok_or_else(|| anyhow!("head missing after the reorg"))?
-            .header
-            .hash;
-        if new == old {
-            bail!("anvil_reorg left block {head} unchanged");
-        }
-        if p.get_transaction_receipt(orphan_tx).await?.is_some() {
-            bail!("the orphan survived the reorg");
-        }
-        if p.get_transaction_receipt(replacement_tx).await?.is_none() {
-            bail!("the replacement was not mined by the reorg");
-        }
+        let tx = replace(chain, dest, p, signer, nonce, orphan_tx, first, &payload).await?;
         Ok(Replacement {
             forward,
-            tx: replacement_tx,
+            tx,
             payload,
         })
     }
+}
+
+/// Sends `payload` from `chain` to `dest` with account nonce `nonce` and mines it alone in
+/// a new block (mining must be paused). Returns the transaction and its block.
+/// Errors: any RPC, or the block not holding it.
+pub(super) async fn send_orphan(
+    chain: &Chain,
+    dest: &Chain,
+    p: &DynProvider,
+    nonce: u64,
+    payload: &Bytes,
+) -> Result<(B256, u64)> {
+    let orphan_tx = *SigilGateway::new(chain.gateway, p.clone())
+        .sendMessage_0(dest.id, dest.receiver, payload.clone())
+        .nonce(nonce)
+        .gas(200_000)
+        .send()
+        .await
+        .context("send the orphan")?
+        .tx_hash();
+    let _: serde_json::Value = p.raw_request("evm_mine".into(), ()).await?;
+    let head = p.get_block_number().await?;
+    let receipt = p
+        .get_transaction_receipt(orphan_tx)
+        .await?
+        .ok_or_else(|| anyhow!("the orphan was not mined by evm_mine"))?;
+    if receipt.block_number != Some(head) {
+        bail!(
+            "the orphan landed in block {:?}, not the head {head}",
+            receipt.block_number
+        );
+    }
+    Ok((orphan_tx, head))
+}
+
+/// Rewrites the blocks from `first` to the head with `anvil_reorg` (mining must be paused):
+/// every transaction replayed in place except `orphan_tx` (in that range), whose place
+/// takes a replacement signed by `signer` with the same account `nonce` and `payload`.
+/// Returns the replacement's hash. Errors: any RPC, or anvil not doing what was asked.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn replace(
+    chain: &Chain,
+    dest: &Chain,
+    p: &DynProvider,
+    signer: &PrivateKeySigner,
+    nonce: u64,
+    orphan_tx: B256,
+    first: u64,
+    payload: &Bytes,
+) -> Result<B256> {
+    let from = signer.address();
+    let head = p.get_block_number().await?;
+    let depth = head + 1 - first;
+    let call = SigilGateway::sendMessage_0Call {
+        destChainId: dest.id,
+        recipient: dest.receiver,
+        payload: payload.clone(),
+    };
+    let tx = TransactionRequest::default()
+        .with_from(from)
+        .with_to(chain.gateway)
+        .with_input(call.abi_encode())
+        .with_nonce(nonce)
+        .with_chain_id(chain.id)
+        .with_gas_limit(200_000)
+        .with_max_fee_per_gas(100_000_000_000)
+        .with_max_priority_fee_per_gas(1_000_000_000)
+        .build(&EthereumWallet::from(signer.clone()))
+        .await
+        .context("sign the replacement")?;
+    let replacement_tx = *tx.tx_hash();
+    let raw = Bytes::from(alloy::eips::Encodable2718::encoded_2718(&tx));
+    // Every transaction of the last `depth` blocks, in order, the orphan replaced.
+    let mut pairs = Vec::new();
+    for b in first..=head {
+        let block = p
+            .get_block_by_number(b.into())
+            .await?
+            .ok_or_else(|| anyhow!("block {b} missing"))?;
+        for h in block.transactions.hashes() {
+            let data = if h == orphan_tx {
+                raw.clone()
+            } else {
+                p.raw_request::<_, Bytes>("eth_getRawTransactionByHash".into(), (h,))
+                    .await
+                    .with_context(|| format!("raw transaction {h}"))?
+            };
+            pairs.push((data, b - first));
+        }
+    }
+    let old = p
+        .get_block_by_number(head.into())
+        .await?
+        .ok_or_else(|| anyhow!("head missing"))?
+        .header
+        .hash;
+    let _: serde_json::Value = p
+        .raw_request("anvil_reorg".into(), (depth, pairs))
+        .await
+        .context("anvil_reorg")?;
+    let new = p
+        .get_block_by_number(head.into())
+        .await?
+        .ok_or_else(|| anyhow!("head missing after the reorg"))?
+        .header
+        .hash;
+    if new == old {
+        bail!("anvil_reorg left block {head} unchanged");
+    }
+    if p.get_transaction_receipt(orphan_tx).await?.is_some() {
+        bail!("the orphan survived the reorg");
+    }
+    if p.get_transaction_receipt(replacement_tx).await?.is_none() {
+        bail!("the replacement was not mined by the reorg");
+    }
+    Ok(replacement_tx)
 }
 
 #[cfg(test)]

@@ -64,6 +64,8 @@ pub struct Report {
     pub audit: Option<Audit>,
     /// `--garbage`: what was sent at the nodes' ports and their memory.
     pub garbage: Option<super::garbage::GarbageReport>,
+    /// `--deep-reorg`: the committee's answer to a reorg deeper than finality.
+    pub deep_reorg: Option<super::deep::DeepReorgReport>,
 }
 
 /// One node's figures at the end.
@@ -95,16 +97,37 @@ impl Report {
     /// (the new committee in epoch 2, both inboxes on the new key), and no message a reorg
     /// orphaned was attested or delivered.
     pub fn passed(&self) -> bool {
-        self.orphans_attested == 0
-            && self.orphans_delivered == 0
-            && self.audit.as_ref().is_none_or(|a| a.passed())
-            && self.garbage.as_ref().is_none_or(|g| g.passed())
-            && self.rotation.as_ref().is_none_or(|r| r.done() && r.pruned)
-            && self.missing.is_empty()
-            && self.duplicates.is_empty()
-            && self.delivered + self.poison == self.sent
-            && self.not_failed.is_empty()
-            && self.failed == self.poison
+        self.failures().is_empty()
+    }
+
+    /// The checks that failed, named (empty: the run passed).
+    pub fn failures(&self) -> Vec<&'static str> {
+        let mut f = Vec::new();
+        if self.orphans_attested > 0 || self.orphans_delivered > 0 {
+            f.push("an orphaned message was attested or delivered");
+        }
+        if !self.audit.as_ref().is_none_or(|a| a.passed()) {
+            f.push("the auditor found a violation");
+        }
+        if !self.garbage.as_ref().is_none_or(|g| g.passed()) {
+            f.push("under --garbage an API answered 5xx or a node's RSS grew over 10%");
+        }
+        if !self.deep_reorg.as_ref().is_none_or(|d| d.passed()) {
+            f.push("the deep reorg was not answered by a halt, an alarm and no conflicting attestation on every member");
+        }
+        if !self.rotation.as_ref().is_none_or(|r| r.done() && r.pruned) {
+            f.push("the committee rotation did not complete");
+        }
+        if !self.missing.is_empty()
+            || !self.duplicates.is_empty()
+            || self.delivered + self.poison != self.sent
+        {
+            f.push("some messages were not delivered exactly once");
+        }
+        if !self.not_failed.is_empty() || self.failed != self.poison {
+            f.push("some poison messages are not Failed");
+        }
+        f
     }
 }
 
@@ -231,6 +254,9 @@ pub fn print_report(r: &Report) {
         if ids.len() > 10 {
             println!("{what} ... {} more in report.json", ids.len() - 10);
         }
+    }
+    if let Some(d) = &r.deep_reorg {
+        super::deep::print(d);
     }
     if let Some(g) = &r.garbage {
         super::garbage::print(g);

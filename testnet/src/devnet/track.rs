@@ -268,3 +268,50 @@ impl Tracker {
             .map_or(0, |v| v as u64)
     }
 }
+
+/// Each sent message, from the `MessageSent` events of the load's transactions (`pending`:
+/// direction A → B, hash), waiting up to 120 s for each receipt; `chains`: (provider,
+/// chain) of A then B; `sent_at`: send moments by payload. Errors: RPC failures, or a
+/// receipt missing after 120 s.
+pub(super) async fn sent_from_receipts(
+    pending: Vec<(bool, B256)>,
+    chains: [(&DynProvider, &Chain); 2],
+    sent_at: &HashMap<Bytes, u64>,
+) -> Result<BTreeMap<B256, Sent>> {
+    let [(pa, a), (pb, b)] = chains;
+    let mut sent_ids: BTreeMap<B256, Sent> = BTreeMap::new();
+    for (forward, hash) in pending {
+        let (p, c) = if forward { (&pa, &a) } else { (&pb, &b) };
+        let asked = Instant::now();
+        let r = loop {
+            if let Some(r) = p.get_transaction_receipt(hash).await? {
+                break r;
+            }
+            if asked.elapsed() > Duration::from_secs(120) {
+                bail!("no receipt for sent transaction {hash} after 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        for log in r.inner.logs() {
+            if let Ok(ev) = log.log_decode::<SigilGateway::MessageSent>() {
+                let d = ev.inner.data;
+                let at = sent_at.get(&d.payload).copied().unwrap_or(0);
+                let to = if forward { &b } else { &a };
+                sent_ids.insert(
+                    d.messageId,
+                    Sent {
+                        at_ms: at,
+                        block: r.block_number.unwrap_or(0),
+                        payload: d.payload.clone(),
+                        forward,
+                        source_chain: c.id,
+                        gateway: c.gateway,
+                        nonce: d.nonce,
+                        poison: d.recipient == to.burner,
+                    },
+                );
+            }
+        }
+    }
+    Ok(sent_ids)
+}
