@@ -110,7 +110,7 @@ impl Report {
             f.push("the auditor found a violation");
         }
         if !self.garbage.as_ref().is_none_or(|g| g.passed()) {
-            f.push("under --garbage an API answered 5xx or a node's RSS grew over 10%");
+            f.push("under --garbage an API answered 5xx");
         }
         if !self.deep_reorg.as_ref().is_none_or(|d| d.passed()) {
             f.push("the deep reorg was not answered by a halt, an alarm and no conflicting attestation on every member");
