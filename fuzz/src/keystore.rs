@@ -23,14 +23,13 @@ pub fn run(data: &[u8]) {
         return;
     };
     let k = env.kdf;
-    let memory = 1u128 << k.log_n.min(127);
-    let memory = memory * 128 * u128::from(k.r) * u128::from(k.p);
-    if memory > u128::from(RUN_LIMIT) {
+    // Cost in floating point: log_n can be up to 255, far past any integer width.
+    let bytes = 2f64.powi(i32::from(k.log_n)) * 128.0 * f64::from(k.r);
+    if bytes * f64::from(k.p) > RUN_LIMIT as f64 {
         // Too costly to derive here: the bound itself is what is checked.
         let within = k.check().is_ok();
-        let bytes = (1u128 << k.log_n.min(127)) * 128 * u128::from(k.r);
         assert!(
-            !within || bytes <= u128::from(ScryptParams::MAX_MEMORY),
+            !within || bytes <= ScryptParams::MAX_MEMORY as f64,
             "parameters needing {bytes} bytes accepted"
         );
         return;
