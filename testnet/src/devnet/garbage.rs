@@ -52,14 +52,7 @@ pub struct Target {
 
 /// `VmRSS` of `pid` (MiB); 0 when unreadable.
 fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    super::procs::rss_mib(pid).unwrap_or(0.0)
 }
 
 impl Garbage {

@@ -21,6 +21,24 @@ pub fn read(pid: u32) -> Option<ProcFigures> {
     parse(&stat, &status)
 }
 
+/// Current resident set size of `pid` (`VmRSS`, MiB); `None` when unreadable.
+pub fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some(status_kb(&status, "VmRSS:")? / 1024.0)
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`field` with its colon).
+fn status_kb(status: &str, field: &str) -> Option<f64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// Parses `/proc/<pid>/stat` (utime and stime: fields 14 and 15, counted after the
 /// parenthesised command name, which may hold spaces) and `/proc/<pid>/status` (`VmHWM`
 /// in kB).
@@ -30,14 +48,7 @@ fn parse(stat: &str, status: &str) -> Option<ProcFigures> {
     let fields: Vec<&str> = after.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    let hwm_kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
+    let hwm_kb = status_kb(status, "VmHWM:")?;
     Some(ProcFigures {
         cpu_seconds: (utime + stime) / USER_HZ,
         peak_rss_mib: hwm_kb / 1024.0,
