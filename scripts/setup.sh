@@ -11,7 +11,9 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # --- Debian packages --------------------------------------------------------------
 # libclang-dev + clang: bindgen for the rocksdb crate; pkg-config/libssl-dev are not
 # needed (alloy uses rustls). nodejs/npm: Foundry and solc come from the npm registry.
-apt_pkgs=(libclang-dev clang build-essential nodejs npm)
+# prometheus: promtool tests the alert rules, and `sigil devnet --monitor` runs it (the
+# package's service is not started).
+apt_pkgs=(libclang-dev clang build-essential nodejs npm prometheus)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -9,7 +9,7 @@ use prost::Message as _;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sigil_crypto::{BatchTree, Message};
-use sigil_node::api::{AttestationView, verify_attestation};
+use sigil_node::api::{AttestationView, TrustedKey, verify_attestation};
 use sigil_node::metrics::Metrics;
 use sigil_node::node::{Shared, Status};
 use sigil_node::store::Store;
@@ -262,14 +262,14 @@ pub fn attestation(data: &[u8]) {
     let Ok(a) = serde_json::from_slice::<AttestationView>(data) else {
         return;
     };
-    if verify_attestation(&a, Some(&f.group_key)).is_ok() {
+    if verify_attestation(&a, TrustedKey::Pinned(&f.group_key)).is_ok() {
         assert!(
             f.messages.contains(&a.message) && a.epoch == 1 && a.height == 1,
             "a forged attestation verified under the pinned key: {a:?}"
         );
     }
     // With the key the file carries anything self-signed may verify; it must not panic.
-    let _ = verify_attestation(&a, None);
+    let _ = verify_attestation(&a, TrustedKey::CarriedInFile);
 }
 
 fn attestation_seeds() -> Vec<Vec<u8>> {
@@ -303,7 +303,8 @@ pub fn api(data: &[u8]) {
     );
     if status == 200 && path.starts_with("/v1/attestations/") {
         let a: AttestationView = serde_json::from_slice(&resp).expect("an attestation view");
-        verify_attestation(&a, Some(&f.group_key)).expect("a served attestation verifies");
+        verify_attestation(&a, TrustedKey::Pinned(&f.group_key))
+            .expect("a served attestation verifies");
     }
 }
 

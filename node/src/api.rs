@@ -20,6 +20,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use sigil_crypto::{BatchTree, GroupKey, Message, OnchainSignature};
 use sigil_proto as pb;
+use std::sync::Arc;
 
 /// An API error.
 #[derive(Debug)]
@@ -248,12 +249,26 @@ pub fn proposal_block(cb: &pb::CommittedBlock) -> Option<pb::Block> {
     }
 }
 
+/// The group key an attestation is checked against ([`verify_attestation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustedKey<'a> {
+    /// A compressed secp256k1 group key (33 bytes as hex, `0x` optional) the verifier got
+    /// on its own: pinned from the committee's announcement (`sigil verify --group-key`), or
+    /// read from the destination inbox's `keyOf(epoch)` (`sigil verify --rpc --inbox`).
+    Pinned(&'a str),
+    /// The key written in the attestation itself. This proves only that the file agrees
+    /// with itself: anyone can sign a forged batch with a key of their own and write that
+    /// key in the file. For debugging (`sigil verify --trust-file-key`).
+    CarriedInFile,
+}
+
 /// Offline check of an attestation (what `sigil verify` runs): id and leaf recomputed from
 /// the message (format v2 leaf: it covers `destInbox` and `gasLimit` too, so neither can be
 /// altered), the Merkle proof leads to the root, and the group signature verifies over
-/// the EIP-712 batch digest `Batch(epoch, height, root)` under `group_key` (compressed hex;
-/// default: the key in the attestation). Errors name the first check that fails.
-pub fn verify_attestation(a: &AttestationView, group_key: Option<&str>) -> anyhow::Result<()> {
+/// the EIP-712 batch digest `Batch(epoch, height, root)` under `key`. Errors name the
+/// first check that fails (a malformed key, no key in the file for
+/// [`TrustedKey::CarriedInFile`], a bad id, leaf, proof or signature).
+pub fn verify_attestation(a: &AttestationView, key: TrustedKey<'_>) -> anyhow::Result<()> {
     use anyhow::{anyhow, bail};
     if a.message.id() != a.message_id {
         bail!("messageId does not match the message fields");
@@ -264,13 +279,13 @@ pub fn verify_attestation(a: &AttestationView, group_key: Option<&str>) -> anyho
     if sigil_crypto::merkle::process_proof(&a.leaf, &a.proof) != a.root {
         bail!("Merkle proof does not lead to the root");
     }
-    let key_hex = match group_key {
-        Some(k) => k.to_owned(),
-        None => a
+    let key_hex = match key {
+        TrustedKey::Pinned(k) => k.to_owned(),
+        TrustedKey::CarriedInFile => a
             .group_key
             .as_ref()
             .map(|g| g.compressed.clone())
-            .ok_or_else(|| anyhow!("no group key: pass --group-key"))?,
+            .ok_or_else(|| anyhow!("the file carries no group key"))?,
     };
     let gk =
         sigil_crypto::GroupKey::from_compressed(&hex::decode(key_hex.trim_start_matches("0x"))?)?;
@@ -377,8 +392,13 @@ async fn readyz(State(s): State<Shared>) -> Result<&'static str, ApiError> {
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
+    encode_metrics(&s.registry)
+}
+
+/// The registry in the Prometheus text format (OpenMetrics 1.0), or 500.
+fn encode_metrics(registry: &prometheus_client::registry::Registry) -> Response {
     let mut out = String::new();
-    if prometheus_client::encoding::text::encode(&mut out, &s.registry).is_err() {
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     (
@@ -393,6 +413,23 @@ async fn metrics(State(s): State<Shared>) -> Response {
 
 async fn fallback() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// A router serving only `GET /metrics` (from `registry`) and `GET /healthz`: what
+/// `sigil relay --metrics <addr>` listens with.
+pub fn metrics_router(registry: Arc<prometheus_client::registry::Registry>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(
+                |State(r): State<Arc<prometheus_client::registry::Registry>>| async move {
+                    encode_metrics(&r)
+                },
+            ),
+        )
+        .route("/healthz", get(healthz))
+        .fallback(fallback)
+        .with_state(registry)
 }
 
 /// The API router.

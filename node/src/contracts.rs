@@ -43,6 +43,7 @@ alloy::sol! {
         struct Message { uint64 sourceChainId; address sourceGateway; uint64 nonce; address sender; uint64 destChainId; address destInbox; address recipient; uint32 gasLimit; bytes payload; }
         struct Signature { uint256 rx; uint256 ry; uint256 z; }
         struct BatchRecord { uint64 epoch; uint64 height; uint64 submittedAt; }
+        struct EpochKey { uint256 x; uint8 parity; uint64 validUntil; }
         event BatchSubmitted(bytes32 indexed root, uint64 indexed epoch, uint64 indexed height);
         event MessageDelivered(bytes32 indexed messageId, uint64 indexed sourceChainId, address indexed recipient);
         event MessageFailed(bytes32 indexed messageId, uint64 indexed sourceChainId, address indexed recipient);
@@ -74,6 +75,7 @@ alloy::sol! {
         function processedWord(uint64 sourceChainId, address sourceGateway, uint64 wordIndex) external view returns (uint256);
         function failedLeafOf(bytes32 messageId) external view returns (bytes32);
         function batchOf(bytes32 root) external view returns (BatchRecord memory);
+        function keyOf(uint64 epoch) external view returns (EpochKey memory);
         function currentEpoch() external view returns (uint64);
         function batchDigest(uint64 epoch, uint64 height, bytes32 root) external view returns (bytes32);
         function rotationDigest(uint64 oldEpoch, uint256 oldKeyX, uint8 oldKeyParity, uint64 newEpoch, uint256 newKeyX, uint8 newKeyParity) external view returns (bytes32);

@@ -29,6 +29,7 @@ pub mod node;
 pub mod p2p;
 pub mod relayer;
 pub mod store;
+pub mod verify;
 pub mod watcher;
 
 use std::path::Path;

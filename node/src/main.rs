@@ -77,6 +77,10 @@ enum Cmd {
         /// Transaction key (hex); prefer the environment variable.
         #[arg(long, env = "SIGIL_RELAYER_KEY", hide_env_values = true)]
         key: String,
+        /// Serve Prometheus `/metrics` and `/healthz` on this address (e.g.
+        /// 127.0.0.1:9464): deliveries, Failed messages, transactions, the account balance.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
         /// Most messages per deliverBatch transaction.
         #[arg(long, default_value_t = 64)]
         chunk: usize,
@@ -116,12 +120,28 @@ enum Cmd {
         cmd: AttestationCmd,
     },
     /// Check an attestation JSON (from `sigil attestation get`) offline.
+    #[command(group(
+        clap::ArgGroup::new("trusted_key")
+            .required(true)
+            .args(["group_key", "rpc", "trust_file_key"])
+    ))]
     Verify {
         /// The attestation file.
         file: PathBuf,
-        /// Expected group key (compressed hex); default: the one in the file.
+        /// The committee's group key (33-byte compressed hex) as you obtained it yourself.
         #[arg(long)]
         group_key: Option<String>,
+        /// JSON-RPC URL of the message's destination chain: the key is read from
+        /// `--inbox`'s `keyOf(epoch)` there.
+        #[arg(long, requires = "inbox")]
+        rpc: Option<String>,
+        /// The destination inbox address you trust (with `--rpc`).
+        #[arg(long, requires = "rpc")]
+        inbox: Option<alloy::primitives::Address>,
+        /// Check against the key the file carries. This proves only that the file agrees
+        /// with itself (a forger writes its own key in it): for debugging.
+        #[arg(long)]
+        trust_file_key: bool,
     },
     /// Committee epochs: this node's epoch and committee, and its operator's approval of the
     /// next committee (see README, "Changing the committee").
@@ -204,8 +224,11 @@ fn load_config(home: &Path) -> Result<Config> {
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn,alloy=warn"));
+    use std::io::IsTerminal as _;
+    // Colour only on a terminal: log files and journald get plain text.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         b.json().init();
@@ -515,6 +538,7 @@ async fn run() -> Result<()> {
             apis,
             chains,
             key,
+            metrics,
             chunk,
             max_tx_gas,
             retry_min,
@@ -556,12 +580,22 @@ async fn run() -> Result<()> {
                 retry_max,
             };
             let stop = shutdown_signal().await;
-            sigil_node::relayer::run(
-                cfg,
-                std::sync::Arc::new(sigil_node::metrics::Metrics::new()),
-                stop,
-            )
-            .await?;
+            let m = std::sync::Arc::new(sigil_node::metrics::Metrics::new());
+            if let Some(addr) = metrics {
+                let mut registry = prometheus_client::registry::Registry::default();
+                m.register(&mut registry);
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("--metrics {addr}: cannot listen"))?;
+                let router = sigil_node::api::metrics_router(std::sync::Arc::new(registry));
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, router).await {
+                        tracing::error!(error = %e, "metrics listener failed");
+                    }
+                });
+                tracing::info!(%addr, "serving /metrics");
+            }
+            sigil_node::relayer::run(cfg, m, stop).await?;
         }
         Cmd::Status { api } => {
             let url = format!("{}/v1/status", api_url(&home, api)?);
@@ -587,12 +621,57 @@ async fn run() -> Result<()> {
                 std::process::exit(2);
             }
         }
-        Cmd::Verify { file, group_key } => {
+        Cmd::Verify {
+            file,
+            group_key,
+            rpc,
+            inbox,
+            trust_file_key,
+        } => {
+            use sigil_node::api::TrustedKey;
             let a: AttestationView = serde_json::from_str(&std::fs::read_to_string(&file)?)
                 .with_context(|| format!("parsing {}", file.display()))?;
-            match sigil_node::api::verify_attestation(&a, group_key.as_deref()) {
+            let from_inbox = match (rpc, inbox) {
+                (Some(rpc), Some(inbox)) => {
+                    let m = &a.message;
+                    match sigil_node::verify::inbox_key(
+                        &rpc,
+                        inbox,
+                        a.epoch,
+                        m.dest_chain_id,
+                        m.dest_inbox,
+                    )
+                    .await
+                    {
+                        Ok(k) => Some(k),
+                        Err(e) => {
+                            println!("INVALID: {e:#}");
+                            std::process::exit(1);
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let key = match (group_key.as_deref(), from_inbox.as_deref()) {
+                (Some(k), _) | (None, Some(k)) => TrustedKey::Pinned(k),
+                (None, None) => {
+                    debug_assert!(trust_file_key);
+                    eprintln!(
+                        "WARNING: checking against the key the file itself carries; this proves only that the file agrees with itself"
+                    );
+                    TrustedKey::CarriedInFile
+                }
+            };
+            let under = match key {
+                TrustedKey::Pinned(k) if from_inbox.is_some() => {
+                    format!("the inbox's key for epoch {} ({k})", a.epoch)
+                }
+                TrustedKey::Pinned(k) => format!("the pinned key {k}"),
+                TrustedKey::CarriedInFile => "the file's own key (untrusted)".to_owned(),
+            };
+            match sigil_node::api::verify_attestation(&a, key) {
                 Ok(()) => println!(
-                    "OK: message {} (to inbox {} on chain {}, gas limit {}) is attested at height {} (root {})",
+                    "OK: message {} (to inbox {} on chain {}, gas limit {}) is attested at height {} (root {}) under {under}",
                     a.message_id,
                     a.message.dest_inbox,
                     a.message.dest_chain_id,

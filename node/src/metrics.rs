@@ -176,6 +176,14 @@ pub struct ConsensusMetrics {
     /// height or round, full buffer, non-member, wrong proposer) (messages). Copied from
     /// the engine's cumulative count on each tick. `sigil_consensus_dropped_inputs_total`.
     pub dropped_inputs: Counter,
+    /// Messages observed at finality and not yet in a decided block (messages).
+    /// `sigil_consensus_pending_messages`.
+    pub pending_messages: Gauge,
+    /// Committee size (members). `sigil_committee_size`.
+    pub committee_size: Gauge,
+    /// Members needed to decide and to sign, this one included (members; the signing
+    /// threshold t). `sigil_committee_quorum`.
+    pub quorum: Gauge,
 }
 
 impl ConsensusMetrics {
@@ -190,6 +198,21 @@ impl ConsensusMetrics {
             "sigil_consensus_round",
             "Consensus round",
             self.round.clone(),
+        );
+        r.register(
+            "sigil_consensus_pending_messages",
+            "Messages observed at finality, not yet decided",
+            self.pending_messages.clone(),
+        );
+        r.register(
+            "sigil_committee_size",
+            "Committee members",
+            self.committee_size.clone(),
+        );
+        r.register(
+            "sigil_committee_quorum",
+            "Members needed to decide and sign, this one included",
+            self.quorum.clone(),
         );
         r.register(
             "sigil_consensus_timeouts",
@@ -233,6 +256,15 @@ pub struct SigningMetrics {
     pub culprits: Counter,
     /// Signing attempts after the first (attempts). `sigil_signing_retries_total`.
     pub retries: Counter,
+    /// Decided heights still without an attestation (heights).
+    /// `sigil_signing_unattested_heights`.
+    pub unattested_heights: Gauge,
+    /// Pre-generated signing nonces held (nonces; the pool refills below half of
+    /// `signing.nonce_pool`). `sigil_signing_nonces_available`.
+    pub nonces_available: Gauge,
+    /// Two different shares of one member under one nonce seen (conflicts; the member's
+    /// signing share is exposed, page someone). `sigil_signing_nonce_reuse_total`.
+    pub nonce_reuse: Counter,
     /// Signature shares this member released (shares; `AppStats::shares_sent`).
     /// `sigil_signing_shares_sent_total`.
     pub shares_sent: Counter,
@@ -252,6 +284,9 @@ impl Default for SigningMetrics {
             latency: latency(),
             culprits: Default::default(),
             retries: Default::default(),
+            unattested_heights: Default::default(),
+            nonces_available: Default::default(),
+            nonce_reuse: Default::default(),
             shares_sent: Default::default(),
             requests_refused: Default::default(),
             dropped_inputs: Default::default(),
@@ -281,6 +316,21 @@ impl SigningMetrics {
             "sigil_signing_retries",
             "Signing attempts after the first",
             self.retries.clone(),
+        );
+        r.register(
+            "sigil_signing_unattested_heights",
+            "Decided heights without an attestation",
+            self.unattested_heights.clone(),
+        );
+        r.register(
+            "sigil_signing_nonces_available",
+            "Pre-generated signing nonces held",
+            self.nonces_available.clone(),
+        );
+        r.register(
+            "sigil_signing_nonce_reuse",
+            "Two different signature shares of one member under one nonce (key exposed)",
+            self.nonce_reuse.clone(),
         );
         r.register(
             "sigil_signing_shares_sent",
@@ -372,6 +422,9 @@ pub struct RelayerMetrics {
     /// Failed messages waiting for a successful `retry` (messages).
     /// `sigil_relayer_retry_pending`.
     pub retry_pending: Gauge,
+    /// The relayer account's balance on each destination chain (ether, as f64; read every
+    /// 15 s). `sigil_relayer_balance_eth{chain}`.
+    pub balance_eth: Family<ChainLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Failed messages a `retry` by this relayer delivered (messages).
     /// `sigil_relayer_retried_total`.
     pub retried: Counter,
@@ -405,6 +458,11 @@ impl RelayerMetrics {
             self.resent.clone(),
         );
         r.register("sigil_relayer_gas", "Relayer gas spent", self.gas.clone());
+        r.register(
+            "sigil_relayer_balance_eth",
+            "Relayer account balance per destination chain (ether)",
+            self.balance_eth.clone(),
+        );
         r.register(
             "sigil_relayer_delivered",
             "Messages delivered",
@@ -595,6 +653,7 @@ mod tests {
             "sigil_signing_latency_seconds_count ",
             "sigil_signing_culprits_total ",
             "sigil_signing_retries_total ",
+            "sigil_signing_nonce_reuse_total ",
             "sigil_signing_shares_sent_total ",
             "sigil_signing_requests_refused_total ",
             "sigil_signing_dropped_inputs_total ",
@@ -610,12 +669,68 @@ mod tests {
             "sigil_relayer_retry_pending ",
             "sigil_relayer_retried_total ",
             "sigil_relayer_skipped_messages_total ",
+            "sigil_consensus_pending_messages ",
+            "sigil_committee_size ",
+            "sigil_committee_quorum ",
+            "sigil_signing_unattested_heights ",
+            "sigil_signing_nonces_available ",
         ] {
             assert!(
                 text.lines().any(|l| l.starts_with(name)),
                 "{name} missing:\n{text}"
             );
         }
+    }
+
+    /// Every `sigil_*` series the alert rules (monitoring/alerts.yml) and the dashboard
+    /// (monitoring/dashboard.json) query is one this node exports: a renamed metric fails
+    /// here, not silently in production.
+    #[test]
+    fn every_metric_the_alerts_and_dashboard_use_is_exported() {
+        let m = Metrics::new();
+        m.chain.head.get_or_create(&ChainLabel::new(1)).set(7);
+        m.p2p.reject("decode");
+        for f in [&m.chain.finalized, &m.chain.lag, &m.chain.halted] {
+            f.get_or_create(&ChainLabel::new(1)).set(1);
+        }
+        for f in [
+            &m.chain.rpc_errors,
+            &m.chain.rpc_disagreements,
+            &m.chain.dropped_logs,
+            &m.chain.finality_violations,
+            &m.chain.observations,
+        ] {
+            f.get_or_create(&ChainLabel::new(1)).inc();
+        }
+        m.chain
+            .rpc_latency
+            .get_or_create(&ChainLabel::new(1))
+            .observe(0.1);
+        m.relayer
+            .balance_eth
+            .get_or_create(&ChainLabel::new(1))
+            .set(1.0);
+        let text = scrape(&m);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitoring");
+        let mut checked = 0;
+        for file in ["alerts.yml", "dashboard.json"] {
+            let src = std::fs::read_to_string(dir.join(file)).unwrap();
+            let mut rest = src.as_str();
+            while let Some(i) = rest.find("sigil_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[i + name.len()..];
+                checked += 1;
+                assert!(
+                    text.lines().any(|l| l.starts_with(&format!("{name} "))
+                        || l.starts_with(&format!("{name}{{"))),
+                    "{file} uses {name}, which the node does not export"
+                );
+            }
+        }
+        assert!(checked > 20, "only {checked} names found");
     }
 
     #[test]

@@ -404,6 +404,21 @@ impl Node {
             } => tracing::info!(from_height, member, "catching up"),
             Event::Storage(e) => tracing::error!(error = %e, "storage failed; input not processed"),
             Event::NoncePool(e) => tracing::error!(error = %e, "nonce pool refill failed"),
+            Event::NonceReuse {
+                member,
+                epoch,
+                nonce_id,
+                heights,
+            } => {
+                self.metrics.signing.nonce_reuse.inc();
+                tracing::error!(
+                    member,
+                    epoch,
+                    nonce_id,
+                    ?heights,
+                    "two different signature shares under one nonce: that member's signing share is exposed"
+                );
+            }
             Event::RefusedSecondVote { height, round } => {
                 tracing::error!(height, round, "refusing to send a second, different vote")
             }
@@ -575,6 +590,19 @@ impl Node {
                 .map_or(0, |h| i64::try_from(h).unwrap_or(i64::MAX)),
         );
         self.metrics.p2p.peers.set(self.connected.len() as i64);
+        let app = self.engine.app();
+        let m = &self.metrics;
+        m.consensus
+            .committee_size
+            .set(i64::from(self.committee.len()));
+        m.consensus.quorum.set(t as i64);
+        m.consensus
+            .pending_messages
+            .set(app.pending_observations() as i64);
+        m.signing.unattested_heights.set(es.unattested.len() as i64);
+        m.signing
+            .nonces_available
+            .set(app.nonces_available().unwrap_or(0) as i64);
         self.metrics.consensus.height.set(es.height as i64);
         self.metrics.consensus.round.set(i64::from(es.round));
     }

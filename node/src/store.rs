@@ -11,6 +11,7 @@
 //! | votes         | height u64 · round u32 · step u8      | value id (own, as sent)    |
 //! | nonces        | `next` / `floor` / `c`·id u64         | u64 / marker               |
 //! | evidence      | height u64 · round u32 · step u8 · member u16 | `pb::Evidence`     |
+//! | shares        | epoch u64 · member u16 · nonce id u64 [· 1] | [`ShareRecord`] (127 B) |
 //! | meta          | `schema`, `next_nonce`·chain u64      | u32 / u64                  |
 //! | meta          | `epoch`·epoch u64                     | `pb::EpochRecord`          |
 
@@ -39,6 +40,7 @@ const CFS: &[&str] = &[
     "votes",
     "nonces",
     "evidence",
+    "shares",
     "meta",
 ];
 
@@ -68,6 +70,7 @@ pub enum StoreError {
     },
 }
 
+pub use sigil_engine::storage::ShareRecord;
 pub use sigil_engine::{Cursor, Observation};
 
 /// The node's database (cheap to clone).
@@ -384,6 +387,63 @@ impl Store {
         self.put_sync("evidence", &k, &v.encode_to_vec())
     }
 
+    /// Records signature shares (see [`sigil_engine::Storage::record_shares`]): one write,
+    /// not synced. A record whose key holds a different share is stored under the key with
+    /// a trailing `1` (at most one such per key) and the first is returned.
+    /// Errors: [`StoreError::Db`], [`StoreError::Corrupt`] for an undecodable held record.
+    pub fn record_shares(&self, records: &[ShareRecord]) -> Result<Vec<ShareRecord>, StoreError> {
+        let cf = self.cf("shares")?;
+        let mut b = WriteBatch::default();
+        let mut conflicts = Vec::new();
+        for r in records {
+            let mut k = Vec::with_capacity(19);
+            k.extend_from_slice(&r.epoch.to_be_bytes());
+            k.extend_from_slice(&r.member.to_be_bytes());
+            k.extend_from_slice(&r.nonce_id.to_be_bytes());
+            match self.db.get_cf(cf, &k)? {
+                None => b.put_cf(cf, &k, r.encode()),
+                Some(v) => {
+                    let first =
+                        ShareRecord::decode(&v).ok_or_else(|| corrupt("shares", "record"))?;
+                    if !first.same_share(r) {
+                        k.push(1);
+                        b.put_cf(cf, &k, r.encode());
+                        conflicts.push(first);
+                    }
+                }
+            }
+        }
+        self.db.write(b)?;
+        Ok(conflicts)
+    }
+
+    /// Every share record stored, in key order. Errors: [`StoreError::Db`],
+    /// [`StoreError::Corrupt`].
+    pub fn share_records(&self) -> Result<Vec<ShareRecord>, StoreError> {
+        let cf = self.cf("shares")?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+            let (_, v) = item?;
+            out.push(ShareRecord::decode(&v).ok_or_else(|| corrupt("shares", "record"))?);
+        }
+        Ok(out)
+    }
+
+    /// Nonce ids the ledger recorded consumed one by one (ids below its floor, issued to an
+    /// earlier process, are refused without a record), read-only. Errors: [`StoreError`].
+    pub fn consumed_nonces(&self) -> Result<Vec<u64>, StoreError> {
+        let cf = self.cf("nonces")?;
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(cf, b"c") {
+            let (k, _) = item?;
+            if k.first() != Some(&b'c') {
+                break;
+            }
+            out.push(u64_of("nonces", &k[1..])?);
+        }
+        Ok(out)
+    }
+
     /// Number of evidence records.
     pub fn evidence_count(&self) -> Result<usize, StoreError> {
         let cf = self.cf("evidence")?;
@@ -456,18 +516,9 @@ impl RocksLedger {
         k
     }
 
-    /// Ids recorded consumed (for restart-safety tests).
+    /// Ids recorded consumed (for restart-safety tests; [`Store::consumed_nonces`]).
     pub fn consumed_ids(&self) -> Result<Vec<u64>, StoreError> {
-        let cf = self.store.cf("nonces")?;
-        let mut out = Vec::new();
-        for item in self.store.db.prefix_iterator_cf(cf, b"c") {
-            let (k, _) = item?;
-            if k.first() != Some(&b'c') {
-                break;
-            }
-            out.push(u64_of("nonces", &k[1..])?);
-        }
-        Ok(out)
+        self.store.consumed_nonces()
     }
 }
 
@@ -594,11 +645,79 @@ impl sigil_engine::Storage for Store {
         Store::put_evidence(self, height, round, step, member, first, second)
             .map_err(|e| port_err("put_evidence", e))
     }
+
+    fn record_shares(
+        &mut self,
+        records: &[ShareRecord],
+    ) -> Result<Vec<ShareRecord>, sigil_engine::StorageError> {
+        Store::record_shares(self, records).map_err(|e| port_err("record_shares", e))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn share(nonce_id: u64, byte: u8, own: bool) -> ShareRecord {
+        ShareRecord {
+            epoch: 2,
+            member: 3,
+            nonce_id,
+            commitment: B256::repeat_byte(9),
+            height: 40,
+            attempt: 1,
+            digest: B256::repeat_byte(7),
+            share: [byte; 32],
+            own,
+        }
+    }
+
+    /// Share records survive a reopen; the same share again is not a conflict; a second,
+    /// different share under one (epoch, member, nonce id) is kept beside the first and the
+    /// first is returned (the caller raises a nonce-reuse alarm).
+    #[test]
+    fn share_records_keep_both_sides_of_a_nonce_reuse() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            assert!(s.record_shares(&[share(5, 1, true)]).unwrap().is_empty());
+            // Seen again (e.g. in the group signature): same share, no conflict.
+            assert!(s.record_shares(&[share(5, 1, false)]).unwrap().is_empty());
+            assert!(s.record_shares(&[share(6, 2, true)]).unwrap().is_empty());
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.share_records().unwrap().len(), 2);
+        let conflicts = s.record_shares(&[share(5, 8, false)]).unwrap();
+        assert_eq!(conflicts, vec![share(5, 1, true)]);
+        let all = s.share_records().unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(all.contains(&share(5, 8, false)));
+        // And MemStorage behaves the same (the simulator's disk).
+        let mut m = sigil_engine::MemStorage::new();
+        use sigil_engine::Storage as _;
+        assert!(
+            m.record_shares(&[share(5, 1, true), share(5, 1, false)])
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            m.record_shares(&[share(5, 8, false)]).unwrap(),
+            vec![share(5, 1, true)]
+        );
+        assert_eq!(m.share_records().count(), 2);
+    }
+
+    #[test]
+    fn share_records_round_trip_and_refuse_bad_bytes() {
+        let r = share(u64::MAX, 0xab, true);
+        let bytes = r.encode();
+        assert_eq!(bytes.len(), ShareRecord::ENCODED_LEN);
+        assert_eq!(ShareRecord::decode(&bytes), Some(r));
+        assert_eq!(ShareRecord::decode(&bytes[1..]), None);
+        let mut bad = bytes.clone();
+        *bad.last_mut().unwrap() = 2;
+        assert_eq!(ShareRecord::decode(&bad), None);
+    }
 
     #[test]
     fn ledger_survives_restart_and_refuses_old_ids() {

@@ -67,6 +67,23 @@ impl Watcher {
             .iter()
             .map(|u| Ok(ProviderBuilder::new().connect_http(u.parse()?).erased()))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        // Every per-chain series exists from the start (at 0), so dashboards and alerts
+        // see a healthy chain's zeros rather than no data.
+        let label = ChainLabel::new(cfg.chain_id);
+        let c = &metrics.chain;
+        for f in [
+            &c.rpc_errors,
+            &c.rpc_disagreements,
+            &c.dropped_logs,
+            &c.finality_violations,
+            &c.observations,
+        ] {
+            let _ = f.get_or_create(&label);
+        }
+        for g in [&c.head, &c.finalized, &c.lag, &c.halted] {
+            let _ = g.get_or_create(&label);
+        }
+        let _ = c.rpc_latency.get_or_create(&label);
         Ok(Self {
             cfg,
             finality,

@@ -7,7 +7,7 @@ use prost::Message as _;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sigil_crypto::{BatchTree, Message};
-use sigil_node::api::{AttestationView, BatchView, verify_attestation};
+use sigil_node::api::{AttestationView, BatchView, TrustedKey, verify_attestation};
 use sigil_node::identity::NodeKey;
 use sigil_node::metrics::Metrics;
 use sigil_node::node::{Shared, Status};
@@ -199,40 +199,92 @@ async fn an_attestation_verifies_offline_and_tampering_is_rejected() {
     let att: AttestationView = serde_json::from_value(a).unwrap();
     assert_eq!(att.message, messages[3]);
     assert_eq!(att.height, 1);
-    verify_attestation(&att, None).expect("a real attestation verifies");
+    verify_attestation(&att, TrustedKey::CarriedInFile).expect("a real attestation verifies");
 
     let mut payload = att.clone();
     payload.message.payload = Bytes::from_static(b"forged");
     assert!(
-        verify_attestation(&payload, None).is_err(),
+        verify_attestation(&payload, TrustedKey::CarriedInFile).is_err(),
         "tampered payload"
     );
     let mut inbox = att.clone();
     inbox.message.dest_inbox = Address::repeat_byte(0xbc);
     assert!(
-        verify_attestation(&inbox, None).is_err(),
+        verify_attestation(&inbox, TrustedKey::CarriedInFile).is_err(),
         "another destination inbox"
     );
     let mut gas = att.clone();
     gas.message.gas_limit += 1;
-    assert!(verify_attestation(&gas, None).is_err(), "another gas limit");
+    assert!(
+        verify_attestation(&gas, TrustedKey::CarriedInFile).is_err(),
+        "another gas limit"
+    );
     let mut z = att.clone();
     z.signature.z += U256::from(1);
-    assert!(verify_attestation(&z, None).is_err(), "tampered signature");
+    assert!(
+        verify_attestation(&z, TrustedKey::CarriedInFile).is_err(),
+        "tampered signature"
+    );
     let mut proof = att.clone();
     proof.proof[0] = B256::repeat_byte(7);
-    assert!(verify_attestation(&proof, None).is_err(), "tampered proof");
+    assert!(
+        verify_attestation(&proof, TrustedKey::CarriedInFile).is_err(),
+        "tampered proof"
+    );
     let mut height = att.clone();
     height.height = 2;
     assert!(
-        verify_attestation(&height, None).is_err(),
+        verify_attestation(&height, TrustedKey::CarriedInFile).is_err(),
         "signature is for height 1"
     );
     let other =
         sigil_crypto::keys::trusted_dealer(3, 4, &mut ChaCha20Rng::seed_from_u64(99)).unwrap();
     let wrong_key = hex::encode(other.group_key.compressed());
     assert!(
-        verify_attestation(&att, Some(&wrong_key)).is_err(),
+        verify_attestation(&att, TrustedKey::Pinned(&wrong_key)).is_err(),
         "another committee's key"
     );
+}
+
+/// The attack `sigil verify` must not fall for: a forger signs a batch of its choosing with
+/// a key of its own and writes that key into the file. The file agrees with itself, so
+/// trusting the key it carries says "valid"; checked against the committee's key (pinned,
+/// or read from the inbox), it is refused.
+#[tokio::test]
+async fn a_file_signed_by_the_key_it_carries_is_refused_against_the_pinned_key() {
+    let (url, _status, _dir, messages) = serve().await;
+    let id = messages[3].id();
+    let (_, a, _) = get(&format!("{url}/v1/attestations/{id}")).await;
+    let att: AttestationView = serde_json::from_value(a).unwrap();
+    let real = sigil_crypto::keys::trusted_dealer(3, 4, &mut ChaCha20Rng::seed_from_u64(3))
+        .unwrap()
+        .group_key;
+    let real_hex = hex::encode(real.compressed());
+    verify_attestation(&att, TrustedKey::Pinned(&real_hex)).expect("the genuine file");
+
+    let mut rng = ChaCha20Rng::seed_from_u64(666);
+    let forger = sigil_crypto::keys::trusted_dealer(2, 2, &mut rng).unwrap();
+    let mut forged = att.clone();
+    forged.message.payload = Bytes::from_static(b"mint 1,000,000 to the forger");
+    forged.message_id = forged.message.id();
+    forged.leaf = forged.message.leaf();
+    forged.proof = vec![];
+    forged.root = forged.leaf;
+    let sig = sigil_crypto::signing::sign_local(
+        &forger.key_packages,
+        &forger.public_key_package,
+        sigil_crypto::batch_digest(forged.epoch, forged.height, forged.root),
+        &mut rng,
+    )
+    .unwrap();
+    let sig = sigil_crypto::OnchainSignature::from_frost(&sig).unwrap();
+    (forged.signature.rx, forged.signature.ry, forged.signature.z) = (sig.rx, sig.ry, sig.z);
+    let gk = forged.group_key.as_mut().unwrap();
+    gk.compressed = hex::encode(forger.group_key.compressed());
+    assert!(
+        verify_attestation(&forged, TrustedKey::CarriedInFile).is_ok(),
+        "self-consistent: why the file's key proves nothing"
+    );
+    let err = verify_attestation(&forged, TrustedKey::Pinned(&real_hex)).unwrap_err();
+    assert!(err.to_string().contains("does not verify"), "{err}");
 }

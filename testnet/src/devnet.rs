@@ -100,6 +100,12 @@ pub struct DevnetArgs {
     /// the end is reported (compare with the same run without `--garbage`).
     #[arg(long, conflicts_with_all = ["churn", "kill_node", "rotate_at"])]
     pub garbage: bool,
+    /// Run a real Prometheus (the Debian `prometheus` binary) scraping every node and the
+    /// relayer with the alert rules of `monitoring/alerts.yml`, print its URL, and at the
+    /// end run every query of `monitoring/dashboard.json` against it (each must return
+    /// data) and list the alerts firing (`--deep-reorg` must fire `SigilChainHalted`).
+    #[arg(long)]
+    pub monitor: bool,
     /// Once the load is delivered, a reorg deeper than the confirmations on chain A that
     /// replaces an attested message: every member must halt chain A (API and metric), never
     /// attest the replacement, and still serve chain B.
@@ -136,17 +142,19 @@ pub struct DevnetArgs {
     pub leave: u16,
 }
 
-mod audit;
+pub(crate) mod audit;
 mod churn;
 mod config;
 mod deep;
 mod garbage;
 mod load;
+mod monitor;
 mod procs;
 mod reorg;
 mod report;
 mod rotate;
 mod track;
+mod verify;
 pub use audit::Audit;
 use config::node_config;
 pub use procs::ProcFigures;
@@ -410,25 +418,24 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         .rotate_at
         .map(|_| rotate::Rotation::new(args.nodes, joiners, args.leave));
     let relayer_home = run_dir.join("relayer");
-    std::fs::create_dir_all(&relayer_home)?;
-    let relayer_key = hex::encode(a.anvil.keys()[1].to_bytes());
-    let mut relay = sigil(&bin, &relayer_home);
-    relay.arg("relay");
-    for n in &nodes {
-        relay.args(["--api", &n.api]);
-    }
-    for c in [&a, &b] {
-        relay.args([
-            "--chain",
-            &format!("{}={}@{}", c.id, c.anvil.endpoint(), c.inbox),
-        ]);
-    }
-    let relay_log = std::fs::File::create(relayer_home.join("relayer.log"))?;
-    let relayer_proc = relay
-        .env("SIGIL_RELAYER_KEY", &relayer_key)
-        .stdout(Stdio::null())
-        .stderr(relay_log)
-        .spawn()?;
+    let relayer_metrics = format!("127.0.0.1:{}", free_port()?);
+    let relayer_proc = start_relayer(&bin, &relayer_home, &nodes, [&a, &b], &relayer_metrics)?;
+    // `--monitor`: Prometheus scraping every node and the relayer, with the alert rules.
+    let monitor = match args.monitor {
+        true => {
+            let mut targets: Vec<String> = nodes
+                .iter()
+                .map(|n| n.api.trim_start_matches("http://").to_owned())
+                .collect();
+            targets.push(relayer_metrics.clone());
+            let m = monitor::start(&run_dir, &targets)
+                .await
+                .context("--monitor")?;
+            println!("monitor: Prometheus at {} (alert rules loaded)", m.url);
+            Some(m)
+        }
+        false => None,
+    };
 
     // 6. Load, with a clock on both chains' heads (finality moments).
     let head_clock = HeadClock::default();
@@ -806,7 +813,23 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         audit: None,
         garbage,
         deep_reorg,
+        verify: None,
+        monitor: None,
     };
+    if let Some(m) = &monitor {
+        let expect: &[&str] = match report.deep_reorg {
+            Some(_) => &["SigilChainHalted"],
+            None => &[],
+        };
+        report.monitor = Some(m.check(expect).await.context("--monitor")?);
+    }
+    let api = nodes
+        .iter()
+        .find(|n| n.child.is_some())
+        .map(|n| n.api.as_str());
+    report.verify = verify::last_delivered(&bin, api, &sent_ids, &tracker.delivered, &b, &run_dir)
+        .await
+        .context("sigil verify")?;
     if !args.keep_running {
         // The auditor reads the stores: stop the members first (their writes are synced).
         for n in nodes.iter_mut() {
@@ -834,6 +857,7 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         "fundedKey": format!("0x{}", hex::encode(sender_key.to_bytes())),
         "fundedAddress": sender.address(),
         "groupKey": gk,
+        "prometheus": monitor.as_ref().map(|m| m.url.clone()),
         "nodes": nodes.iter().map(|n| serde_json::json!({"member": n.member, "api": n.api, "home": n.home})).collect::<Vec<_>>(),
         "stop": format!("Ctrl-C in this terminal, or kill -INT {}", std::process::id()),
     });
@@ -853,6 +877,8 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     Ok(report)
 }
 
+use procs::{relayer_gas, start_relayer};
+
 fn start_node(bin: &Path, home: &Path) -> Result<Child> {
     start_node_with(bin, home, &[])
 }
@@ -869,13 +895,4 @@ fn start_node_with(bin: &Path, home: &Path, extra: &[&str]) -> Result<Child> {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()?)
-}
-
-fn relayer_gas(path: &Path) -> u64 {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<sigil_node::relayer::TxRecord>(l).ok())
-        .map(|r| r.gas_used)
-        .sum()
 }

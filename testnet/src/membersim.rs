@@ -182,6 +182,9 @@ pub struct Report {
     /// Messages the new committee decided and attested (in blocks of the new epoch), on
     /// the first node of the final committee.
     pub new_epoch_messages: u64,
+    /// Signature share records on the honest members' disks at the end, audited for nonce
+    /// reuse and shares released unrecorded (`devnet::audit::check_shares`).
+    pub share_records: usize,
     /// The first safety invariant broken, if any (agreement, forged batch decided or
     /// signed, bad attestation, honest double vote, state bound).
     pub violation: Option<String>,
@@ -716,6 +719,7 @@ impl Sim {
         }
         self.report.trace_hash = hash;
         self.report.epoch_end = self.switch_end;
+        self.check_share_records();
         if let Some(first) = self.finishers().first()
             && let Some(d) = self.members[first].driver.as_ref()
         {

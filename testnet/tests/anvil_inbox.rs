@@ -72,6 +72,24 @@ async fn message_crosses_from_gateway_to_inbox_with_a_frost_attestation() {
         .await
         .unwrap();
 
+    // `sigil verify --rpc --inbox` reads the key the inbox holds, and only for messages to
+    // that chain and inbox.
+    let rpc = anvil_b.endpoint();
+    let key = sigil_node::verify::inbox_key(&rpc, inbox, 1, CHAIN_B, inbox)
+        .await
+        .unwrap();
+    assert_eq!(key, hex::encode(keys.group_key.compressed()), "keyOf(1)");
+    for (epoch, chain, dest, why) in [
+        (9, CHAIN_B, inbox, "no key for epoch 9"),
+        (1, CHAIN_A, inbox, "not inbox"),
+        (1, CHAIN_B, receiver, "not inbox"),
+    ] {
+        let e = sigil_node::verify::inbox_key(&rpc, inbox, epoch, chain, dest)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(why), "{e}");
+    }
+
     // Send two messages on chain A (the default gas limit, then an explicit one); rebuild
     // them from the gateway's logs.
     let gw = SigilGateway::new(gateway, &pa);

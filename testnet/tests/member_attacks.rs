@@ -19,6 +19,9 @@ fn clean(sc: Scenario) -> Report {
         r.stalled.unwrap_or_default(),
         replay_command(&sc)
     );
+    // The share audit ran on real records: every honest signer's shares, its own and the
+    // ones it saw in group signatures.
+    assert!(r.share_records > 0, "no share records audited");
     r
 }
 

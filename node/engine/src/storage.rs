@@ -8,6 +8,7 @@
 //! unsynced WAL record on a crash.
 
 use crate::types::Member;
+use alloy_primitives::B256;
 use prost::Message as _;
 use sigil_consensus::{Height, Round};
 use sigil_proto as pb;
@@ -21,6 +22,93 @@ pub struct StorageError {
     pub op: &'static str,
     /// The backend's description.
     pub detail: String,
+}
+
+/// One signature share as this member recorded it: its own, just before it left (the nonce
+/// was already consumed durably in the ledger), or another member's, once it went into a
+/// group signature that verified. The auditor reads these from every store to check that no
+/// member made two shares under one nonce commitment and that every share seen on the wire
+/// was recorded by its signer (DESIGN.md "Cryptography": a nonce signs once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareRecord {
+    /// The committee epoch the share was made in.
+    pub epoch: u64,
+    /// The signer's member index in that epoch.
+    pub member: Member,
+    /// The signer's nonce id (its ledger's id, as published with the commitment).
+    pub nonce_id: u64,
+    /// SHA-256 of the signer's serialized nonce commitment (RFC 9591 §5.1 `(D, E)`), 32 bytes.
+    pub commitment: B256,
+    /// The decided height the share signs for.
+    pub height: Height,
+    /// The signing attempt (0: the decided block's signers; then ROAST-style retries).
+    pub attempt: u32,
+    /// The 32-byte digest the group signs (batch digest or key-rotation digest).
+    pub digest: B256,
+    /// The serialized share (RFC 9591 §4.1 scalar, 32 bytes).
+    pub share: [u8; 32],
+    /// Whether this member made it (true) or saw it in a verified group signature.
+    pub own: bool,
+}
+
+impl ShareRecord {
+    /// Length of [`ShareRecord::encode`]'s output (bytes).
+    pub const ENCODED_LEN: usize = 8 + 2 + 8 + 32 + 8 + 4 + 32 + 32 + 1;
+
+    /// The record as 127 bytes: epoch u64 · member u16 · nonce id u64 · commitment 32 ·
+    /// height u64 · attempt u32 · digest 32 · share 32 · own u8, integers big-endian.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(Self::ENCODED_LEN);
+        v.extend_from_slice(&self.epoch.to_be_bytes());
+        v.extend_from_slice(&self.member.to_be_bytes());
+        v.extend_from_slice(&self.nonce_id.to_be_bytes());
+        v.extend_from_slice(self.commitment.as_slice());
+        v.extend_from_slice(&self.height.to_be_bytes());
+        v.extend_from_slice(&self.attempt.to_be_bytes());
+        v.extend_from_slice(self.digest.as_slice());
+        v.extend_from_slice(&self.share);
+        v.push(u8::from(self.own));
+        v
+    }
+
+    /// Decodes [`ShareRecord::encode`]'s output. `None`: wrong length or an `own` byte
+    /// other than 0/1.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        if b.len() != Self::ENCODED_LEN {
+            return None;
+        }
+        let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        Some(Self {
+            epoch: u64_at(0),
+            member: u16::from_be_bytes([b[8], b[9]]),
+            nonce_id: u64_at(10),
+            commitment: B256::from_slice(&b[18..50]),
+            height: u64_at(50),
+            attempt: u32::from_be_bytes(b[58..62].try_into().ok()?),
+            digest: B256::from_slice(&b[62..94]),
+            share: b[94..126].try_into().ok()?,
+            own: match b[126] {
+                0 => false,
+                1 => true,
+                _ => return None,
+            },
+        })
+    }
+
+    /// The key records are unique under: (epoch, member, nonce id). A second record under
+    /// one key with another commitment or share is a nonce used twice.
+    pub fn key(&self) -> (u64, Member, u64) {
+        (self.epoch, self.member, self.nonce_id)
+    }
+
+    /// Whether `other` is the same share (same commitment, digest and share bytes; who
+    /// recorded it and in which attempt may differ).
+    pub fn same_share(&self, other: &Self) -> bool {
+        self.key() == other.key()
+            && self.commitment == other.commitment
+            && self.digest == other.digest
+            && self.share == other.share
+    }
 }
 
 /// What the engine needs from durable storage. Implemented by the node's RocksDB store and
@@ -83,6 +171,11 @@ pub trait Storage {
         first: &pb::Envelope,
         second: &pb::Envelope,
     ) -> Result<(), StorageError>;
+    /// Records signature shares ([`ShareRecord`]; not synced: they survive a process crash,
+    /// and the nonce ledger's synced consumption is what keeps a nonce single-use). A record
+    /// whose key is already held with a different share is kept as well (both are
+    /// evidence); the earlier record of each such conflict is returned.
+    fn record_shares(&mut self, records: &[ShareRecord]) -> Result<Vec<ShareRecord>, StorageError>;
 }
 
 /// An in-memory disk for tests and the simulator. Everything but the WAL is written
@@ -97,6 +190,7 @@ pub struct MemStorage {
     next_nonces: BTreeMap<u64, u64>,
     epochs: BTreeMap<u64, pb::EpochRecord>,
     evidence: BTreeMap<(Height, Round, u8, Member), (pb::Envelope, pb::Envelope)>,
+    shares: BTreeMap<(u64, Member, u64), Vec<ShareRecord>>,
     /// Fail every operation (a broken disk), for tests.
     pub fail: bool,
 }
@@ -125,6 +219,11 @@ impl MemStorage {
     /// Evidence records stored.
     pub fn evidence_count(&self) -> usize {
         self.evidence.len()
+    }
+
+    /// Every share record held, in key order (conflicting records under one key together).
+    pub fn share_records(&self) -> impl Iterator<Item = &ShareRecord> {
+        self.shares.values().flatten()
     }
 
     /// Stored next undecided nonce of `chain`.
@@ -269,5 +368,24 @@ impl Storage for MemStorage {
             (first.clone(), second.clone()),
         );
         Ok(())
+    }
+
+    fn record_shares(&mut self, records: &[ShareRecord]) -> Result<Vec<ShareRecord>, StorageError> {
+        self.check("record_shares")?;
+        let mut conflicts = Vec::new();
+        for r in records {
+            let held = self.shares.entry(r.key()).or_default();
+            if held.iter().any(|h| h.same_share(r)) {
+                continue;
+            }
+            if let Some(first) = held.first() {
+                conflicts.push(first.clone());
+            }
+            // At most two per key: one conflict is all the evidence needed.
+            if held.len() < 2 {
+                held.push(r.clone());
+            }
+        }
+        Ok(conflicts)
     }
 }

@@ -202,6 +202,10 @@ impl ChainTask {
     }
 }
 
+/// How often the relayer reads its account balance on each chain
+/// (`sigil_relayer_balance_eth`).
+const BALANCE_EVERY: Duration = Duration::from_secs(15);
+
 /// Runs the relayer until `shutdown` flips to true: one task per destination chain.
 /// Errors: start-up errors (a chain configured twice, bad RPC URL, unreadable state) and
 /// state-file writes; everything else is retried.
@@ -278,6 +282,34 @@ pub async fn run(
             skipped_counted: 0,
         };
         tasks.spawn(task.run(shutdown.clone()));
+    }
+    // The account's balance per chain, for `SigilRelayerBalanceLow` (monitoring/alerts.yml);
+    // these end with `balances` when the chain tasks do.
+    let mut balances = tokio::task::JoinSet::new();
+    for c in &cfg.chains {
+        let provider = ProviderBuilder::new().connect_http(
+            c.rpc
+                .parse()
+                .with_context(|| format!("chain {}: bad RPC URL", c.chain_id))?,
+        );
+        let gauge = metrics
+            .relayer
+            .balance_eth
+            .get_or_create(&crate::metrics::ChainLabel::new(c.chain_id))
+            .clone();
+        let chain = c.chain_id;
+        balances.spawn(async move {
+            loop {
+                match provider.get_balance(from).await {
+                    // f64 keeps 15–16 significant digits: plenty for an alert threshold.
+                    Ok(wei) => {
+                        gauge.set(f64::from(wei) / 1e18);
+                    }
+                    Err(e) => tracing::debug!(chain, error = %e, "relayer balance not read"),
+                }
+                tokio::time::sleep(BALANCE_EVERY).await;
+            }
+        });
     }
     tracing::info!(relayer = %from, chains = cfg.chains.len(), "relayer started");
     while let Some(done) = tasks.join_next().await {

@@ -6,13 +6,18 @@
 //!   Failed and never delivered;
 //! - no inbox delivered or failed a message id that no gateway emitted (a forgery);
 //! - the members' stores agree: one decided block per height;
-//! - no store holds equivocation evidence (every devnet member is honest).
-//!
-//! Not covered yet: nonce commitments are checked only as the durable ledger refuses a
-//! second use (signature shares are not stored, so "no two shares under one commitment"
-//! cannot be read back from a store).
+//! - no store holds equivocation evidence (every devnet member is honest);
+//! - no member made two different signature shares under one nonce: every store records
+//!   its own shares as they leave and the others' shares of each group signature that
+//!   verified ([`ShareRecord`]); across all stores, one (epoch, member, nonce id) and one
+//!   (epoch, member, commitment) each carry one share, and one node's ledger id signs once
+//!   across epochs;
+//! - every share seen in a group signature was recorded by its signer as its own, with the
+//!   nonce id consumed in that signer's durable ledger (consume, record, then release).
 
 use super::*;
+use sigil_node::store::ShareRecord;
+use std::collections::HashSet;
 
 /// The auditor's verdict (`report.json` → `audit`).
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -32,6 +37,13 @@ pub struct Audit {
     pub evidence: usize,
     /// Stores read (members stopped first).
     pub stores: usize,
+    /// Signature share records read from the stores (own and seen).
+    pub shares: usize,
+    /// Nonces that signed twice ("epoch E member M nonce N: …").
+    pub nonce_reuse: Vec<String>,
+    /// Shares seen in a group signature that their signer did not record as its own, or own
+    /// shares whose nonce id the signer's ledger does not hold consumed.
+    pub unrecorded: Vec<String>,
     /// Highest height any store decided.
     pub heights: u64,
 }
@@ -44,7 +56,93 @@ impl Audit {
             && self.not_emitted.is_empty()
             && self.disagreements.is_empty()
             && self.evidence == 0
+            && self.nonce_reuse.is_empty()
+            && self.unrecorded.is_empty()
     }
+}
+
+/// Checks the share records of every store (each with its ledger's consumed nonce ids) for
+/// nonce reuse and shares released unrecorded. Returns (records read, nonce reuses,
+/// unrecorded shares), each finding one line. Also run by the member simulator
+/// (`membersim`) over its honest members' disks.
+pub(crate) fn check_shares(
+    stores: &[(Vec<ShareRecord>, HashSet<u64>)],
+) -> (usize, Vec<String>, Vec<String>) {
+    let mut audit = Audit::default();
+    let name = |r: &ShareRecord| {
+        format!(
+            "epoch {} member {} nonce {} (height {} attempt {})",
+            r.epoch, r.member, r.nonce_id, r.height, r.attempt
+        )
+    };
+    // Distinct shares per (epoch, member, nonce id) and per (epoch, member, commitment).
+    let mut by_nonce: BTreeMap<(u64, u16, u64), Vec<&ShareRecord>> = BTreeMap::new();
+    let mut by_commitment: BTreeMap<(u64, u16, B256), Vec<&ShareRecord>> = BTreeMap::new();
+    let mut own: HashSet<(u64, u16, u64, [u8; 32])> = HashSet::new();
+    for (i, (records, consumed)) in stores.iter().enumerate() {
+        // One node's ledger ids are unique across epochs: its own records per id.
+        let mut ids: BTreeMap<u64, &ShareRecord> = BTreeMap::new();
+        for r in records {
+            audit.shares += 1;
+            let v = by_nonce.entry(r.key()).or_default();
+            if !v.iter().any(|x| x.same_share(r)) {
+                v.push(r);
+            }
+            let v = by_commitment
+                .entry((r.epoch, r.member, r.commitment))
+                .or_default();
+            if !v.iter().any(|x| x.share == r.share && x.digest == r.digest) {
+                v.push(r);
+            }
+            if !r.own {
+                continue;
+            }
+            own.insert((r.epoch, r.member, r.nonce_id, r.share));
+            if !consumed.contains(&r.nonce_id) {
+                audit.unrecorded.push(format!(
+                    "{}: store {i} released it without its ledger holding the nonce consumed",
+                    name(r)
+                ));
+            }
+            match ids.get(&r.nonce_id) {
+                Some(prev) if prev.share != r.share => audit.nonce_reuse.push(format!(
+                    "store {i}: ledger nonce {} signed twice ({} and {})",
+                    r.nonce_id,
+                    name(prev),
+                    name(r)
+                )),
+                Some(_) => {}
+                None => {
+                    ids.insert(r.nonce_id, r);
+                }
+            }
+        }
+    }
+    for v in by_nonce.values().filter(|v| v.len() > 1) {
+        audit.nonce_reuse.push(format!(
+            "{}: {} different shares under one nonce id",
+            name(v[0]),
+            v.len()
+        ));
+    }
+    for v in by_commitment.values().filter(|v| v.len() > 1) {
+        audit.nonce_reuse.push(format!(
+            "{}: {} different shares under one commitment",
+            name(v[0]),
+            v.len()
+        ));
+    }
+    for (records, _) in stores {
+        for r in records.iter().filter(|r| !r.own) {
+            if !own.contains(&(r.epoch, r.member, r.nonce_id, r.share)) {
+                audit.unrecorded.push(format!(
+                    "{}: seen in a group signature, never recorded by its signer",
+                    name(r)
+                ));
+            }
+        }
+    }
+    (audit.shares, audit.nonce_reuse, audit.unrecorded)
 }
 
 /// All logs of `event` emitted by `address` from block 0 to the head, in 2,000-block
@@ -125,6 +223,7 @@ pub(super) async fn run(a: &Chain, b: &Chain, homes: &[PathBuf]) -> Result<Audit
     // The stores: one decided block per height, no evidence.
     let mut decided: BTreeMap<(u64, u64), Vec<u8>> = BTreeMap::new();
     let mut split = BTreeSet::new();
+    let mut shares = Vec::new();
     for home in homes {
         let db = home.join("db");
         if !db.exists() {
@@ -134,6 +233,13 @@ pub(super) async fn run(a: &Chain, b: &Chain, homes: &[PathBuf]) -> Result<Audit
             .with_context(|| format!("open the store {}", db.display()))?;
         audit.stores += 1;
         audit.evidence += store.evidence_count()?;
+        shares.push((
+            store.share_records()?,
+            store
+                .consumed_nonces()?
+                .into_iter()
+                .collect::<HashSet<u64>>(),
+        ));
         let last = store.last_height()?;
         audit.heights = audit.heights.max(last);
         for h in 1..=last {
@@ -155,16 +261,18 @@ pub(super) async fn run(a: &Chain, b: &Chain, homes: &[PathBuf]) -> Result<Audit
         }
     }
     audit.disagreements = split.into_iter().collect();
+    (audit.shares, audit.nonce_reuse, audit.unrecorded) = check_shares(&shares);
     Ok(audit)
 }
 
 /// Prints the verdict.
 pub(super) fn print(a: &Audit) {
     println!(
-        "audit: {} canonical messages emitted, {} stores, {} heights: {}",
+        "audit: {} canonical messages emitted, {} stores, {} heights, {} share records: {}",
         a.emitted,
         a.stores,
         a.heights,
+        a.shares,
         if a.passed() { "PASSED" } else { "FAILED" }
     );
     // The first few of each kind (all of them are in report.json).
@@ -190,7 +298,110 @@ pub(super) fn print(a: &Audit) {
         println!("  AUDIT stores disagree on the block decided at height {h}");
     }
     more(a.disagreements.len(), "heights with disagreeing stores");
+    for s in a.nonce_reuse.iter().take(SHOW) {
+        println!("  AUDIT nonce reuse: {s}");
+    }
+    more(a.nonce_reuse.len(), "nonce reuses");
+    for s in a.unrecorded.iter().take(SHOW) {
+        println!("  AUDIT share not recorded: {s}");
+    }
+    more(a.unrecorded.len(), "unrecorded shares");
     if a.evidence > 0 {
         println!("  AUDIT {} equivocation evidence records", a.evidence);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(member: u16, nonce_id: u64, share: u8, own: bool) -> ShareRecord {
+        ShareRecord {
+            epoch: 1,
+            member,
+            nonce_id,
+            commitment: B256::repeat_byte(nonce_id as u8),
+            height: 7,
+            attempt: 0,
+            digest: B256::repeat_byte(0xd1),
+            share: [share; 32],
+            own,
+        }
+    }
+
+    fn audit(stores: &[(Vec<ShareRecord>, HashSet<u64>)]) -> Audit {
+        let mut a = Audit::default();
+        (a.shares, a.nonce_reuse, a.unrecorded) = check_shares(stores);
+        a
+    }
+
+    #[test]
+    fn honest_records_pass() {
+        let a = audit(&[
+            (
+                vec![rec(1, 5, 1, true), rec(2, 9, 2, false)],
+                HashSet::from([5]),
+            ),
+            (
+                vec![rec(2, 9, 2, true), rec(1, 5, 1, false)],
+                HashSet::from([9]),
+            ),
+        ]);
+        assert!(a.passed(), "{a:?}");
+        assert_eq!(a.shares, 4);
+    }
+
+    #[test]
+    fn two_shares_under_one_nonce_are_caught_across_stores() {
+        // Member 1 signed twice with nonce 5; each peer saw one of the two shares.
+        let a = audit(&[
+            (vec![rec(1, 5, 1, true)], HashSet::from([5])),
+            (vec![rec(1, 5, 3, false)], HashSet::new()),
+        ]);
+        assert!(!a.passed());
+        assert!(
+            a.nonce_reuse
+                .iter()
+                .any(|s| s.contains("under one nonce id")),
+            "{a:?}"
+        );
+        assert!(
+            a.nonce_reuse
+                .iter()
+                .any(|s| s.contains("under one commitment")),
+            "{a:?}"
+        );
+        // And the second share was never recorded by its signer.
+        assert_eq!(a.unrecorded.len(), 1, "{a:?}");
+    }
+
+    #[test]
+    fn one_commitment_under_two_nonce_ids_is_caught() {
+        let mut second = rec(1, 6, 4, true);
+        second.commitment = rec(1, 5, 1, true).commitment;
+        let a = audit(&[(vec![rec(1, 5, 1, true), second], HashSet::from([5, 6]))]);
+        assert!(
+            a.nonce_reuse
+                .iter()
+                .any(|s| s.contains("under one commitment")),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn a_ledger_id_signing_in_two_epochs_is_caught() {
+        let mut later = rec(3, 5, 2, true);
+        later.epoch = 2;
+        let a = audit(&[(vec![rec(1, 5, 1, true), later], HashSet::from([5]))]);
+        assert!(
+            a.nonce_reuse.iter().any(|s| s.contains("signed twice")),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn a_share_released_without_a_consumed_nonce_is_caught() {
+        let a = audit(&[(vec![rec(1, 5, 1, true)], HashSet::new())]);
+        assert!(a.unrecorded.iter().any(|s| s.contains("ledger")), "{a:?}");
     }
 }

@@ -1,4 +1,53 @@
-//! CPU time and peak memory of the processes the devnet started, read from Linux's `/proc`.
+//! The relayer process the devnet starts, and CPU time and peak memory of the processes it
+//! started, read from Linux's `/proc`.
+
+use super::{Chain, NodeProc, sigil};
+use anyhow::Result;
+use std::path::Path;
+use std::process::Stdio;
+use tokio::process::Child;
+
+/// Starts `sigil relay` in `home` (created) for `nodes`' APIs and both chains' inboxes, with
+/// its transaction key in the environment (never on the command line) and `/metrics` on
+/// `metrics` (`host:port`), logging to `<home>/relayer.log`.
+pub(super) fn start_relayer(
+    bin: &Path,
+    home: &Path,
+    nodes: &[NodeProc],
+    chains: [&Chain; 2],
+    metrics: &str,
+) -> Result<Child> {
+    std::fs::create_dir_all(home)?;
+    // The second funded account of chain A's anvil (the same on B: one mnemonic).
+    let key = hex::encode(chains[0].anvil.keys()[1].to_bytes());
+    let mut relay = sigil(bin, home);
+    relay.arg("relay").args(["--metrics", metrics]);
+    for n in nodes {
+        relay.args(["--api", &n.api]);
+    }
+    for c in chains {
+        relay.args([
+            "--chain",
+            &format!("{}={}@{}", c.id, c.anvil.endpoint(), c.inbox),
+        ]);
+    }
+    let log = std::fs::File::create(home.join("relayer.log"))?;
+    Ok(relay
+        .env("SIGIL_RELAYER_KEY", &key)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?)
+}
+
+/// Gas used by the relayer's mined transactions, summed from its ledger (`path`, JSON lines).
+pub(super) fn relayer_gas(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<sigil_node::relayer::TxRecord>(l).ok())
+        .map(|r| r.gas_used)
+        .sum()
+}
 
 /// Clock ticks per second of `/proc/<pid>/stat`'s times (`USER_HZ`, fixed at 100 by the
 /// Linux ABI on x86-64 and arm64).

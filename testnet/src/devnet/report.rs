@@ -66,6 +66,11 @@ pub struct Report {
     pub garbage: Option<super::garbage::GarbageReport>,
     /// `--deep-reorg`: the committee's answer to a reorg deeper than finality.
     pub deep_reorg: Option<super::deep::DeepReorgReport>,
+    /// An integrator's `sigil verify --rpc --inbox` of one delivered message, and of the
+    /// same file with a forged payload.
+    pub verify: Option<super::verify::VerifyReport>,
+    /// `--monitor`: the dashboard's queries against a real Prometheus, and the alerts.
+    pub monitor: Option<super::monitor::MonitorReport>,
 }
 
 /// One node's figures at the end.
@@ -108,6 +113,14 @@ impl Report {
         }
         if !self.audit.as_ref().is_none_or(|a| a.passed()) {
             f.push("the auditor found a violation");
+        }
+        if !self.verify.as_ref().is_none_or(|v| v.passed()) {
+            f.push("`sigil verify --rpc --inbox` did not accept the genuine attestation and refuse a forged one");
+        }
+        if !self.monitor.as_ref().is_none_or(|m| m.passed()) {
+            f.push(
+                "--monitor: a dashboard query returned no data or an expected alert did not fire",
+            );
         }
         if !self.garbage.as_ref().is_none_or(|g| g.passed()) {
             f.push("under --garbage an API answered 5xx");
@@ -257,6 +270,12 @@ pub fn print_report(r: &Report) {
     }
     if let Some(d) = &r.deep_reorg {
         super::deep::print(d);
+    }
+    if let Some(m) = &r.monitor {
+        super::monitor::print(m);
+    }
+    if let Some(v) = &r.verify {
+        super::verify::print(v);
     }
     if let Some(g) = &r.garbage {
         super::garbage::print(g);

@@ -148,8 +148,73 @@ impl Sim {
                         s.height
                     ));
                 }
+                // Consume, record, then release: the share must already be in its store.
+                let recorded = self.members[&m].driver.as_ref().is_some_and(|d| {
+                    d.storage().share_records().any(|r| {
+                        r.own
+                            && r.height == s.height
+                            && r.attempt == s.attempt
+                            && r.share.as_slice() == s.share.as_slice()
+                    })
+                });
+                if !recorded {
+                    self.violate(format!(
+                        "member {m} released a share for height {} attempt {} it had not recorded",
+                        s.height, s.attempt
+                    ));
+                }
             }
             _ => {}
+        }
+    }
+
+    /// The auditor's share checks ([`crate::devnet::audit::check_shares`]) over the honest
+    /// members' stores: no honest signer made two shares under one nonce, and each of its
+    /// shares others saw it had recorded with the nonce consumed. Byzantine signers' records
+    /// are left out (only honest members' own records say who is honest in which epoch).
+    pub(super) fn check_share_records(&mut self) {
+        let disks: Vec<(&MemStorage, &SharedLedger)> = self
+            .members
+            .iter()
+            .filter(|(m, _)| self.honest(**m))
+            .filter_map(|(_, sm)| {
+                let disk = sm
+                    .driver
+                    .as_ref()
+                    .map(|d| d.storage())
+                    .or(sm.disk.as_ref())?;
+                Some((disk, &sm.ledger))
+            })
+            .collect();
+        let honest: std::collections::HashSet<(u64, Member)> = disks
+            .iter()
+            .flat_map(|(d, _)| d.share_records().filter(|r| r.own))
+            .map(|r| (r.epoch, r.member))
+            .collect();
+        let stores: Vec<_> = disks
+            .iter()
+            .map(|(d, ledger)| {
+                let records: Vec<_> = d
+                    .share_records()
+                    .filter(|r| honest.contains(&(r.epoch, r.member)))
+                    .cloned()
+                    .collect();
+                let consumed = records
+                    .iter()
+                    .filter(|r| {
+                        r.own
+                            && ledger.status(NonceId(r.nonce_id))
+                                == sigil_crypto::nonce::NonceStatus::Consumed
+                    })
+                    .map(|r| r.nonce_id)
+                    .collect();
+                (records, consumed)
+            })
+            .collect();
+        let (count, reuse, unrecorded) = crate::devnet::audit::check_shares(&stores);
+        self.report.share_records = count;
+        if let Some(v) = reuse.first().or(unrecorded.first()) {
+            self.violate(format!("share audit: {v}"));
         }
     }
 

@@ -154,6 +154,10 @@ pub enum Effect {
         /// Why.
         reason: String,
     },
+    /// Signature shares to record ([`crate::storage::ShareRecord`]) before the effects
+    /// after it: this member's own share before its broadcast, and the shares of a group
+    /// signature that verified.
+    Shares(Vec<crate::storage::ShareRecord>),
 }
 
 struct Session {
@@ -167,6 +171,8 @@ struct Session {
     started_ms: u64,
     package: Option<SigningPackage>,
     signers: BTreeSet<Member>,
+    /// Each signer's (nonce id, commitment hash) in the attempt in progress.
+    nonces: BTreeMap<Member, (u64, B256)>,
     shares: BTreeMap<Member, SignatureShare>,
     culprits: BTreeSet<Member>,
     /// Members convicted in the attempt in progress: their further shares for it are
@@ -186,6 +192,12 @@ struct Session {
     /// The signing request for the next attempt from its coordinator, received before this
     /// member's share timeout moved it there (at most one: keyed by attempt).
     held: BTreeMap<u32, pb::SignRequest>,
+}
+
+/// SHA-256 of a serialized nonce commitment ([`crate::storage::ShareRecord::commitment`]).
+fn commitment_hash(sc: &SigningCommitments) -> B256 {
+    let bytes = sc.serialize().unwrap_or_default();
+    B256::from_slice(&sha2::Sha256::digest(bytes))
 }
 
 /// Most attempts a session remembers having answered (a coordinator's request per attempt
@@ -327,6 +339,16 @@ impl App {
     /// The group key, if this member has one.
     pub fn group_key(&self) -> Option<&GroupKey> {
         self.group_key.as_ref()
+    }
+
+    /// Observations held and not yet in a decided block (messages; all chains).
+    pub fn pending_observations(&self) -> usize {
+        self.observations.len()
+    }
+
+    /// Pre-generated signing nonces this member holds (`None` without a key share).
+    pub fn nonces_available(&self) -> Option<usize> {
+        self.signer.as_ref().map(|s| s.pool.available())
     }
 
     /// First nonce not yet decided, per chain.

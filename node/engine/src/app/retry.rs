@@ -103,15 +103,16 @@ impl App {
         for (m, (id, _)) in &map {
             self.mark_used(*m, *id);
         }
-        let Some((nonce, _)) = self.p.me.and_then(|me| map.get(&me)) else {
+        let Some((nonce, sc)) = self.p.me.and_then(|me| map.get(&me)) else {
             return;
         };
+        let nonce = (*nonce, commitment_hash(sc));
         let by_member: BTreeMap<Member, SigningCommitments> =
             map.iter().map(|(m, (_, c))| (*m, *c)).collect();
         let Ok(package) = sigil_crypto::signing::signing_package(&by_member, s.digest) else {
             return;
         };
-        let _ = self.release_share(&package, *nonce, req.height, req.attempt, out);
+        let _ = self.release_share(&package, nonce, (req.height, req.attempt), s.digest, out);
     }
 
     /// t distinct members, each commitment decodable, and ours (if named) not used before.

@@ -197,6 +197,7 @@ impl App {
             started_ms: now_ms,
             package: None,
             signers: BTreeSet::new(),
+            nonces: BTreeMap::new(),
             shares: BTreeMap::new(),
             culprits: BTreeSet::new(),
             blamed: BTreeSet::new(),
@@ -287,10 +288,20 @@ impl App {
         s.attempt = attempt;
         s.started_ms = now_ms;
         s.signers = by_member.keys().copied().collect();
+        s.nonces = map
+            .iter()
+            .map(|(m, (id, c))| (*m, (*id, commitment_hash(c))))
+            .collect();
         s.shares.clear();
         s.blamed.clear();
-        if let (Some(me), Some((nonce, _))) = (self.p.me, self.p.me.and_then(|me| map.get(&me)))
-            && let Some(share) = self.release_share(&package, *nonce, height, attempt, out)
+        if let (Some(me), Some((nonce, sc))) = (self.p.me, self.p.me.and_then(|me| map.get(&me)))
+            && let Some(share) = self.release_share(
+                &package,
+                (*nonce, commitment_hash(sc)),
+                (height, attempt),
+                s.digest,
+                out,
+            )
         {
             s.shares.insert(me, share);
         }
@@ -298,17 +309,21 @@ impl App {
         self.try_aggregate(s, height, out);
     }
 
-    /// Signs `package` with our nonce `nonce` (consumed durably first, by
-    /// `sigil_crypto::signing::sign`) and broadcasts the share for (`height`, `attempt`);
-    /// a refusal (unknown or consumed nonce, storage) becomes [`Effect::SignRefused`].
+    /// Signs `package` (over `digest`) with our nonce `nonce` = (id, commitment hash),
+    /// consumed durably first by `sigil_crypto::signing::sign`, records the share
+    /// ([`Effect::Shares`]) and broadcasts it for (`height`, `attempt`); a refusal (unknown
+    /// or consumed nonce, storage) becomes [`Effect::SignRefused`].
     pub(super) fn release_share(
         &mut self,
         package: &SigningPackage,
-        nonce: u64,
-        height: Height,
-        attempt: u32,
+        nonce: (u64, B256),
+        (height, attempt): (Height, u32),
+        digest: B256,
         out: &mut Vec<Effect>,
     ) -> Option<SignatureShare> {
+        let me = self.p.me?;
+        let epoch = self.p.epoch;
+        let (nonce, commitment) = nonce;
         let signer = self.signer.as_mut()?;
         match sigil_crypto::signing::sign(
             &signer.key,
@@ -319,11 +334,23 @@ impl App {
         ) {
             Ok(share) => {
                 self.stats.shares_sent += 1;
+                let bytes = share.serialize();
+                out.push(Effect::Shares(vec![crate::storage::ShareRecord {
+                    epoch,
+                    member: me,
+                    nonce_id: nonce,
+                    commitment,
+                    height,
+                    attempt,
+                    digest,
+                    share: bytes.as_slice().try_into().unwrap_or([0; 32]),
+                    own: true,
+                }]));
                 out.push(Effect::Broadcast(pb::body::Kind::Share(
                     pb::SignatureShare {
                         height,
                         attempt,
-                        share: share.serialize(),
+                        share: bytes,
                     },
                 )));
                 Some(share)
@@ -487,6 +514,30 @@ impl App {
                 let Ok(bytes) = sig.serialize() else { return };
                 s.done = true;
                 self.stats.attestations += 1;
+                // Every share in it is now known good: recorded for the auditor (our own
+                // was recorded when it left).
+                let seen: Vec<crate::storage::ShareRecord> = s
+                    .shares
+                    .iter()
+                    .filter(|(m, _)| Some(**m) != self.p.me)
+                    .filter_map(|(m, sh)| {
+                        let (nonce_id, commitment) = s.nonces.get(m).copied()?;
+                        Some(crate::storage::ShareRecord {
+                            epoch: self.p.epoch,
+                            member: *m,
+                            nonce_id,
+                            commitment,
+                            height,
+                            attempt: s.attempt,
+                            digest: s.digest,
+                            share: sh.serialize().as_slice().try_into().ok()?,
+                            own: false,
+                        })
+                    })
+                    .collect();
+                if !seen.is_empty() {
+                    out.push(Effect::Shares(seen));
+                }
                 let a = pb::Attestation {
                     epoch: self.p.epoch,
                     height,

@@ -598,3 +598,76 @@ fn members_ahead_answer_a_trailing_coordinator_once() {
         "replay refused"
     );
 }
+
+/// Consume, record, then release: a signer's own share is recorded ([`Effect::Shares`],
+/// written by the driver before anything after it leaves) ahead of its broadcast, under the
+/// nonce id and commitment the decided block named; and a member whose group signature
+/// verifies records the other signers' shares as seen, matching what they sent.
+#[test]
+fn every_share_is_recorded_before_it_leaves() {
+    let mut apps = committee(4);
+    let block = apps[0].build_block(1, 0).unwrap();
+    let mut log = Vec::new();
+    for i in 0..4 {
+        let me = i as Member + 1;
+        let e = apps[i].on_decided(1, &block, None, 0);
+        let share_at = e
+            .iter()
+            .position(|e| matches!(e, Effect::Broadcast(pb::body::Kind::Share(_))));
+        let record_at = e
+            .iter()
+            .position(|e| matches!(e, Effect::Shares(r) if r.iter().any(|r| r.own)));
+        let named = block.0.signers.iter().find(|c| c.member == u32::from(me));
+        match (share_at, named) {
+            (Some(s), Some(c)) => {
+                let r = record_at.expect("own share recorded");
+                assert!(r < s, "recorded before the broadcast: {e:?}");
+                let Effect::Shares(recs) = &e[r] else {
+                    unreachable!()
+                };
+                let Effect::Broadcast(pb::body::Kind::Share(sent)) = &e[s] else {
+                    unreachable!()
+                };
+                assert_eq!(recs.len(), 1);
+                let rec = &recs[0];
+                assert!(rec.own);
+                assert_eq!((rec.member, rec.nonce_id), (me, c.nonce_id));
+                assert_eq!(rec.share.as_slice(), sent.share.as_slice());
+                assert_eq!(
+                    rec.commitment,
+                    B256::from_slice(&sha2::Sha256::digest(&c.commitments)),
+                    "the commitment as published"
+                );
+                assert_eq!(
+                    rec.digest,
+                    sigil_crypto::batch_digest(1, 1, B256::from_slice(&block.0.root))
+                );
+            }
+            (None, None) => assert!(record_at.is_none(), "no share, no own record"),
+            other => panic!("member {me}: share/signer mismatch {other:?}"),
+        }
+        route(&mut apps, me, e, None, 0, &mut log);
+    }
+    let sent: BTreeMap<Member, Vec<u8>> = log
+        .iter()
+        .filter_map(|(src, e)| match e {
+            Effect::Broadcast(pb::body::Kind::Share(s)) => Some((*src, s.share.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent.len(), block.0.signers.len());
+    let mut seen = 0;
+    for (src, e) in &log {
+        if let Effect::Shares(recs) = e {
+            for r in recs.iter().filter(|r| !r.own) {
+                assert_ne!(r.member, *src, "own shares are not recorded as seen");
+                assert_eq!(Some(&r.share.to_vec()), sent.get(&r.member));
+                seen += 1;
+            }
+        }
+    }
+    assert!(
+        seen >= sent.len() - 1,
+        "the aggregator recorded the others' shares"
+    );
+}

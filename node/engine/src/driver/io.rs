@@ -184,6 +184,18 @@ pub enum Event {
         /// Round.
         round: Round,
     },
+    /// Two different signature shares of one member under one nonce (its secret signing
+    /// share is exposed: RFC 9591 §5.1 nonces are single-use). Both are kept in the store.
+    NonceReuse {
+        /// The member.
+        member: Member,
+        /// The committee epoch.
+        epoch: u64,
+        /// The nonce id named twice.
+        nonce_id: u64,
+        /// The heights of the two shares (first recorded, then this one).
+        heights: (Height, Height),
+    },
 }
 
 /// Something the host must do.

@@ -597,6 +597,25 @@ impl<S: Storage> Driver<S> {
                 A::SignRefused { height, reason } => {
                     self.event(Event::SignRefused { height, reason })
                 }
+                A::Shares(records) => match self.storage.record_shares(&records) {
+                    Ok(conflicts) => {
+                        for first in conflicts {
+                            let later = records
+                                .iter()
+                                .find(|r| r.key() == first.key())
+                                .map_or(first.height, |r| r.height);
+                            self.event(Event::NonceReuse {
+                                member: first.member,
+                                epoch: first.epoch,
+                                nonce_id: first.nonce_id,
+                                heights: (first.height, later),
+                            });
+                        }
+                    }
+                    // The record is the audit trail; the ledger's synced consumption is
+                    // what kept the nonce single-use, so the share still goes out.
+                    Err(e) => self.event(Event::Storage(e)),
+                },
             }
         }
     }
