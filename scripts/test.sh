@@ -32,10 +32,10 @@ step "fuzz: short pass (every target replays its committed corpus, then 5 s of m
 cargo build --quiet -p sigil-fuzz
 "$CARGO_TARGET_DIR/debug/sigil-fuzz" run all --secs 5
 
-step "chaos devnet: 4 nodes, 200 messages (and 20 back) plus 2 poison messages to a gas burner, node 3 killed mid-run, 4 reorgs below finality each orphaning a message, one lying RPC of 3 per chain, then a reorg deeper than finality on chain A (every member halts it, alarms, attests nothing conflicting, and still serves chain B); a real Prometheus scrapes it all with the alert rules (every dashboard query returns data, SigilChainHalted fires); `sigil verify --rpc --inbox` accepts a delivered attestation and refuses a forged one; every good message delivered exactly once, every poison message Failed, no orphan attested or delivered, and the auditor (chains + stores) passes"
+step "chaos devnet: 4 nodes, 200 messages (and 20 back) plus 2 poison messages to a gas burner, node 3 killed mid-run, 4 reorgs below finality each orphaning a message, one lying RPC of 3 per chain, then the emergency stop through sigil admin (f + 1 members pause chain A: its message waits while chain B flows, and goes through after resume), then a reorg deeper than finality on chain A (every member halts it, alarms, attests nothing conflicting, and still serves chain B); a real Prometheus scrapes it all with the alert rules (every dashboard query returns data, SigilChainHalted fires); sigil verify --rpc --inbox accepts a delivered attestation and refuses a forged one; every good message delivered exactly once, every poison message Failed, no orphan attested or delivered, and the auditor (chains + stores) passes"
 cargo build --quiet -p sigil-node -p sigil-testnet --bins
 devnet_dir="$(mktemp -d "${TMPDIR:-/tmp}/sigil-ci-devnet.XXXXXX")"
-"$CARGO_TARGET_DIR/debug/sigil" devnet --nodes 4 --messages 200 --poison 2 --kill-node 3 --reorgs 4 --lying-rpc --deep-reorg --monitor --quiet \
+"$CARGO_TARGET_DIR/debug/sigil" devnet --nodes 4 --messages 200 --poison 2 --kill-node 3 --reorgs 4 --lying-rpc --pause-check --deep-reorg --monitor --quiet \
   --timeout 180 --run-dir "$devnet_dir" || { echo "devnet failed; logs in $devnet_dir" >&2; exit 1; }
 rm -rf "$devnet_dir"
 

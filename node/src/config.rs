@@ -82,6 +82,19 @@ pub struct Config {
     /// Optional in-node relayer.
     #[serde(default)]
     pub relayer: RelayerSection,
+    /// Optional admin API (repairs and the emergency stop).
+    #[serde(default)]
+    pub admin: AdminSection,
+}
+
+/// `[admin]`: the admin API, on its own loopback listener, every request carrying the
+/// token in `<home>/admin.token` (`Authorization: Bearer <token>`; `sigil admin` reads it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Listen address, loopback only (e.g. `127.0.0.1:8101`); absent: no admin API.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[node]`.
@@ -378,6 +391,15 @@ impl Config {
 
     /// Checks every field; the first problem is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(a) = self.admin.listen
+            && !a.ip().is_loopback()
+        {
+            return Err(invalid(
+                "admin.listen",
+                format!("{a} is not a loopback address; the admin API can pause signing"),
+                "use e.g. 127.0.0.1:8101 (reach it over SSH)",
+            ));
+        }
         if self.node.listen.parse::<libp2p::Multiaddr>().is_err() {
             return Err(invalid(
                 "node.listen",
@@ -719,6 +741,20 @@ poll_interval = "250ms"
         let c = parse(&t.replace(&own, &format!("{},", members(4)))).unwrap();
         assert_eq!(c.committee.members.len(), 4);
         assert!(c.chains.is_empty());
+    }
+
+    /// The admin API can pause signing: it listens on loopback only.
+    #[test]
+    fn the_admin_api_listens_on_loopback_only() {
+        let c = parse(&format!(
+            "{}\n[admin]\nlisten = \"127.0.0.1:8101\"\n",
+            base()
+        ))
+        .unwrap();
+        assert_eq!(c.admin.listen, Some("127.0.0.1:8101".parse().unwrap()));
+        assert_eq!(parse(&base()).unwrap().admin.listen, None, "off by default");
+        let err = parse(&format!("{}\n[admin]\nlisten = \"0.0.0.0:8101\"\n", base())).unwrap_err();
+        assert_eq!(field_of(err), "admin.listen");
     }
 
     /// Security review finding: committees of 2-3 members never attest (FROST threshold and

@@ -14,6 +14,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod admin;
 pub mod api;
 /// The application core lives in the engine crate; re-exported for the host's users.
 pub use sigil_engine::app;
@@ -111,25 +112,21 @@ pub async fn start(
             anyhow::anyhow!("config field `node.api`: cannot bind {}: {e}", cfg.node.api)
         })?;
     tracing::info!(api = %cfg.node.api, "HTTP API listening");
-    let router = api::router(shared);
-    let mut api_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        let r = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                while api_shutdown.changed().await.is_ok() {
-                    if *api_shutdown.borrow() {
-                        break;
-                    }
-                }
-            })
-            .await;
-        ("HTTP API", r.map_err(anyhow::Error::from))
-    });
+    tasks.spawn(serve(
+        "HTTP API",
+        listener,
+        api::router(shared),
+        shutdown.clone(),
+    ));
     if cfg.relayer.enabled {
         let rcfg = relayer::RelayerConfig::from_node(&cfg, home)?;
         let (m, stop) = (metrics.clone(), shutdown.clone());
         tasks.spawn(async move { ("relayer", relayer::run(rcfg, m, stop).await) });
     }
+    let admin_listen = cfg.admin.listen;
+    let source_chains: std::collections::BTreeSet<u64> =
+        cfg.chains.iter().map(|c| c.chain_id).collect();
+    let (admin_store, admin_status) = (store.clone(), status.clone());
     let n = node::Node::new(
         node::NodeSetup {
             cfg,
@@ -143,6 +140,26 @@ pub async fn start(
         metrics,
         status,
     )?;
+    if let Some(addr) = admin_listen {
+        let token = admin::load_or_create_token(home)?;
+        let state = admin::AdminState {
+            store: admin_store,
+            paused: n.paused_handle(),
+            status: admin_status,
+            chains: source_chains,
+            token_digest: admin::token_digest(&token),
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("config field `admin.listen`: cannot bind {addr}: {e}"))?;
+        tracing::info!(%addr, token_file = %home.join(admin::TOKEN_FILE).display(), "admin API listening");
+        tasks.spawn(serve(
+            "admin API",
+            listener,
+            admin::router(state),
+            shutdown.clone(),
+        ));
+    }
     let stopping = shutdown.clone();
     let node = n.run(rx, shutdown);
     tokio::pin!(node);
@@ -167,4 +184,24 @@ pub async fn start(
             }
         }
     }
+}
+
+/// Serves `router` on `listener` until `shutdown` flips to true; the task's `name` and
+/// result, for the node's task supervision.
+async fn serve(
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> (&'static str, anyhow::Result<()>) {
+    let r = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            while shutdown.changed().await.is_ok() {
+                if *shutdown.borrow() {
+                    break;
+                }
+            }
+        })
+        .await;
+    (name, r.map_err(anyhow::Error::from))
 }

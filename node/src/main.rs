@@ -119,6 +119,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AttestationCmd,
     },
+    /// The node's admin API (`[admin] listen`, token in <home>/admin.token): pending work
+    /// and the emergency stop of one source chain.
+    Admin {
+        #[command(subcommand)]
+        cmd: AdminCmd,
+        /// Admin API base URL (default: admin.listen from config.toml).
+        #[arg(long, global = true)]
+        admin: Option<String>,
+    },
     /// Check an attestation JSON (from `sigil attestation get`) offline.
     #[command(group(
         clap::ArgGroup::new("trusted_key")
@@ -194,6 +203,58 @@ enum EpochCmd {
         #[arg(long)]
         api: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCmd {
+    /// Paused chains, decided/attested heights, unattested heights, messages waiting.
+    Pending,
+    /// Emergency stop: propose, prevote and sign nothing of source chain CHAIN_ID (durable).
+    Pause {
+        /// Source chain id.
+        chain: u64,
+    },
+    /// Undo `pause`.
+    Resume {
+        /// Source chain id.
+        chain: u64,
+    },
+}
+
+/// Runs one admin command against the node in `home` (or `admin`); exits 2 on an HTTP
+/// error after printing its body.
+async fn admin_cmd(home: &Path, admin: Option<String>, cmd: AdminCmd) -> Result<()> {
+    let base = match admin {
+        Some(a) => a.trim_end_matches('/').to_owned(),
+        None => {
+            let cfg = load_config(home)?;
+            let addr = cfg.admin.listen.ok_or_else(|| {
+                anyhow!("config field `admin.listen` is not set: the node serves no admin API")
+            })?;
+            format!("http://{addr}")
+        }
+    };
+    let token_path = home.join(sigil_node::admin::TOKEN_FILE);
+    let token = std::fs::read_to_string(&token_path)
+        .with_context(|| format!("read the admin token {}", token_path.display()))?;
+    let http = reqwest::Client::new();
+    let req = match cmd {
+        AdminCmd::Pending => http.get(format!("{base}/admin/v1/pending")),
+        AdminCmd::Pause { chain } => http.post(format!("{base}/admin/v1/chains/{chain}/pause")),
+        AdminCmd::Resume { chain } => http.post(format!("{base}/admin/v1/chains/{chain}/resume")),
+    };
+    let r = req
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .with_context(|| format!("admin API at {base}"))?;
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.unwrap_or(serde_json::Value::Null);
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    if !status.is_success() {
+        std::process::exit(2);
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -607,6 +668,7 @@ async fn run() -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         Cmd::Epoch { cmd } => epoch_cmd(&home, cmd).await?,
+        Cmd::Admin { cmd, admin } => admin_cmd(&home, admin, cmd).await?,
         Cmd::Attestation {
             cmd: AttestationCmd::Get { id, api },
         } => {

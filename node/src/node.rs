@@ -56,6 +56,12 @@ pub struct Status {
     pub chains: Vec<ChainStatus>,
     /// Whether quorum peers are connected and every chain answered recently.
     pub ready: bool,
+    /// Decided heights without an attestation.
+    pub unattested: Vec<u64>,
+    /// Messages observed at finality, not yet decided.
+    pub pending_messages: u64,
+    /// Source chains this node's operator paused (admin API).
+    pub paused: Vec<u64>,
 }
 
 /// Per-chain status.
@@ -130,6 +136,9 @@ pub struct Node {
     approval_polled: Option<Instant>,
     /// Committee epochs: the next committee's DKG, the switch (see [`handover`]).
     epochs: handover::EpochHost,
+    /// Source chains the operator paused (the admin API writes it after the store; each
+    /// tick applies it to the engine, the engine of a new epoch included).
+    paused: Arc<RwLock<BTreeSet<u64>>>,
 }
 
 mod handover;
@@ -233,6 +242,7 @@ impl Node {
         )?;
         let swarm = crate::p2p::build(&key, &committee)?;
         let origin = Instant::now();
+        let paused = Arc::new(RwLock::new(store.paused_chains()?));
         Ok(Self {
             cfg,
             me,
@@ -254,7 +264,31 @@ impl Node {
             approval_error: built.approval_error,
             approval_polled: Some(Instant::now()),
             epochs: handover::EpochHost::new(key, store, at.epoch, keystore, approval, group_keys),
+            paused,
         })
+    }
+
+    /// The operator's paused source chains, shared with the admin API
+    /// ([`crate::admin::AdminState::paused`]).
+    pub fn paused_handle(&self) -> Arc<RwLock<BTreeSet<u64>>> {
+        self.paused.clone()
+    }
+
+    /// Brings the engine's paused chains to what the operator set.
+    fn apply_paused(&mut self) {
+        let want = self.paused.read().map(|p| p.clone()).unwrap_or_default();
+        let have = self.engine.app().paused().clone();
+        for c in want.difference(&have) {
+            self.engine.set_paused(*c, true);
+            tracing::warn!(
+                chain = c,
+                "source chain paused by the operator: not proposing, prevoting or signing its messages"
+            );
+        }
+        for c in have.difference(&want) {
+            self.engine.set_paused(*c, false);
+            tracing::warn!(chain = c, "source chain resumed by the operator");
+        }
     }
 
     fn now(&self) -> u64 {
@@ -575,6 +609,9 @@ impl Node {
             }
             let halted = s.chains.iter().any(|c| c.halted);
             s.ready = self.connected.len() + 1 >= t && chains_ok && !halted;
+            s.unattested = es.unattested.clone();
+            s.pending_messages = app.pending_observations() as u64;
+            s.paused = app.paused().iter().copied().collect();
             s.rotation = rotation.clone();
         }
         self.metrics
@@ -774,6 +811,7 @@ impl Node {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
                 Some(ev) = chain_rx.recv() => self.on_chain_event(ev),
                 _ = tick.tick() => {
+                    self.apply_paused();
                     self.poll_approval();
                     self.drive(Input::Tick);
                     self.epoch_step();

@@ -14,6 +14,7 @@
 //! | shares        | epoch u64 · member u16 · nonce id u64 [· 1] | [`ShareRecord`] (127 B) |
 //! | meta          | `schema`, `next_nonce`·chain u64      | u32 / u64                  |
 //! | meta          | `epoch`·epoch u64                     | `pb::EpochRecord`          |
+//! | meta          | `paused`·chain u64                    | marker (operator's stop)   |
 
 use alloy_primitives::B256;
 use prost::Message as _;
@@ -444,6 +445,31 @@ impl Store {
         Ok(out)
     }
 
+    /// Records that this node's operator paused (`true`) or resumed source chain `chain`
+    /// (durable: the emergency stop survives a restart). Errors: [`StoreError::Db`].
+    pub fn set_paused(&self, chain: u64, paused: bool) -> Result<(), StoreError> {
+        let k = paused_key(chain);
+        if paused {
+            self.put_sync("meta", &k, &[1])
+        } else {
+            Ok(self.db.delete_cf_opt(self.cf("meta")?, k, &sync())?)
+        }
+    }
+
+    /// The source chains this node's operator paused. Errors: [`StoreError`].
+    pub fn paused_chains(&self) -> Result<std::collections::BTreeSet<u64>, StoreError> {
+        let cf = self.cf("meta")?;
+        let mut out = std::collections::BTreeSet::new();
+        for item in self.db.prefix_iterator_cf(cf, b"paused") {
+            let (k, _) = item?;
+            let Some(id) = k.strip_prefix(b"paused") else {
+                break;
+            };
+            out.insert(u64_of("meta", id)?);
+        }
+        Ok(out)
+    }
+
     /// Number of evidence records.
     pub fn evidence_count(&self) -> Result<usize, StoreError> {
         let cf = self.cf("evidence")?;
@@ -476,6 +502,12 @@ fn vote_key(height: u64, round: u32, step: u8) -> Vec<u8> {
 fn epoch_key(epoch: u64) -> Vec<u8> {
     let mut k = b"epoch".to_vec();
     k.extend_from_slice(&epoch.to_be_bytes());
+    k
+}
+
+fn paused_key(chain: u64) -> Vec<u8> {
+    let mut k = b"paused".to_vec();
+    k.extend_from_slice(&chain.to_be_bytes());
     k
 }
 

@@ -111,6 +111,11 @@ pub struct DevnetArgs {
     /// attest the replacement, and still serve chain B.
     #[arg(long)]
     pub deep_reorg: bool,
+    /// Once the load is delivered, the emergency stop with the real `sigil admin`: f + 1
+    /// members pause chain A; an A → B message must not be attested while a B → A one is
+    /// delivered; after `resume` the A → B message is delivered (before `--deep-reorg`).
+    #[arg(long, conflicts_with_all = ["churn", "rotate_at"])]
+    pub pause_check: bool,
     /// Anvil block time (s).
     #[arg(long, default_value_t = 1)]
     pub block_time: u64,
@@ -149,6 +154,7 @@ mod deep;
 mod garbage;
 mod load;
 mod monitor;
+mod pause;
 mod procs;
 mod reorg;
 mod report;
@@ -420,20 +426,8 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     let relayer_home = run_dir.join("relayer");
     let relayer_metrics = format!("127.0.0.1:{}", free_port()?);
     let relayer_proc = start_relayer(&bin, &relayer_home, &nodes, [&a, &b], &relayer_metrics)?;
-    // `--monitor`: Prometheus scraping every node and the relayer, with the alert rules.
     let monitor = match args.monitor {
-        true => {
-            let mut targets: Vec<String> = nodes
-                .iter()
-                .map(|n| n.api.trim_start_matches("http://").to_owned())
-                .collect();
-            targets.push(relayer_metrics.clone());
-            let m = monitor::start(&run_dir, &targets)
-                .await
-                .context("--monitor")?;
-            println!("monitor: Prometheus at {} (alert rules loaded)", m.url);
-            Some(m)
-        }
+        true => Some(monitor::start_for(&run_dir, &nodes, &relayer_metrics).await?),
         false => None,
     };
 
@@ -640,6 +634,14 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     {
         r.report.pruned = rotate::prune_old_share(&bin, &n.home).await?;
     }
+    let pause_check = match args.pause_check {
+        true => Some(
+            pause::run(&bin, &a, &b, &nodes, &mut tracker, args.nodes)
+                .await
+                .context("pause check")?,
+        ),
+        false => None,
+    };
     let deep_reorg = match args.deep_reorg {
         true => Some(
             deep::run(
@@ -815,6 +817,7 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         deep_reorg,
         verify: None,
         monitor: None,
+        pause_check,
     };
     if let Some(m) = &monitor {
         let expect: &[&str] = match report.deep_reorg {
@@ -877,22 +880,4 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     Ok(report)
 }
 
-use procs::{relayer_gas, start_relayer};
-
-fn start_node(bin: &Path, home: &Path) -> Result<Child> {
-    start_node_with(bin, home, &[])
-}
-
-/// `sigil start` with extra arguments (`--join`), logging to `<home>/node.log`.
-fn start_node_with(bin: &Path, home: &Path, extra: &[&str]) -> Result<Child> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(home.join("node.log"))?;
-    Ok(sigil(bin, home)
-        .arg("start")
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?)
-}
+use procs::{relayer_gas, start_node, start_node_with, start_relayer};

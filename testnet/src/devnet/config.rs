@@ -21,8 +21,10 @@ pub(super) fn node_config(
             "  {{ key = \"{k}\", address = \"/ip4/127.0.0.1/tcp/{p}\" }},\n"
         ));
     }
+    // The admin API (`sigil admin`, `--pause-check`), on a free loopback port.
+    let admin = super::free_port().unwrap_or(0);
     s.push_str(&format!(
-        "]\n\n[consensus]\npropose_timeout = \"1s\"\nprevote_timeout = \"500ms\"\nprecommit_timeout = \"500ms\"\ntimeout_delta = \"500ms\"\nobservation_wait = \"2s\"\n\n[batch]\nmax_messages = {}\nmax_bytes = 8388608\n\n[signing]\nnonce_pool = 16\nshare_timeout = \"2s\"\n",
+        "]\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[consensus]\npropose_timeout = \"1s\"\nprevote_timeout = \"500ms\"\nprecommit_timeout = \"500ms\"\ntimeout_delta = \"500ms\"\nobservation_wait = \"2s\"\n\n[batch]\nmax_messages = {}\nmax_bytes = 8388608\n\n[signing]\nnonce_pool = 16\nshare_timeout = \"2s\"\n",
         args.batch
     ));
     for (i, c) in chains.iter().enumerate() {

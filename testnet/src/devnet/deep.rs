@@ -69,7 +69,8 @@ pub fn print(d: &DeepReorgReport) {
     );
 }
 
-async fn wait_until(secs: u64, mut f: impl AsyncFnMut() -> bool) -> bool {
+/// Polls `f` every 50 ms until it holds (true) or `secs` pass (false).
+pub(super) async fn wait_until(secs: u64, mut f: impl AsyncFnMut() -> bool) -> bool {
     let until = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < until {
         if f().await {

@@ -49,6 +49,23 @@ impl MonitorReport {
     }
 }
 
+/// `--monitor`: starts Prometheus scraping every node's API and the relayer's metrics
+/// listener (`relayer`, `host:port`) and prints its URL. Errors: as [`start`].
+pub(super) async fn start_for(
+    run_dir: &Path,
+    nodes: &[NodeProc],
+    relayer: &str,
+) -> Result<Monitor> {
+    let mut targets: Vec<String> = nodes
+        .iter()
+        .map(|n| n.api.trim_start_matches("http://").to_owned())
+        .collect();
+    targets.push(relayer.to_owned());
+    let m = start(run_dir, &targets).await.context("--monitor")?;
+    println!("monitor: Prometheus at {} (alert rules loaded)", m.url);
+    Ok(m)
+}
+
 /// Starts Prometheus in `run_dir/prometheus` scraping `targets` (`host:port`), 1-s scrape
 /// and rule evaluation. Errors: no `prometheus` on PATH, it does not start or get ready in
 /// 30 s.

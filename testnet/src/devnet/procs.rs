@@ -39,6 +39,24 @@ pub(super) fn start_relayer(
         .spawn()?)
 }
 
+pub(super) fn start_node(bin: &Path, home: &Path) -> Result<Child> {
+    start_node_with(bin, home, &[])
+}
+
+/// `sigil start` with extra arguments (`--join`), logging to `<home>/node.log`.
+pub(super) fn start_node_with(bin: &Path, home: &Path, extra: &[&str]) -> Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.join("node.log"))?;
+    Ok(sigil(bin, home)
+        .arg("start")
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?)
+}
+
 /// Gas used by the relayer's mined transactions, summed from its ledger (`path`, JSON lines).
 pub(super) fn relayer_gas(path: &Path) -> u64 {
     std::fs::read_to_string(path)

@@ -71,6 +71,8 @@ pub struct Report {
     pub verify: Option<super::verify::VerifyReport>,
     /// `--monitor`: the dashboard's queries against a real Prometheus, and the alerts.
     pub monitor: Option<super::monitor::MonitorReport>,
+    /// `--pause-check`: the emergency stop through `sigil admin`.
+    pub pause_check: Option<super::pause::PauseReport>,
 }
 
 /// One node's figures at the end.
@@ -116,6 +118,9 @@ impl Report {
         }
         if !self.verify.as_ref().is_none_or(|v| v.passed()) {
             f.push("`sigil verify --rpc --inbox` did not accept the genuine attestation and refuse a forged one");
+        }
+        if !self.pause_check.as_ref().is_none_or(|p| p.passed()) {
+            f.push("--pause-check: the paused chain was attested, the other chain stalled, or the resume did not release it");
         }
         if !self.monitor.as_ref().is_none_or(|m| m.passed()) {
             f.push(
@@ -270,6 +275,9 @@ pub fn print_report(r: &Report) {
     }
     if let Some(d) = &r.deep_reorg {
         super::deep::print(d);
+    }
+    if let Some(p) = &r.pause_check {
+        super::pause::print(p);
     }
     if let Some(m) = &r.monitor {
         super::monitor::print(m);

@@ -171,6 +171,10 @@ struct Session {
     started_ms: u64,
     package: Option<SigningPackage>,
     signers: BTreeSet<Member>,
+    /// The source chains the block carries messages of: while one of them is paused by
+    /// this member's operator it releases no share for it (it still adopts the others'
+    /// group signature).
+    chains: Vec<u64>,
     /// Each signer's (nonce id, commitment hash) in the attempt in progress.
     nonces: BTreeMap<Member, (u64, B256)>,
     shares: BTreeMap<Member, SignatureShare>,
@@ -232,6 +236,8 @@ pub struct App {
     signer: Option<Signer>,
     group_key: Option<GroupKey>,
     observations: BTreeMap<(u64, u64), Observation>,
+    /// Source chains this member's operator paused (emergency stop; `set_paused`).
+    paused: BTreeSet<u64>,
     cursors: BTreeMap<Member, BTreeMap<u64, pb::Cursor>>,
     next_nonce: BTreeMap<u64, u64>,
     commitments: BTreeMap<Member, BTreeMap<u64, Held>>,
@@ -295,6 +301,7 @@ impl App {
             signer,
             group_key,
             observations: BTreeMap::new(),
+            paused: BTreeSet::new(),
             cursors: BTreeMap::new(),
             next_nonce,
             commitments: BTreeMap::new(),
@@ -339,6 +346,31 @@ impl App {
     /// The group key, if this member has one.
     pub fn group_key(&self) -> Option<&GroupKey> {
         self.group_key.as_ref()
+    }
+
+    /// Pauses (`true`) or resumes source chain `chain` for this member: see
+    /// `Driver::set_paused`. A paused chain's messages are still observed and held.
+    pub fn set_paused(&mut self, chain: u64, paused: bool) {
+        if paused {
+            self.paused.insert(chain);
+        } else {
+            self.paused.remove(&chain);
+        }
+    }
+
+    /// Source chains this member's operator paused.
+    pub fn paused(&self) -> &BTreeSet<u64> {
+        &self.paused
+    }
+
+    /// The first paused chain `ranges` carry messages of.
+    fn paused_in(&self, ranges: &[pb::Range]) -> Option<u64> {
+        self.first_paused(ranges.iter().map(|r| r.chain_id))
+    }
+
+    /// The first of `chains` this member's operator paused.
+    fn first_paused(&self, mut chains: impl Iterator<Item = u64>) -> Option<u64> {
+        chains.find(|c| self.paused.contains(c))
     }
 
     /// Observations held and not yet in a decided block (messages; all chains).
@@ -477,6 +509,9 @@ impl App {
         let mut count: u64 = 0;
         let mut bytes: u64 = 0;
         for (chain, gateway) in &self.p.chains {
+            if self.paused.contains(chain) {
+                continue;
+            }
             let from = self.next_nonce.get(chain).copied().unwrap_or(0);
             let upto = self.quorum_nonce(*chain).min(self.own_next(*chain));
             let mut to = from;
@@ -546,6 +581,11 @@ impl App {
         }
         if b.epoch != self.p.epoch {
             return bad(format!("epoch {} != {}", b.epoch, self.p.epoch));
+        }
+        if let Some(c) = self.paused_in(&b.ranges) {
+            return bad(format!(
+                "carries messages of chain {c}, which this member's operator paused"
+            ));
         }
         if let Err(e) = self.check_block_rotation(b) {
             return bad(e);

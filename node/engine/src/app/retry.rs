@@ -106,6 +106,9 @@ impl App {
         let Some((nonce, sc)) = self.p.me.and_then(|me| map.get(&me)) else {
             return;
         };
+        if self.first_paused(s.chains.iter().copied()).is_some() {
+            return;
+        }
         let nonce = (*nonce, commitment_hash(sc));
         let by_member: BTreeMap<Member, SigningCommitments> =
             map.iter().map(|(m, (_, c))| (*m, *c)).collect();

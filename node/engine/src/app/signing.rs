@@ -197,6 +197,7 @@ impl App {
             started_ms: now_ms,
             package: None,
             signers: BTreeSet::new(),
+            chains: b.ranges.iter().map(|r| r.chain_id).collect(),
             nonces: BTreeMap::new(),
             shares: BTreeMap::new(),
             culprits: BTreeSet::new(),
@@ -294,7 +295,15 @@ impl App {
             .collect();
         s.shares.clear();
         s.blamed.clear();
-        if let (Some(me), Some((nonce, sc))) = (self.p.me, self.p.me.and_then(|me| map.get(&me)))
+        if let (Some(chain), Some(me)) = (self.first_paused(s.chains.iter().copied()), self.p.me)
+            && map.contains_key(&me)
+        {
+            out.push(Effect::SignRefused {
+                height,
+                reason: format!("chain {chain} is paused by this member's operator"),
+            });
+        } else if let (Some(me), Some((nonce, sc))) =
+            (self.p.me, self.p.me.and_then(|me| map.get(&me)))
             && let Some(share) = self.release_share(
                 &package,
                 (*nonce, commitment_hash(sc)),

@@ -671,3 +671,58 @@ fn every_share_is_recorded_before_it_leaves() {
         "the aggregator recorded the others' shares"
     );
 }
+
+/// The operator's emergency stop for one source chain: a member whose operator paused it
+/// proposes none of its messages, prevotes nil on a block carrying them, and releases no
+/// share for such a block even once the others decided it (it still adopts their group
+/// signature); resuming undoes all three.
+#[test]
+fn a_paused_chain_is_not_proposed_prevoted_or_signed() {
+    let mut apps = committee(4);
+    let block = apps[0].build_block(1, 0).expect("10 messages of CHAIN");
+    // The paused member is one of the block's signers (not its proposer, member 1).
+    let m = block
+        .0
+        .signers
+        .iter()
+        .map(|c| c.member as usize)
+        .find(|m| *m != 1)
+        .expect("t = 3 signers");
+    let p = m - 1;
+    apps[p].set_paused(CHAIN, true);
+    assert_eq!(
+        apps[p].paused().iter().copied().collect::<Vec<_>>(),
+        vec![CHAIN]
+    );
+    assert!(
+        apps[p].build_block(1, 0).is_none(),
+        "nothing else to propose"
+    );
+    assert!(
+        matches!(apps[p].validate(1, &block), Validity::Invalid(r) if r.contains("paused")),
+        "a paused member prevotes nil"
+    );
+    assert_eq!(
+        apps[0].validate(1, &block),
+        Validity::Valid,
+        "others are not"
+    );
+    // Resuming undoes it.
+    apps[p].set_paused(CHAIN, false);
+    assert!(apps[p].paused().is_empty());
+    assert_eq!(apps[p].validate(1, &block), Validity::Valid);
+    assert!(apps[p].build_block(1, 0).is_some(), "proposes it again");
+    // Paused again when the others decide it: no share.
+    apps[p].set_paused(CHAIN, true);
+    let e = apps[p].on_decided(1, &block, None, 0);
+    assert!(
+        !e.iter()
+            .any(|e| matches!(e, Effect::Broadcast(pb::body::Kind::Share(_)))),
+        "no share for a paused chain: {e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|e| matches!(e, Effect::SignRefused { reason, .. } if reason.contains("paused"))),
+        "a named signer says why it does not sign: {e:?}"
+    );
+}

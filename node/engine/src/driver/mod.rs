@@ -296,6 +296,16 @@ impl<S: Storage> Driver<S> {
         result
     }
 
+    /// The operator's emergency stop for source chain `chain` (EVM chain id): while paused
+    /// this member proposes no message of it, prevotes nil on any block carrying one, and
+    /// releases no signature share for a decided block carrying one
+    /// ([`crate::app::App::set_paused`]). With f + 1 members paused nothing of that chain
+    /// is decided or signed; the other chains keep going. Takes effect from the next
+    /// proposal, prevote or share; the host persists it.
+    pub fn set_paused(&mut self, chain: u64, paused: bool) {
+        self.app.set_paused(chain, paused);
+    }
+
     /// Offers the incoming committee's key commit for proposal
     /// ([`crate::app::App::offer_key_commit`]); the same key commit again is a no-op.
     ///
