@@ -60,20 +60,44 @@ pub struct Pending {
     pub pending_messages: u64,
 }
 
-/// Reads the token from `<home>/admin.token`, creating it (32 random bytes as hex, mode
-/// 0600) if absent. Errors: the file cannot be read or written.
+/// Reads the token from `<home>/admin.token`, creating it if absent (32 random bytes as
+/// hex, created with mode 0600, never readable by others in between). Errors: the file
+/// cannot be read or created, is readable by group or others, or holds fewer than 16
+/// characters.
 pub fn load_or_create_token(home: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
     let p = home.join(TOKEN_FILE);
-    if let Ok(t) = std::fs::read_to_string(&p) {
-        return Ok(t.trim().to_owned());
+    match std::fs::metadata(&p) {
+        Ok(m) => {
+            if m.mode() & 0o077 != 0 {
+                anyhow::bail!(
+                    "{} is readable by group or others (mode {:o}); chmod 600 it",
+                    p.display(),
+                    m.mode() & 0o777
+                );
+            }
+            let t = std::fs::read_to_string(&p)?.trim().to_owned();
+            if t.len() < 16 {
+                anyhow::bail!("{} holds a token shorter than 16 characters", p.display());
+            }
+            Ok(t)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+            let token = hex::encode(bytes);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&p)?;
+            f.write_all(token.as_bytes())?;
+            f.sync_all()?;
+            Ok(token)
+        }
+        Err(e) => Err(e.into()),
     }
-    let mut bytes = [0u8; 32];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
-    let token = hex::encode(bytes);
-    std::fs::write(&p, &token)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
-    Ok(token)
 }
 
 /// SHA-256 of `token` ([`AdminState::token_digest`]).
@@ -129,17 +153,23 @@ async fn set_paused(s: AdminState, chain: &str, paused: bool) -> Response {
             format!("chain {chain} is not a source chain of this node"),
         );
     }
-    // Durable first: a pause acknowledged survives a crash.
+    // Durable first (a pause acknowledged survives a crash), under the lock, so that
+    // concurrent pause and resume calls leave the store and the node agreeing.
+    let Ok(mut p) = s.paused.write() else {
+        return err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "paused set lock poisoned",
+        );
+    };
     if let Err(e) = s.store.set_paused(chain, paused) {
         return err(StatusCode::INTERNAL_SERVER_ERROR, format!("store: {e}"));
     }
-    if let Ok(mut p) = s.paused.write() {
-        if paused {
-            p.insert(chain);
-        } else {
-            p.remove(&chain);
-        }
+    if paused {
+        p.insert(chain);
+    } else {
+        p.remove(&chain);
     }
+    drop(p);
     tracing::warn!(chain, paused, "operator changed the emergency stop");
     Json(serde_json::json!({ "chain": chain, "paused": paused })).into_response()
 }

@@ -144,7 +144,8 @@ enum Cmd {
         /// `--inbox`'s `keyOf(epoch)` there.
         #[arg(long, requires = "inbox")]
         rpc: Option<String>,
-        /// The destination inbox address you trust (with `--rpc`).
+        /// The destination inbox address you trust (with `--rpc`), from your own deployment
+        /// records: never copy it out of the file being verified.
         #[arg(long, requires = "rpc")]
         inbox: Option<alloy::primitives::Address>,
         /// Check against the key the file carries. This proves only that the file agrees

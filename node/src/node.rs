@@ -265,7 +265,14 @@ impl Node {
             approval_polled: Some(Instant::now()),
             epochs: handover::EpochHost::new(key, store, at.epoch, keystore, approval, group_keys),
             paused,
-        })
+        }
+        .with_paused())
+    }
+
+    /// Applies the stored pause before the engine sees any input.
+    fn with_paused(mut self) -> Self {
+        self.apply_paused();
+        self
     }
 
     /// The operator's paused source chains, shared with the admin API

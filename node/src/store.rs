@@ -11,7 +11,7 @@
 //! | votes         | height u64 · round u32 · step u8      | value id (own, as sent)    |
 //! | nonces        | `next` / `floor` / `c`·id u64         | u64 / marker               |
 //! | evidence      | height u64 · round u32 · step u8 · member u16 | `pb::Evidence`     |
-//! | shares        | epoch u64 · member u16 · nonce id u64 [· 1] | [`ShareRecord`] (127 B) |
+//! | shares        | epoch u64 · member u16 · commitment hash 32 [· 1] | [`ShareRecord`] (127 B) |
 //! | meta          | `schema`, `next_nonce`·chain u64      | u32 / u64                  |
 //! | meta          | `epoch`·epoch u64                     | `pb::EpochRecord`          |
 //! | meta          | `paused`·chain u64                    | marker (operator's stop)   |
@@ -389,18 +389,19 @@ impl Store {
     }
 
     /// Records signature shares (see [`sigil_engine::Storage::record_shares`]): one write,
-    /// not synced. A record whose key holds a different share is stored under the key with
-    /// a trailing `1` (at most one such per key) and the first is returned.
+    /// not synced, keyed by [`ShareRecord::key`]. A record whose key holds a different
+    /// share is stored under the key with a trailing `1` (at most one such per key) and the
+    /// first is returned.
     /// Errors: [`StoreError::Db`], [`StoreError::Corrupt`] for an undecodable held record.
     pub fn record_shares(&self, records: &[ShareRecord]) -> Result<Vec<ShareRecord>, StoreError> {
         let cf = self.cf("shares")?;
         let mut b = WriteBatch::default();
         let mut conflicts = Vec::new();
         for r in records {
-            let mut k = Vec::with_capacity(19);
+            let mut k = Vec::with_capacity(43);
             k.extend_from_slice(&r.epoch.to_be_bytes());
             k.extend_from_slice(&r.member.to_be_bytes());
-            k.extend_from_slice(&r.nonce_id.to_be_bytes());
+            k.extend_from_slice(r.commitment.as_slice());
             match self.db.get_cf(cf, &k)? {
                 None => b.put_cf(cf, &k, r.encode()),
                 Some(v) => {
@@ -695,7 +696,7 @@ mod tests {
             epoch: 2,
             member: 3,
             nonce_id,
-            commitment: B256::repeat_byte(9),
+            commitment: B256::repeat_byte(nonce_id as u8),
             height: 40,
             attempt: 1,
             digest: B256::repeat_byte(7),
@@ -737,6 +738,12 @@ mod tests {
             vec![share(5, 1, true)]
         );
         assert_eq!(m.share_records().count(), 2);
+        // The same share under another nonce id label (a faulty coordinator's request) is
+        // not a conflict: only the commitment is bound by the signature.
+        let mut relabelled = share(5, 1, false);
+        relabelled.nonce_id = 6;
+        assert!(s.record_shares(&[relabelled.clone()]).unwrap().is_empty());
+        assert!(m.record_shares(&[relabelled]).unwrap().is_empty());
     }
 
     #[test]

@@ -118,3 +118,28 @@ fn a_paused_chain_is_read_back_after_reopening_the_store() {
     let s = Store::open(dir.path()).unwrap();
     assert_eq!(s.paused_chains().unwrap(), BTreeSet::from([CHAIN]));
 }
+
+/// The token is created readable by the owner only, read back as it was, and a token file
+/// others can read (or a trivial token) stops the node instead of guarding the stop.
+#[test]
+fn the_token_file_is_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let t = sigil_node::admin::load_or_create_token(dir.path()).unwrap();
+    assert_eq!(t.len(), 64);
+    let p = dir.path().join(sigil_node::admin::TOKEN_FILE);
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        sigil_node::admin::load_or_create_token(dir.path()).unwrap(),
+        t
+    );
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = sigil_node::admin::load_or_create_token(dir.path()).unwrap_err();
+    assert!(e.to_string().contains("readable by group or others"), "{e}");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&p, "short").unwrap();
+    assert!(sigil_node::admin::load_or_create_token(dir.path()).is_err());
+}

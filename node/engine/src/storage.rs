@@ -95,19 +95,19 @@ impl ShareRecord {
         })
     }
 
-    /// The key records are unique under: (epoch, member, nonce id). A second record under
-    /// one key with another commitment or share is a nonce used twice.
-    pub fn key(&self) -> (u64, Member, u64) {
-        (self.epoch, self.member, self.nonce_id)
+    /// The key records are unique under: (epoch, member, commitment hash). A second record
+    /// under one key with another digest or share is a nonce used twice. Not the nonce id:
+    /// a signing request names (member, nonce id, commitment) and only the commitment is
+    /// bound by the signature, so a faulty coordinator could label an honest member's
+    /// commitment with another of its ids and make a false conflict appear.
+    pub fn key(&self) -> (u64, Member, B256) {
+        (self.epoch, self.member, self.commitment)
     }
 
     /// Whether `other` is the same share (same commitment, digest and share bytes; who
-    /// recorded it and in which attempt may differ).
+    /// recorded it, under which nonce id label and in which attempt may differ).
     pub fn same_share(&self, other: &Self) -> bool {
-        self.key() == other.key()
-            && self.commitment == other.commitment
-            && self.digest == other.digest
-            && self.share == other.share
+        self.key() == other.key() && self.digest == other.digest && self.share == other.share
     }
 }
 
@@ -190,7 +190,7 @@ pub struct MemStorage {
     next_nonces: BTreeMap<u64, u64>,
     epochs: BTreeMap<u64, pb::EpochRecord>,
     evidence: BTreeMap<(Height, Round, u8, Member), (pb::Envelope, pb::Envelope)>,
-    shares: BTreeMap<(u64, Member, u64), Vec<ShareRecord>>,
+    shares: BTreeMap<(u64, Member, B256), Vec<ShareRecord>>,
     /// Fail every operation (a broken disk), for tests.
     pub fail: bool,
 }

@@ -581,6 +581,8 @@ impl Node {
             "switched to the next committee"
         );
         self.engine = built.engine;
+        // The new epoch's engine starts unpaused: the operator's stop applies before any input.
+        self.apply_paused();
         self.approval = built.approval;
         self.approval_error = built.approval_error;
         self.committee = committee;
