@@ -7,6 +7,13 @@
 //! | `GET  /admin/v1/pending`                | paused chains, decided/attested heights, unattested heights, messages waiting |
 //! | `POST /admin/v1/chains/{chain}/pause`   | emergency stop for one source chain (durable, idempotent) |
 //! | `POST /admin/v1/chains/{chain}/resume`  | undo it                                               |
+//! | `POST /admin/v1/chains/{chain}/reobserve` | re-read blocks (`{"fromBlock":a,"toBlock":b}`) or a transaction's block (`{"tx":"0x…"}`) at finality; restore observations missing from the store, report ones that differ ([`ReobserveReport`]) |
+//!
+//! Re-observing is idempotent (a log already stored is counted `known`, nothing is
+//! written) and rate-limited: one request per chain at a time, at most one per
+//! [`REOBSERVE_EVERY`] per chain, at most [`MAX_REOBSERVE_BLOCKS`] blocks each; it runs
+//! through the chain's RPC quorum like the watcher's own scans and is refused on a chain a
+//! finality violation halted.
 //!
 //! A paused chain's messages are still observed; this member proposes none of them,
 //! prevotes nil on blocks carrying them and releases no share for them
@@ -15,6 +22,9 @@
 
 use crate::node::Status;
 use crate::store::Store;
+pub use crate::watcher::{MAX_REOBSERVE_BLOCKS, ReobserveReport};
+use crate::watcher::{ReobserveRange, ReobserveRequest};
+use alloy_primitives::B256;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -22,8 +32,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sha2::Digest as _;
-use std::collections::BTreeSet;
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Least time between two re-observe requests of one chain.
+pub const REOBSERVE_EVERY: Duration = Duration::from_secs(1);
+
+/// Longest the API waits for a re-observe's outcome before answering 504 (the scan goes on).
+pub const REOBSERVE_WAIT: Duration = Duration::from_secs(120);
 
 /// The token file in a node's home.
 pub const TOKEN_FILE: &str = "admin.token";
@@ -42,6 +60,23 @@ pub struct AdminState {
     /// SHA-256 of the token (compared digest to digest, so the comparison's timing says
     /// nothing about the token).
     pub token_digest: [u8; 32],
+    /// Each source chain's watcher, for re-observe requests (capacity 1: a second request
+    /// while one runs is refused). A chain missing here answers 503.
+    pub reobserve: BTreeMap<u64, mpsc::Sender<ReobserveRequest>>,
+    /// When each chain's last re-observe was accepted (rate limit).
+    pub last_reobserve: Arc<Mutex<BTreeMap<u64, Instant>>>,
+}
+
+/// `POST /admin/v1/chains/{chain}/reobserve` body: a block range or a transaction.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReobserveBody {
+    /// First block of the range.
+    pub from_block: Option<u64>,
+    /// Last block of the range (inclusive; clamped to the final block).
+    pub to_block: Option<u64>,
+    /// A transaction hash (0x + 64 hex): its block is re-read.
+    pub tx: Option<B256>,
 }
 
 /// `GET /admin/v1/pending`.
@@ -182,10 +217,104 @@ async fn resume(State(s): State<AdminState>, Path(chain): Path<String>) -> Respo
     set_paused(s, &chain, false).await
 }
 
+async fn reobserve(
+    State(s): State<AdminState>,
+    Path(chain): Path<String>,
+    body: Result<Json<ReobserveBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(chain) = chain.parse::<u64>() else {
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!("`{chain}` is not a chain id"),
+        );
+    };
+    if !s.chains.contains(&chain) {
+        return err(
+            StatusCode::NOT_FOUND,
+            format!("chain {chain} is not a source chain of this node"),
+        );
+    }
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return err(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let range = match (body.from_block, body.to_block, body.tx) {
+        (Some(from), Some(to), None) => {
+            if to < from || to - from >= MAX_REOBSERVE_BLOCKS {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "blocks {from}..={to}: want fromBlock <= toBlock and at most {MAX_REOBSERVE_BLOCKS} blocks"
+                    ),
+                );
+            }
+            ReobserveRange::Blocks { from, to }
+        }
+        (None, None, Some(tx)) => ReobserveRange::Tx(tx),
+        _ => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "give either fromBlock and toBlock, or tx",
+            );
+        }
+    };
+    let Some(watcher) = s.reobserve.get(&chain) else {
+        return err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("chain {chain}'s watcher takes no re-observe requests"),
+        );
+    };
+    {
+        let Ok(mut last) = s.last_reobserve.lock() else {
+            return err(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rate limit lock poisoned",
+            );
+        };
+        let now = Instant::now();
+        if let Some(t) = last.get(&chain)
+            && now.duration_since(*t) < REOBSERVE_EVERY
+        {
+            return err(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("at most one re-observe per {REOBSERVE_EVERY:?} per chain"),
+            );
+        }
+        last.insert(chain, now);
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if let Err(e) = watcher.try_send(ReobserveRequest { range, reply }) {
+        return match e {
+            mpsc::error::TrySendError::Full(_) => err(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("a re-observe of chain {chain} is already running"),
+            ),
+            mpsc::error::TrySendError::Closed(_) => err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("chain {chain}'s watcher is not running"),
+            ),
+        };
+    }
+    tracing::warn!(chain, ?range, "operator asked to re-observe");
+    match tokio::time::timeout(REOBSERVE_WAIT, answer).await {
+        Ok(Ok(Ok(report))) => Json(report).into_response(),
+        Ok(Ok(Err(why))) => err(StatusCode::CONFLICT, why),
+        Ok(Err(_)) => err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the watcher dropped the request (stopping?)",
+        ),
+        Err(_) => err(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("no outcome within {REOBSERVE_WAIT:?}; the scan goes on (RPC slow or down?)"),
+        ),
+    }
+}
+
 /// The admin router (every route behind the token check).
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/admin/v1/pending", get(pending))
+        .route("/admin/v1/chains/{chain}/reobserve", post(reobserve))
         .route("/admin/v1/chains/{chain}/pause", post(pause))
         .route("/admin/v1/chains/{chain}/resume", post(resume))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth))

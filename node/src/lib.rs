@@ -90,15 +90,26 @@ pub async fn start(
     // stops the node instead of leaving it half alive.
     let mut tasks: tokio::task::JoinSet<(&'static str, anyhow::Result<()>)> =
         tokio::task::JoinSet::new();
+    // Re-observe requests (admin API) per chain; each watcher sends its findings to the
+    // node (`reobserve_results`, wired below once the node exists).
+    let (found_tx, mut found_rx) = mpsc::channel::<watcher::Reobserved>(4);
+    let mut reobserve = std::collections::BTreeMap::new();
     for (i, c) in cfg.chains.iter().enumerate() {
         let cursor = store.cursor(c.chain_id)?;
         let w = watcher::Watcher::new(c.clone(), cfg.finality(i), metrics.clone(), cursor)?;
         let tx = tx.clone();
+        let (req_tx, req_rx) = mpsc::channel(1);
+        reobserve.insert(c.chain_id, req_tx);
+        let link = watcher::WatcherAdmin {
+            requests: req_rx,
+            results: found_tx.clone(),
+        };
         tasks.spawn(async move {
-            w.run(tx).await;
+            w.run_with_admin(tx, Some(link)).await;
             ("chain watcher", Ok(()))
         });
     }
+    drop(found_tx);
     let shared = node::Shared {
         store: store.clone(),
         status: status.clone(),
@@ -140,6 +151,17 @@ pub async fn start(
         metrics,
         status,
     )?;
+    // The watchers' findings go to the node's own channel.
+    let to_node = n.reobserve_results();
+    tasks.spawn(async move {
+        while let Some(f) = found_rx.recv().await {
+            if let Err(mpsc::error::SendError(f)) = to_node.send(f).await {
+                let _ = f.reply.send(Err("the node is stopping".into()));
+                break;
+            }
+        }
+        ("re-observe link", Ok(()))
+    });
     if let Some(addr) = admin_listen {
         let token = admin::load_or_create_token(home)?;
         let state = admin::AdminState {
@@ -148,6 +170,8 @@ pub async fn start(
             status: admin_status,
             chains: source_chains,
             token_digest: admin::token_digest(&token),
+            reobserve,
+            last_reobserve: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind(addr)
             .await

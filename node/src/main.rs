@@ -95,6 +95,11 @@ enum Cmd {
         /// Longest wait between two retries of a Failed message.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         retry_max: Duration,
+        /// Serve the relayer's admin API on this loopback address (e.g. 127.0.0.1:9465):
+        /// the Failed-message queue and "retry now" (`sigil admin retries` / `retry`); the
+        /// token is <home>/admin.token (created on first use, mode 0600).
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
     },
     /// Retry a Failed message (its recipient reverted or ran out of its gas limit) on the
     /// inbox it names; anyone may. Uses an attestation file from `sigil attestation get`.
@@ -119,8 +124,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AttestationCmd,
     },
-    /// The node's admin API (`[admin] listen`, token in <home>/admin.token): pending work
-    /// and the emergency stop of one source chain.
+    /// The node's admin API (`[admin] listen`, token in <home>/admin.token): pending work,
+    /// the emergency stop of one source chain, re-observing; and the relayer's (`sigil relay
+    /// --admin`, token in its --home): retrying Failed messages.
     Admin {
         #[command(subcommand)]
         cmd: AdminCmd,
@@ -220,6 +226,34 @@ enum AdminCmd {
         /// Source chain id.
         chain: u64,
     },
+    /// Re-read a block range or a transaction's block of source chain CHAIN_ID at finality:
+    /// observations missing from the store are restored, differing ones reported
+    /// (idempotent; at most 10,000 blocks, one request per chain per second).
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["from_block", "tx"])))]
+    Reobserve {
+        /// Source chain id.
+        chain: u64,
+        /// First block.
+        #[arg(long, requires = "to_block")]
+        from_block: Option<u64>,
+        /// Last block (inclusive).
+        #[arg(long, requires = "from_block")]
+        to_block: Option<u64>,
+        /// A transaction hash: its block is re-read.
+        #[arg(long, conflicts_with_all = ["from_block", "to_block"])]
+        tx: Option<String>,
+    },
+    /// Relayer (`sigil relay --admin`): the queue of Failed messages awaiting retry.
+    Retries,
+    /// Relayer (`sigil relay --admin`): retry a Failed message now (its backoff restarts).
+    /// A message the relayer does not hold needs the height of its batch.
+    Retry {
+        /// Message id (0x + 64 hex).
+        id: String,
+        /// The decided height holding it (for a message not in the relayer's queue).
+        #[arg(long)]
+        height: Option<u64>,
+    },
 }
 
 /// Runs one admin command against the node in `home` (or `admin`); exits 2 on an HTTP
@@ -243,6 +277,23 @@ async fn admin_cmd(home: &Path, admin: Option<String>, cmd: AdminCmd) -> Result<
         AdminCmd::Pending => http.get(format!("{base}/admin/v1/pending")),
         AdminCmd::Pause { chain } => http.post(format!("{base}/admin/v1/chains/{chain}/pause")),
         AdminCmd::Resume { chain } => http.post(format!("{base}/admin/v1/chains/{chain}/resume")),
+        AdminCmd::Reobserve {
+            chain,
+            from_block,
+            to_block,
+            tx,
+        } => http
+            .post(format!("{base}/admin/v1/chains/{chain}/reobserve"))
+            .json(&serde_json::json!({
+                "fromBlock": from_block,
+                "toBlock": to_block,
+                "tx": tx,
+            })),
+        AdminCmd::Retries => http.get(format!("{base}/admin/v1/retries")),
+        AdminCmd::Retry { id, height } => {
+            let q = height.map(|h| format!("?height={h}")).unwrap_or_default();
+            http.post(format!("{base}/admin/v1/retries/{id}{q}"))
+        }
     };
     let r = req
         .bearer_auth(token.trim())
@@ -605,6 +656,7 @@ async fn run() -> Result<()> {
             max_tx_gas,
             retry_min,
             retry_max,
+            admin,
         } => {
             init_logs(false);
             let mut list = Vec::new();
@@ -633,13 +685,22 @@ async fn run() -> Result<()> {
                     .trim()
                     .parse()
                     .map_err(|_| anyhow!("--key: not a hex secp256k1 secret"))?,
-                state_dir: home,
+                state_dir: home.clone(),
                 chunk,
                 max_tx_gas,
                 poll: Duration::from_millis(300),
                 stuck_after: Duration::from_secs(20),
                 retry_min,
                 retry_max,
+                admin: match admin {
+                    Some(addr) => Some((
+                        addr,
+                        sigil_node::admin::token_digest(&sigil_node::admin::load_or_create_token(
+                            &home,
+                        )?),
+                    )),
+                    None => None,
+                },
             };
             let stop = shutdown_signal().await;
             let m = std::sync::Arc::new(sigil_node::metrics::Metrics::new());

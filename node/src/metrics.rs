@@ -78,6 +78,10 @@ pub struct ChainMetrics {
     pub halted: Family<ChainLabel, Gauge>,
     /// Gateway messages observed at finality (messages). `sigil_observations_total`.
     pub observations: Family<ChainLabel, Counter>,
+    /// Logs an operator's re-observe found differing from the stored observation (logs;
+    /// each is left as stored): a reorg past finality or a lying RPC earlier.
+    /// `sigil_chain_reobserve_conflicts_total`.
+    pub reobserve_conflicts: Family<ChainLabel, Counter>,
 }
 
 impl Default for ChainMetrics {
@@ -93,6 +97,7 @@ impl Default for ChainMetrics {
             finality_violations: Default::default(),
             halted: Default::default(),
             observations: Default::default(),
+            reobserve_conflicts: Default::default(),
         }
     }
 }
@@ -149,6 +154,11 @@ impl ChainMetrics {
             "sigil_observations",
             "Messages observed at finality",
             self.observations.clone(),
+        );
+        r.register(
+            "sigil_chain_reobserve_conflicts",
+            "Logs an operator re-observe found differing from the stored observation",
+            self.reobserve_conflicts.clone(),
         );
     }
 }
@@ -699,6 +709,7 @@ mod tests {
             &m.chain.dropped_logs,
             &m.chain.finality_violations,
             &m.chain.observations,
+            &m.chain.reobserve_conflicts,
         ] {
             f.get_or_create(&ChainLabel::new(1)).inc();
         }

@@ -139,9 +139,15 @@ pub struct Node {
     /// Source chains the operator paused (the admin API writes it after the store; each
     /// tick applies it to the engine, the engine of a new epoch included).
     paused: Arc<RwLock<BTreeSet<u64>>>,
+    /// Re-observe findings from the watchers (admin API), and the sender they clone.
+    reobserved: (
+        mpsc::Sender<crate::watcher::Reobserved>,
+        Option<mpsc::Receiver<crate::watcher::Reobserved>>,
+    ),
 }
 
 mod handover;
+mod reobserve;
 pub use handover::{committee_of, key_commit_path};
 
 /// How often the approval file is polled (a stat per poll).
@@ -265,6 +271,10 @@ impl Node {
             approval_polled: Some(Instant::now()),
             epochs: handover::EpochHost::new(key, store, at.epoch, keystore, approval, group_keys),
             paused,
+            reobserved: {
+                let (tx, rx) = mpsc::channel(4);
+                (tx, Some(rx))
+            },
         }
         .with_paused())
     }
@@ -279,6 +289,11 @@ impl Node {
     /// ([`crate::admin::AdminState::paused`]).
     pub fn paused_handle(&self) -> Arc<RwLock<BTreeSet<u64>>> {
         self.paused.clone()
+    }
+
+    /// Where the watchers send re-observe findings ([`crate::watcher::WatcherAdmin::results`]).
+    pub fn reobserve_results(&self) -> mpsc::Sender<crate::watcher::Reobserved> {
+        self.reobserved.0.clone()
     }
 
     /// Brings the engine's paused chains to what the operator set.
@@ -813,10 +828,16 @@ impl Node {
         self.execute(startup);
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reobserved = self
+            .reobserved
+            .1
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("node run twice"))?;
         loop {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
                 Some(ev) = chain_rx.recv() => self.on_chain_event(ev),
+                Some(r) = reobserved.recv() => self.on_reobserved(r),
                 _ = tick.tick() => {
                     self.apply_paused();
                     self.poll_approval();

@@ -23,9 +23,90 @@ use sigil_crypto::Message;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 pub use sigil_engine::ChainEvent;
+
+/// Most blocks one admin re-observe may scan (the admin API refuses larger ranges).
+pub const MAX_REOBSERVE_BLOCKS: u64 = 10_000;
+
+/// What an operator asks to re-observe on one chain (admin API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReobserveRange {
+    /// Source blocks `from..=to` (at most [`MAX_REOBSERVE_BLOCKS`]).
+    Blocks {
+        /// First block.
+        from: u64,
+        /// Last block (clamped to the chain's final block).
+        to: u64,
+    },
+    /// The block holding this transaction (32-byte hash).
+    Tx(B256),
+}
+
+/// A re-observe request, sent to the chain's watcher; the node answers on `reply`.
+#[derive(Debug)]
+pub struct ReobserveRequest {
+    /// What to scan.
+    pub range: ReobserveRange,
+    /// Where the outcome goes (a report, or why nothing was scanned).
+    pub reply: oneshot::Sender<Result<ReobserveReport, String>>,
+}
+
+/// What a watcher found when re-observing, on its way to the node (which compares it with
+/// the store, stores and feeds what is missing, and answers the request).
+#[derive(Debug)]
+pub struct Reobserved {
+    /// Source chain (EIP-155 id).
+    pub chain_id: u64,
+    /// Blocks scanned, `from..=to`.
+    pub from: u64,
+    /// Last block scanned.
+    pub to: u64,
+    /// Canonical `MessageSent` logs at finality with a nonce below the watcher's cursor
+    /// (observed before), as observations.
+    pub observations: Vec<Observation>,
+    /// Logs at or past the watcher's cursor (the watcher reaches them in order).
+    pub ahead: u64,
+    /// The head and final block when scanned.
+    pub head: u64,
+    /// Final block when scanned.
+    pub finalized: u64,
+    /// The request's reply.
+    pub reply: oneshot::Sender<Result<ReobserveReport, String>>,
+}
+
+/// The outcome of one re-observe (`POST /admin/v1/chains/{chain}/reobserve`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReobserveReport {
+    /// Source chain.
+    pub chain: u64,
+    /// First block scanned.
+    pub from_block: u64,
+    /// Last block scanned (the request's, clamped to the final block).
+    pub to_block: u64,
+    /// Canonical `MessageSent` logs found in the range.
+    pub logs: u64,
+    /// Already stored, identical (nothing to do: re-observing is idempotent).
+    pub known: u64,
+    /// Missing from the store: stored again and handed to the engine.
+    pub restored: u64,
+    /// Gateway nonces whose stored observation differs from the chain's log (a reorg past
+    /// finality or a lying RPC earlier): left as stored, logged and counted.
+    pub conflicting: Vec<u64>,
+    /// Logs at or past the cursor: the watcher observes them in order.
+    pub ahead: u64,
+}
+
+/// The admin API's link to one watcher: requests in, findings out to the node.
+#[derive(Debug)]
+pub struct WatcherAdmin {
+    /// Re-observe requests for this chain.
+    pub requests: mpsc::Receiver<ReobserveRequest>,
+    /// Findings, to the node.
+    pub results: mpsc::Sender<Reobserved>,
+}
 
 /// One chain's watcher.
 pub struct Watcher {
@@ -77,6 +158,7 @@ impl Watcher {
             &c.dropped_logs,
             &c.finality_violations,
             &c.observations,
+            &c.reobserve_conflicts,
         ] {
             let _ = f.get_or_create(&label);
         }
@@ -393,24 +475,174 @@ impl Watcher {
         self.halted
     }
 
+    /// Re-reads `range` at finality, through the same RPC quorum as [`Watcher::step`],
+    /// without moving the cursor: the canonical `MessageSent` logs with a nonce below the
+    /// cursor (as observations) and how many lie at or past it. Errors (nothing scanned):
+    /// the chain is halted (re-observing would feed blocks that conflict with what was
+    /// attested), the transaction is unknown or not mined, the range is empty, larger than
+    /// [`MAX_REOBSERVE_BLOCKS`] or starts past the final block, or a block changed under
+    /// the scan.
+    pub async fn rescan(
+        &self,
+        range: ReobserveRange,
+    ) -> Result<(u64, u64, Vec<Observation>, u64, u64, u64), String> {
+        if self.halted {
+            return Err(format!(
+                "chain {} is halted by a finality violation; re-observing would feed blocks that conflict with what was attested",
+                self.cfg.chain_id
+            ));
+        }
+        let (from, to) = match range {
+            ReobserveRange::Blocks { from, to } => (from, to),
+            ReobserveRange::Tx(hash) => {
+                let block = self
+                    .quorum("eth_getTransactionReceipt", move |p| async move {
+                        Ok(p.get_transaction_receipt(hash)
+                            .await?
+                            .and_then(|r| r.block_number))
+                    })
+                    .await
+                    .ok_or_else(|| format!("transaction {hash} is unknown or not mined"))?;
+                (block, block)
+            }
+        };
+        if to < from || to - from >= MAX_REOBSERVE_BLOCKS {
+            return Err(format!(
+                "blocks {from}..={to}: want from <= to and at most {MAX_REOBSERVE_BLOCKS} blocks"
+            ));
+        }
+        let (head, fin) = self.final_number().await;
+        if from > fin {
+            return Err(format!(
+                "block {from} is not final yet (final: {fin}); the watcher observes it once it is"
+            ));
+        }
+        let to = to.min(fin);
+        let next = self.cursor.map_or(0, |c| c.next_nonce);
+        let now_ms = crate::now_ms();
+        let (mut out, mut ahead) = (Vec::new(), 0u64);
+        let mut a = from;
+        while a <= to {
+            let b = to.min(a + self.cfg.max_block_range - 1);
+            let logs = self.logs(a, b).await;
+            let mut headers: BTreeMap<u64, Option<Header>> = BTreeMap::new();
+            for l in &logs {
+                if let std::collections::btree_map::Entry::Vacant(e) = headers.entry(l.block_number)
+                {
+                    e.insert(self.header(BlockNumberOrTag::Number(l.block_number)).await);
+                }
+            }
+            for l in logs {
+                let Some(h) = headers
+                    .get(&l.block_number)
+                    .and_then(|h| h.clone())
+                    .filter(|h| h.hash == l.block_hash)
+                else {
+                    return Err(format!(
+                        "block {} changed under the scan; try again",
+                        l.block_number
+                    ));
+                };
+                if l.nonce >= next {
+                    ahead += 1;
+                    continue;
+                }
+                out.push(Observation {
+                    message: l.message,
+                    block_number: l.block_number,
+                    block_hash: l.block_hash,
+                    observed_at_ms: now_ms,
+                    block_time: h.timestamp,
+                });
+            }
+            a = b + 1;
+        }
+        Ok((from, to, out, ahead, head, fin))
+    }
+
     /// Runs until `tx` closes: step, send, sleep `poll_interval` when caught up.
-    pub async fn run(mut self, tx: mpsc::Sender<ChainEvent>) {
+    pub async fn run(self, tx: mpsc::Sender<ChainEvent>) {
+        self.run_with_admin(tx, None).await
+    }
+
+    /// [`Watcher::run`], also serving the admin API's re-observe requests between steps
+    /// (one at a time, in order with the chain events, so the cursor the node holds is
+    /// never older than the one the scan used).
+    pub async fn run_with_admin(
+        mut self,
+        tx: mpsc::Sender<ChainEvent>,
+        mut admin: Option<WatcherAdmin>,
+    ) {
         if let Err(e) = self.check_chain_id().await {
             tracing::error!(error = %e, "chain watcher not started");
             return;
         }
         loop {
-            match self.step().await {
+            let idle = match self.step().await {
                 Some(ev) => {
                     let caught_up = ev.cursor.block_number >= ev.finalized;
                     if tx.send(ev).await.is_err() {
                         return;
                     }
-                    if caught_up {
-                        tokio::time::sleep(self.cfg.poll_interval).await;
-                    }
+                    caught_up
                 }
-                None => tokio::time::sleep(self.cfg.poll_interval).await,
+                None => true,
+            };
+            let poll = tokio::time::sleep(if idle {
+                self.cfg.poll_interval
+            } else {
+                Duration::ZERO
+            });
+            tokio::pin!(poll);
+            loop {
+                let req = match admin.as_mut() {
+                    Some(a) => tokio::select! {
+                        _ = &mut poll => None,
+                        r = a.requests.recv() => Some(r),
+                    },
+                    None => {
+                        poll.as_mut().await;
+                        None
+                    }
+                };
+                let Some(req) = req else { break };
+                let Some(req) = req else {
+                    // The admin API is gone: plain polling from now on.
+                    admin = None;
+                    continue;
+                };
+                self.serve_reobserve(req, admin.as_ref().map(|a| a.results.clone()))
+                    .await;
+            }
+        }
+    }
+
+    async fn serve_reobserve(
+        &self,
+        req: ReobserveRequest,
+        results: Option<mpsc::Sender<Reobserved>>,
+    ) {
+        tracing::info!(chain = self.cfg.chain_id, range = ?req.range, "operator re-observe");
+        match self.rescan(req.range).await {
+            Err(e) => {
+                let _ = req.reply.send(Err(e));
+            }
+            Ok((from, to, observations, ahead, head, finalized)) => {
+                let found = Reobserved {
+                    chain_id: self.cfg.chain_id,
+                    from,
+                    to,
+                    observations,
+                    ahead,
+                    head,
+                    finalized,
+                    reply: req.reply,
+                };
+                if let Some(r) = results
+                    && let Err(mpsc::error::SendError(found)) = r.send(found).await
+                {
+                    let _ = found.reply.send(Err("the node is stopping".into()));
+                }
             }
         }
     }

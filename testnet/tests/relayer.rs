@@ -206,6 +206,7 @@ fn relayer(s: &Setup, dir: &std::path::Path, stuck_after: Duration) -> RelayerCo
         stuck_after,
         retry_min: Duration::from_millis(300),
         retry_max: Duration::from_secs(1),
+        admin: None,
     }
 }
 
@@ -630,6 +631,138 @@ async fn a_failing_recipient_is_retried_and_never_holds_up_the_rest() {
         .count();
     assert_eq!(retries, 3);
     assert_eq!(received(&s).await, 6, "nothing delivered twice");
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+}
+
+/// The relayer's admin API: an operator sees the Failed-message queue and, once the
+/// recipient is fixed, retries a message at once instead of waiting out its backoff (an
+/// hour here); a message already delivered is not delivered twice, and malformed or
+/// unauthenticated requests change nothing.
+#[tokio::test]
+async fn an_operator_retries_a_failed_message_at_once() {
+    use sigil_node::relayer::{RetryAccepted, RetryView};
+    let s = setup_with(4, |n, (inbox, receiver, fixable, _)| Route {
+        dest: DEST,
+        inbox,
+        recipient: if n == 1 { fixable } else { receiver },
+        gas_limit: 200_000,
+    })
+    .await;
+    let failing = s.messages[1].clone();
+    let d = tempfile::tempdir().unwrap();
+    let m = Arc::new(Metrics::new());
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut cfg = relayer(&s, d.path(), Duration::from_secs(20));
+    cfg.retry_min = Duration::from_secs(3600);
+    cfg.retry_max = Duration::from_secs(3600);
+    cfg.admin = Some((addr, sigil_node::admin::token_digest("tok")));
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(sigil_node::relayer::run(cfg, m.clone(), rx));
+    let t0 = std::time::Instant::now();
+    while received(&s).await < 3 || m.relayer.failed_messages.get() < 1 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "batch not relayed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status(&s, &failing).await, STATUS_FAILED);
+
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}/admin/v1/retries");
+    let queue: Vec<RetryView> = http
+        .get(&base)
+        .bearer_auth("tok")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(queue.len(), 1);
+    assert_eq!(
+        (queue[0].id, queue[0].height, queue[0].chain),
+        (failing.id(), 1, DEST)
+    );
+    assert!(
+        queue[0].next_at_ms > sigil_node::now_ms() + 3_000_000,
+        "backoff is an hour"
+    );
+
+    FixableReceiver::new(s.fixable, &s.provider)
+        .fix()
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    let one = format!("{base}/{}", failing.id());
+    for (req, want) in [
+        (http.post(&one), 401),
+        (http.post(&one).bearer_auth("wrong"), 401),
+        (http.post(format!("{base}/0x12")).bearer_auth("tok"), 400),
+        (
+            http.post(format!("{base}/{}", B256::repeat_byte(3)))
+                .bearer_auth("tok"),
+            404,
+        ),
+        (
+            http.post(format!("{base}/{}?height=1", B256::repeat_byte(3)))
+                .bearer_auth("tok"),
+            404,
+        ),
+    ] {
+        assert_eq!(req.send().await.unwrap().status(), want);
+    }
+    assert_eq!(
+        status(&s, &failing).await,
+        STATUS_FAILED,
+        "nothing retried yet"
+    );
+
+    let r = http.post(&one).bearer_auth("tok").send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let a: RetryAccepted = r.json().await.unwrap();
+    assert_eq!((a.chain, a.height, a.added), (DEST, 1, false));
+    let t0 = std::time::Instant::now();
+    while status(&s, &failing).await != STATUS_DELIVERED {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the operator's retry did not deliver"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for("retry counted", || m.relayer.retried.get() == 1).await;
+
+    // Delivered: no longer queued. Asking again needs the height; the relayer queues it,
+    // finds it delivered on-chain and drops it without sending anything.
+    let r = http.post(&one).bearer_auth("tok").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = http
+        .post(format!("{one}?height=1"))
+        .bearer_auth("tok")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(r.json::<RetryAccepted>().await.unwrap().added);
+    wait_for("re-queued message dropped", || {
+        m.relayer.retry_pending.get() == 0
+    })
+    .await;
+    let fixable = FixableReceiver::new(s.fixable, &s.provider);
+    assert_eq!(
+        fixable.count().call().await.unwrap(),
+        U256::from(1),
+        "delivered once"
+    );
+    let retries = records(d.path())
+        .into_iter()
+        .filter(|r| r.kind == "retry")
+        .count();
+    assert_eq!(retries, 1);
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
 }

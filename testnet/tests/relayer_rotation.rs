@@ -212,6 +212,7 @@ fn relayer(s: &Setup, api: &str, dir: &std::path::Path) -> RelayerConfig {
         stuck_after: Duration::from_secs(20),
         retry_min: Duration::from_millis(300),
         retry_max: Duration::from_secs(1),
+        admin: None,
     }
 }
 

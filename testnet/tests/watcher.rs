@@ -7,7 +7,7 @@ use alloy::primitives::{Address, Bytes};
 use alloy::providers::Provider;
 use sigil_node::config::{ChainSection, Finality};
 use sigil_node::metrics::{ChainLabel, Metrics};
-use sigil_node::watcher::Watcher;
+use sigil_node::watcher::{ReobserveRange, Watcher};
 use sigil_testnet::chain::{SigilGateway, deploy_gateway, provider_for, set_route, spawn_anvil};
 use sigil_testnet::faultproxy::{FaultProxy, Mode};
 use std::sync::Arc;
@@ -58,7 +58,7 @@ impl Env {
         }
     }
 
-    async fn send(&self, payload: &str) {
+    async fn send(&self, payload: &str) -> alloy::primitives::B256 {
         let gw = SigilGateway::new(self.gateway, &self.provider);
         // Explicit nonce: the wallet's cached nonce is wrong after an evm_revert.
         let from = self.anvil.addresses()[0];
@@ -83,6 +83,7 @@ impl Env {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         assert!(r.status());
+        hash
     }
 
     async fn mine(&self, n: u64) {
@@ -188,6 +189,11 @@ async fn a_final_block_that_changes_hash_halts_the_chain() {
     e.mine(3).await;
     drain(&mut w, &mut seen).await;
     assert!(w.halted(), "finality violation halts the chain");
+    let refused = w
+        .rescan(ReobserveRange::Blocks { from: 0, to: 1 })
+        .await
+        .unwrap_err();
+    assert!(refused.contains("halted"), "{refused}");
     assert_eq!(seen, ["a"], "nothing observed after the violation");
     assert_eq!(
         metrics
@@ -388,4 +394,89 @@ async fn a_reorg_between_reading_logs_and_their_blocks_is_rescanned_not_skipped(
         1,
         "the orphaned log was seen and dropped"
     );
+}
+
+/// An operator's re-observe re-reads final logs below the cursor without moving it (the
+/// same quorum as the scans), counts final logs past the cursor as ahead, finds a
+/// transaction's block, and refuses non-final, oversized or unknown targets.
+#[tokio::test]
+async fn rescan_reads_final_logs_back_without_moving_the_cursor() {
+    let e = env().await;
+    let metrics = Arc::new(Metrics::new());
+    let mut w = Watcher::new(
+        e.chain(vec![e.anvil.endpoint()], 1, "confirmations:1"),
+        Finality::Confirmations(1),
+        metrics,
+        None,
+    )
+    .unwrap();
+    e.send("a").await;
+    let b = e.send("b").await;
+    e.send("c").await;
+    e.mine(1).await;
+    let mut seen = Vec::new();
+    drain(&mut w, &mut seen).await;
+    assert_eq!(seen, ["a", "b", "c"]);
+    e.send("d").await; // in the head block: not final yet
+    let head = e.provider.get_block_number().await.unwrap();
+
+    let (from, to, obs, ahead, _, fin) = w
+        .rescan(ReobserveRange::Blocks { from: 0, to: head })
+        .await
+        .unwrap();
+    assert_eq!(
+        (from, to, fin),
+        (0, head - 1, head - 1),
+        "clamped to the final block"
+    );
+    let payloads: Vec<_> = obs.iter().map(|o| o.message.payload.to_vec()).collect();
+    assert_eq!(payloads, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    assert_eq!(
+        obs.iter().map(|o| o.message.nonce).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    assert_eq!(ahead, 0);
+
+    // Final now, but past the cursor: ahead; the cursor did not move, so the next step
+    // still observes it.
+    e.mine(1).await;
+    let (_, _, obs, ahead, _, _) = w
+        .rescan(ReobserveRange::Blocks { from: 0, to: head })
+        .await
+        .unwrap();
+    assert_eq!((obs.len(), ahead), (3, 1));
+    let mut later = Vec::new();
+    drain(&mut w, &mut later).await;
+    assert_eq!(later, ["d"]);
+
+    // A transaction's block holds exactly its log.
+    let (from, to, obs, _, _, _) = w.rescan(ReobserveRange::Tx(b)).await.unwrap();
+    assert_eq!(from, to);
+    assert_eq!(obs.len(), 1);
+    assert_eq!(obs[0].message.payload.as_ref(), b"b");
+
+    for (range, why) in [
+        (
+            ReobserveRange::Blocks {
+                from: head + 5,
+                to: head + 6,
+            },
+            "not final",
+        ),
+        (
+            ReobserveRange::Blocks {
+                from: 0,
+                to: 10_000,
+            },
+            "at most",
+        ),
+        (ReobserveRange::Blocks { from: 3, to: 2 }, "want from <= to"),
+        (
+            ReobserveRange::Tx(alloy::primitives::B256::repeat_byte(7)),
+            "unknown or not mined",
+        ),
+    ] {
+        let e = w.rescan(range).await.unwrap_err();
+        assert!(e.contains(why), "{range:?}: {e}");
+    }
 }

@@ -103,6 +103,8 @@ impl ChainTask {
     pub(super) fn save_retries(&self) -> Result<()> {
         let list: Vec<&RetryEntry> = self.retries.values().collect();
         std::fs::write(&self.retry_path, serde_json::to_string_pretty(&list)?)
-            .with_context(|| format!("writing {}", self.retry_path.display()))
+            .with_context(|| format!("writing {}", self.retry_path.display()))?;
+        self.publish_queue();
+        Ok(())
     }
 }

@@ -38,6 +38,7 @@
 //! again (exponential backoff, counted). Progress and a ledger of sent transactions
 //! (`relayer_txs.jsonl`) are kept in the state directory.
 
+mod admin;
 mod ledger;
 mod pipeline;
 mod plan;
@@ -45,6 +46,7 @@ mod relay;
 mod retry;
 mod tx;
 
+pub use admin::{MAX_QUEUED_RETRIES, RetryAccepted, RetryView};
 pub use ledger::TxRecord;
 pub use plan::{CALL_RESERVE, call_headroom, delivery_gas, message_gas, plan_chunks, select};
 
@@ -101,6 +103,9 @@ pub struct RelayerConfig {
     pub retry_min: Duration,
     /// Longest wait between two retries of a Failed message.
     pub retry_max: Duration,
+    /// The admin API ([`admin`](self)): where it listens (loopback only) and the SHA-256 of
+    /// its token ([`crate::admin::token_digest`]); `None`: no admin API.
+    pub admin: Option<(std::net::SocketAddr, [u8; 32])>,
 }
 
 impl RelayerConfig {
@@ -136,6 +141,7 @@ impl RelayerConfig {
             stuck_after: Duration::from_secs(20),
             retry_min: Duration::from_secs(10),
             retry_max: Duration::from_secs(3600),
+            admin: None,
         })
     }
 }
@@ -194,6 +200,10 @@ struct ChainTask {
     retries: BTreeMap<B256, RetryEntry>,
     /// The last height whose foreign-inbox messages were counted (counted once per height).
     skipped_counted: u64,
+    /// Admin requests for this chain (`sigil relay --admin`).
+    admin_rx: Option<tokio::sync::mpsc::Receiver<admin::RetryNow>>,
+    /// Where this chain's retry queue is published for the admin API.
+    queue_view: Option<admin::Queues>,
 }
 
 impl ChainTask {
@@ -206,9 +216,10 @@ impl ChainTask {
 /// (`sigil_relayer_balance_eth`).
 const BALANCE_EVERY: Duration = Duration::from_secs(15);
 
-/// Runs the relayer until `shutdown` flips to true: one task per destination chain.
-/// Errors: start-up errors (a chain configured twice, bad RPC URL, unreadable state) and
-/// state-file writes; everything else is retried.
+/// Runs the relayer until `shutdown` flips to true: one task per destination chain, and
+/// the admin API when configured. Errors: start-up errors (a chain configured twice, bad
+/// RPC URL, unreadable state, an admin address that is not loopback or cannot be bound)
+/// and state-file writes; everything else is retried.
 pub async fn run(
     cfg: RelayerConfig,
     metrics: Arc<Metrics>,
@@ -232,8 +243,14 @@ pub async fn run(
     // Before per-chain progress there was one height for every chain.
     let legacy: Option<RelayState> = read_json(&cfg.state_dir.join("relayer_state.json"))?;
     let http = reqwest::Client::new();
+    let queues: admin::Queues = Default::default();
+    let mut commands = BTreeMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     for c in &cfg.chains {
+        let (admin_tx, admin_rx) = tokio::sync::mpsc::channel(16);
+        if cfg.admin.is_some() {
+            commands.insert(c.chain_id, admin_tx);
+        }
         let state_path = cfg
             .state_dir
             .join(format!("relayer_state_{}.json", c.chain_id));
@@ -280,8 +297,40 @@ pub async fn run(
             state,
             retries,
             skipped_counted: 0,
+            admin_rx: cfg.admin.is_some().then_some(admin_rx),
+            queue_view: cfg.admin.is_some().then(|| queues.clone()),
         };
+        task.publish_queue();
         tasks.spawn(task.run(shutdown.clone()));
+    }
+    if let Some((addr, token_digest)) = cfg.admin {
+        if !addr.ip().is_loopback() {
+            bail!("--admin {addr}: the admin API listens on a loopback address only");
+        }
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--admin {addr}: cannot listen"))?;
+        let router = admin::router(admin::AdminState {
+            commands,
+            queues,
+            apis: cfg.apis.clone(),
+            http: http.clone(),
+            token_digest,
+        });
+        tracing::info!(%addr, token_file = %cfg.state_dir.join(crate::admin::TOKEN_FILE).display(), "relayer admin API listening");
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, router).with_graceful_shutdown(async move {
+                while stop.changed().await.is_ok() {
+                    if *stop.borrow() {
+                        break;
+                    }
+                }
+            });
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, "relayer admin API failed");
+            }
+        });
     }
     // The account's balance per chain, for `SigilRelayerBalanceLow` (monitoring/alerts.yml);
     // these end with `balances` when the chain tasks do.

@@ -146,6 +146,7 @@ impl ChainTask {
             if *shutdown.borrow() {
                 return Ok(());
             }
+            self.serve_admin()?;
             let mut progressed = false;
             let settled = window.iter().all(|w| w.txs.is_empty());
             // A Failed message's retry is due: let what is in flight settle first (the
