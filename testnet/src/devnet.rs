@@ -114,7 +114,9 @@ pub struct DevnetArgs {
     /// Once the load is delivered, the emergency stop with the real `sigil admin`: f + 1
     /// members pause chain A; an A → B message must not be attested while a B → A one is
     /// delivered; after `resume` the A → B message is delivered (before `--deep-reorg`).
-    #[arg(long, conflicts_with_all = ["churn", "rotate_at"])]
+    /// Then the repairs: `sigil admin reobserve` must find every log stored, and `sigil
+    /// admin retry` must deliver a Failed message once its receiver is fixed.
+    #[arg(long, visible_alias = "admin-check", conflicts_with_all = ["churn", "rotate_at"])]
     pub pause_check: bool,
     /// Anvil block time (s).
     #[arg(long, default_value_t = 1)]
@@ -187,6 +189,8 @@ struct Chain {
     inbox: Address,
     receiver: Address,
     burner: Address,
+    /// A `FixableReceiver` (fails until `fix()`), for the admin check's retry.
+    fixable: Address,
 }
 
 /// One sent message, from its `MessageSent` event.
@@ -243,6 +247,7 @@ async fn deploy_chain(id: u64, block_time: u64, gas_limit: Option<u64>) -> Resul
     let gateway = deploy_gateway(&p, admin).await?;
     let (inbox, receiver) = deploy_inbox(&p, admin).await?;
     let burner = deploy_receiver(&p, "GasBurnerReceiver", inbox).await?;
+    let fixable = deploy_receiver(&p, "FixableReceiver", inbox).await?;
     Ok(Chain {
         id,
         rpcs: vec![anvil.endpoint()],
@@ -251,6 +256,7 @@ async fn deploy_chain(id: u64, block_time: u64, gas_limit: Option<u64>) -> Resul
         inbox,
         receiver,
         burner,
+        fixable,
     })
 }
 
@@ -425,7 +431,13 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
         .map(|_| rotate::Rotation::new(args.nodes, joiners, args.leave));
     let relayer_home = run_dir.join("relayer");
     let relayer_metrics = format!("127.0.0.1:{}", free_port()?);
-    let relayer_proc = start_relayer(&bin, &relayer_home, &nodes, [&a, &b], &relayer_metrics)?;
+    let relayer_admin = format!("127.0.0.1:{}", free_port()?);
+    // The admin check retries a Failed message by hand: the relayer's own retries wait.
+    let mut relayer_args = vec!["--metrics", &relayer_metrics, "--admin", &relayer_admin];
+    if args.pause_check {
+        relayer_args.extend(["--retry-min", "10m"]);
+    }
+    let relayer_proc = start_relayer(&bin, &relayer_home, &nodes, [&a, &b], &relayer_args)?;
     let monitor = match args.monitor {
         true => Some(monitor::start_for(&run_dir, &nodes, &relayer_metrics).await?),
         false => None,
@@ -636,9 +648,19 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     }
     let pause_check = match args.pause_check {
         true => Some(
-            pause::run(&bin, &a, &b, &nodes, &mut tracker, args.nodes)
-                .await
-                .context("pause check")?,
+            pause::run(
+                &bin,
+                [&a, &b],
+                &nodes,
+                &mut tracker,
+                args.nodes,
+                pause::RelayerAdmin {
+                    home: &relayer_home,
+                    addr: &relayer_admin,
+                },
+            )
+            .await
+            .context("pause check")?,
         ),
         false => None,
     };

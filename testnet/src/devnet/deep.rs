@@ -81,6 +81,34 @@ pub(super) async fn wait_until(secs: u64, mut f: impl AsyncFnMut() -> bool) -> b
     false
 }
 
+/// Sends one message from `from`'s gateway to `recipient` on `to` with anvil's dev key
+/// `key`, waiting for its receipt; (message id, transaction hash). Errors: RPC failures, or
+/// no `MessageSent` in the receipt.
+pub(super) async fn send_one(
+    from: &Chain,
+    to: &Chain,
+    recipient: Address,
+    key: usize,
+    payload: &'static [u8],
+) -> Result<(B256, B256)> {
+    let p = provider_for(&from.anvil, key)?.erased();
+    let r = SigilGateway::new(from.gateway, p)
+        .sendMessage_0(to.id, recipient, Bytes::from_static(payload))
+        .gas(200_000)
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    let id = r
+        .inner
+        .logs()
+        .iter()
+        .find_map(|l| l.log_decode::<SigilGateway::MessageSent>().ok())
+        .map(|e| e.inner.data.messageId)
+        .ok_or_else(|| anyhow!("no MessageSent in the transaction"))?;
+    Ok((id, r.transaction_hash))
+}
+
 /// Runs the deep reorg on `a` (messages to `b`) and watches the committee. Returns the
 /// report and the B → A message sent afterwards (`Sent`, for the report's bookkeeping).
 /// Errors: RPC failures, or anvil not doing what was asked.
@@ -173,22 +201,9 @@ pub(super) async fn run(
         }
     }
     // Chain B keeps being served: one B → A message, attested and delivered.
-    let pb = provider_for(&b.anvil, KEY)?.erased();
-    let r = SigilGateway::new(b.gateway, pb.clone())
-        .sendMessage_0(a.id, a.receiver, Bytes::from_static(b"after-deep-reorg"))
-        .gas(200_000)
-        .send()
+    let (id, _) = send_one(b, a, a.receiver, KEY, b"after-deep-reorg")
         .await
-        .context("send B -> A after the deep reorg")?
-        .get_receipt()
-        .await?;
-    let id = r
-        .inner
-        .logs()
-        .iter()
-        .find_map(|l| l.log_decode::<SigilGateway::MessageSent>().ok())
-        .map(|e| e.inner.data.messageId)
-        .ok_or_else(|| anyhow!("no MessageSent in the B -> A transaction"))?;
+        .context("send B -> A after the deep reorg")?;
     rep.other_chain_delivered = wait_until(60, async || {
         tracker.poll(nodes).await;
         tracker.delivered.contains_key(&id)

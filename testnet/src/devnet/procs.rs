@@ -8,20 +8,20 @@ use std::process::Stdio;
 use tokio::process::Child;
 
 /// Starts `sigil relay` in `home` (created) for `nodes`' APIs and both chains' inboxes, with
-/// its transaction key in the environment (never on the command line) and `/metrics` on
-/// `metrics` (`host:port`), logging to `<home>/relayer.log`.
+/// its transaction key in the environment (never on the command line) and `extra`
+/// arguments (`--metrics`, `--admin`, ...), logging to `<home>/relayer.log`.
 pub(super) fn start_relayer(
     bin: &Path,
     home: &Path,
     nodes: &[NodeProc],
     chains: [&Chain; 2],
-    metrics: &str,
+    extra: &[&str],
 ) -> Result<Child> {
     std::fs::create_dir_all(home)?;
     // The second funded account of chain A's anvil (the same on B: one mnemonic).
     let key = hex::encode(chains[0].anvil.keys()[1].to_bytes());
     let mut relay = sigil(bin, home);
-    relay.arg("relay").args(["--metrics", metrics]);
+    relay.arg("relay").args(extra);
     for n in nodes {
         relay.args(["--api", &n.api]);
     }
