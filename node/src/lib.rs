@@ -28,6 +28,7 @@ pub mod keyfiles;
 pub mod metrics;
 pub mod node;
 pub mod p2p;
+pub mod redact;
 pub mod relayer;
 pub mod store;
 pub mod verify;

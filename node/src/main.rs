@@ -342,7 +342,8 @@ fn init_logs(json: bool) {
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        // RPC URLs registered with `redact::register_url` never reach a log line whole.
+        .with_writer(sigil_node::redact::writer);
     if json {
         b.json().init();
     } else {
@@ -642,6 +643,9 @@ async fn run() -> Result<()> {
         }
         Cmd::Start { join } => {
             let cfg = load_config(&home)?;
+            for u in cfg.chains.iter().flat_map(|c| &c.rpc) {
+                sigil_node::redact::register_url(u);
+            }
             init_logs(cfg.node.log_format == "json");
             let pass = keyfiles::passphrase()?;
             let stop = shutdown_signal().await;
@@ -667,6 +671,7 @@ async fn run() -> Result<()> {
                 let (rpc, inbox) = rest
                     .rsplit_once('@')
                     .ok_or_else(|| anyhow!("--chain `{c}`: want CHAIN_ID=RPC_URL@INBOX"))?;
+                sigil_node::redact::register_url(rpc);
                 list.push(sigil_node::relayer::RelayChain {
                     chain_id: id
                         .parse()
@@ -758,6 +763,7 @@ async fn run() -> Result<()> {
             let from_inbox = match (rpc, inbox) {
                 (Some(rpc), Some(inbox)) => {
                     let m = &a.message;
+                    sigil_node::redact::register_url(&rpc);
                     match sigil_node::verify::inbox_key(
                         &rpc,
                         inbox,
@@ -769,7 +775,7 @@ async fn run() -> Result<()> {
                     {
                         Ok(k) => Some(k),
                         Err(e) => {
-                            println!("INVALID: {e:#}");
+                            println!("INVALID: {}", sigil_node::redact::redact(&format!("{e:#}")));
                             std::process::exit(1);
                         }
                     }
@@ -810,6 +816,7 @@ async fn run() -> Result<()> {
             }
         }
         Cmd::Retry { file, rpc, key } => {
+            sigil_node::redact::register_url(&rpc);
             init_logs(false);
             let a: AttestationView = serde_json::from_str(&std::fs::read_to_string(&file)?)
                 .with_context(|| format!("parsing {}", file.display()))?;
