@@ -245,6 +245,7 @@ fn config_seeds() -> Vec<Vec<u8>> {
     let template = sigil_node::config::template(
         "n",
         "/ip4/127.0.0.1/tcp/7001",
+        None,
         "127.0.0.1:9001".parse().expect("addr"),
         keys[0],
     );

@@ -104,8 +104,16 @@ pub struct NodeSection {
     /// Human name in logs and status.
     #[serde(default = "default_moniker")]
     pub moniker: String,
-    /// libp2p listen multiaddr, e.g. `/ip4/127.0.0.1/tcp/7001`.
+    /// libp2p listen multiaddr, e.g. `/ip4/127.0.0.1/tcp/7001`, or `/ip4/0.0.0.0/tcp/7001`
+    /// for every interface.
     pub listen: String,
+    /// The multiaddr other members dial to reach this node, when it differs from `listen`
+    /// (a wildcard listen address, NAT, a container's port mapping), e.g.
+    /// `/ip4/203.0.113.7/tcp/7001`: announced to peers (libp2p identify, so a joining member
+    /// is reached there too) and written as this member's `address` by `sigil init`. It must
+    /// be a concrete address: no 0.0.0.0 or ::.
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// HTTP API bind address (default `127.0.0.1:8001`; loopback unless you mean otherwise).
     #[serde(default = "default_api")]
     pub api: SocketAddr,
@@ -407,6 +415,22 @@ impl Config {
                 "use e.g. /ip4/127.0.0.1/tcp/7001",
             ));
         }
+        if let Some(a) = &self.node.advertise {
+            let ok = a.parse::<libp2p::Multiaddr>().is_ok_and(|m| {
+                m.iter().all(|p| match p {
+                    libp2p::multiaddr::Protocol::Ip4(ip) => !ip.is_unspecified(),
+                    libp2p::multiaddr::Protocol::Ip6(ip) => !ip.is_unspecified(),
+                    _ => true,
+                })
+            });
+            if !ok {
+                return Err(invalid(
+                    "node.advertise",
+                    format!("`{a}` is not a concrete multiaddr"),
+                    "use the address others dial, e.g. /ip4/203.0.113.7/tcp/7001",
+                ));
+            }
+        }
         if !matches!(self.node.log_format.as_str(), "text" | "json") {
             return Err(invalid(
                 "node.log_format",
@@ -607,7 +631,21 @@ fn set_path(table: &mut toml::Table, segs: &[String], raw: &str) -> Result<(), S
 }
 
 /// The commented `config.toml` that `sigil init` writes.
-pub fn template(moniker: &str, listen: &str, api: SocketAddr, node_key_hex: &str) -> String {
+///
+/// `advertise`: the address other members dial (`[node] advertise`, and this member's
+/// `address`); `None`: `listen`.
+pub fn template(
+    moniker: &str,
+    listen: &str,
+    advertise: Option<&str>,
+    api: SocketAddr,
+    node_key_hex: &str,
+) -> String {
+    let address = advertise.unwrap_or(listen);
+    let advertise_line = match advertise {
+        Some(a) => format!("advertise = \"{a}\"\n"),
+        None => "# The address others dial, when not `listen` (wildcard listen, NAT):\n# advertise = \"/ip4/203.0.113.7/tcp/7001\"\n".into(),
+    };
     format!(
         r#"# Sigil node configuration. Every field can be overridden by an environment variable
 # SIGIL_<SECTION>__<FIELD>, e.g. SIGIL_NODE__API=127.0.0.1:9001.
@@ -616,7 +654,7 @@ pub fn template(moniker: &str, listen: &str, api: SocketAddr, node_key_hex: &str
 moniker = "{moniker}"
 # libp2p listen address (multiaddr).
 listen = "{listen}"
-# HTTP API and /metrics. Keep it on loopback unless a proxy guards it.
+{advertise_line}# HTTP API and /metrics. Keep it on loopback unless a proxy guards it.
 api = "{api}"
 # "text" or "json"
 log_format = "text"
@@ -629,7 +667,7 @@ epoch = 1
 # tolerate f faulty ones). Add the others' keys and addresses. This node's key is
 # {node_key_hex}
 members = [
-  {{ key = "{node_key_hex}", address = "{listen}" }},
+  {{ key = "{node_key_hex}", address = "{address}" }},
 ]
 
 [consensus]
@@ -734,13 +772,43 @@ poll_interval = "250ms"
         assert_eq!(c.finality(0), Finality::Confirmations(2));
         assert_eq!(c.chains[0].poll_interval, Duration::from_millis(250));
         // The template lists only this node; until the others are added it names the field.
-        let t = template("n", "/ip4/127.0.0.1/tcp/7001", default_api(), KEY_A);
+        let t = template("n", "/ip4/127.0.0.1/tcp/7001", None, default_api(), KEY_A);
         assert_eq!(field_of(parse(&t).unwrap_err()), "committee.members");
         let own = format!("{{ key = \"{KEY_A}\", address = \"/ip4/127.0.0.1/tcp/7001\" }},");
         assert!(t.contains(&own), "{t}");
         let c = parse(&t.replace(&own, &format!("{},", members(4)))).unwrap();
         assert_eq!(c.committee.members.len(), 4);
         assert!(c.chains.is_empty());
+    }
+
+    /// A node listening on every interface tells others a concrete address: `sigil init
+    /// --advertise` writes it as the member's address and `[node] advertise`; a wildcard or
+    /// malformed advertise address names the field.
+    #[test]
+    fn the_advertised_address_is_what_others_dial() {
+        let t = template(
+            "n",
+            "/ip4/0.0.0.0/tcp/7001",
+            Some("/ip4/10.77.0.2/tcp/7001"),
+            default_api(),
+            KEY_A,
+        );
+        let own = format!("{{ key = \"{KEY_A}\", address = \"/ip4/10.77.0.2/tcp/7001\" }},");
+        assert!(t.contains(&own), "{t}");
+        let c = parse(&t.replace(&own, &format!("{},", members(4)))).unwrap();
+        assert_eq!(c.node.listen, "/ip4/0.0.0.0/tcp/7001");
+        assert_eq!(c.node.advertise.as_deref(), Some("/ip4/10.77.0.2/tcp/7001"));
+        for bad in ["/ip4/0.0.0.0/tcp/7001", "/ip6/::/tcp/7001", "10.0.0.1:7001"] {
+            let cfg = base().replace(
+                "[committee]",
+                &format!("advertise = \"{bad}\"\n\n[committee]"),
+            );
+            assert_eq!(
+                field_of(parse(&cfg).unwrap_err()),
+                "node.advertise",
+                "{bad}"
+            );
+        }
     }
 
     /// The admin API can pause signing: it listens on loopback only.

@@ -88,7 +88,7 @@ async fn run_with(
     let mut session = DkgSession::start(key, committee.clone(), epoch, refresh)?;
     let me = session.me();
     let mut swarm = crate::p2p::build(key, &committee)?;
-    swarm.listen_on(cfg.node.listen.parse()?)?;
+    crate::p2p::listen(&mut swarm, &cfg.node)?;
     let mut slots: HashMap<OutboundRequestId, u64> = HashMap::new();
     let mut redial: HashMap<u16, Redial> = HashMap::new();
     let mut connected: BTreeSet<u16> = BTreeSet::new();

@@ -92,7 +92,7 @@ pub async fn run(
     }
     let everyone = Committee::new(peers)?;
     let mut swarm = crate::p2p::build(key, &everyone)?;
-    swarm.listen_on(cfg.node.listen.parse()?)?;
+    crate::p2p::listen(&mut swarm, &cfg.node)?;
     tracing::info!(
         epoch = rotation.epoch,
         members = rotation.members.len(),

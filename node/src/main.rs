@@ -30,6 +30,10 @@ enum Cmd {
         /// libp2p listen multiaddr.
         #[arg(long, default_value = "/ip4/127.0.0.1/tcp/7001")]
         listen: String,
+        /// The multiaddr other members dial, when not `--listen` (e.g. listening on
+        /// /ip4/0.0.0.0/tcp/7001 behind /ip4/203.0.113.7/tcp/7001).
+        #[arg(long)]
+        advertise: Option<String>,
         /// HTTP API address.
         #[arg(long, default_value = "127.0.0.1:8001")]
         api: std::net::SocketAddr,
@@ -552,6 +556,7 @@ async fn run() -> Result<()> {
         Cmd::Init {
             moniker,
             listen,
+            advertise,
             api,
             relayer_key,
         } => {
@@ -567,7 +572,7 @@ async fn run() -> Result<()> {
             let pk = public_key_hex(&key.public());
             std::fs::write(
                 &cfg_path,
-                sigil_node::config::template(&moniker, &listen, api, &pk),
+                sigil_node::config::template(&moniker, &listen, advertise.as_deref(), api, &pk),
             )?;
             if relayer_key {
                 let k = alloy::signers::local::PrivateKeySigner::random();

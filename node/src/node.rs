@@ -821,8 +821,7 @@ impl Node {
         mut chain_rx: mpsc::Receiver<ChainEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
-        let listen: libp2p::Multiaddr = self.cfg.node.listen.parse()?;
-        self.swarm.listen_on(listen)?;
+        crate::p2p::listen(&mut self.swarm, &self.cfg.node)?;
         // Re-send what the WAL replay produced (same content: the machine is deterministic).
         let startup = std::mem::take(&mut self.startup);
         self.execute(startup);

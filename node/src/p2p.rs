@@ -144,3 +144,17 @@ impl Default for Redial {
         Self::new()
     }
 }
+
+/// Starts listening on `[node] listen` and announces `[node] advertise` (when set) as the
+/// external address libp2p identify reports to peers. Errors: an address that does not
+/// parse or cannot be listened on.
+pub fn listen(
+    swarm: &mut Swarm<Behaviour>,
+    node: &crate::config::NodeSection,
+) -> anyhow::Result<()> {
+    swarm.listen_on(node.listen.parse()?)?;
+    if let Some(a) = &node.advertise {
+        swarm.add_external_address(a.parse()?);
+    }
+    Ok(())
+}
