@@ -46,6 +46,18 @@ devnet_dir="$(mktemp -d "${TMPDIR:-/tmp}/sigil-ci-rotation.XXXXXX")"
   || { echo "rotation devnet failed; logs in $devnet_dir" >&2; exit 1; }
 rm -rf "$devnet_dir"
 
+step "netns devnet: each of 4 members on a host of its own (a Linux network namespace, veth link to a bridge, its own address, listening on 0.0.0.0 and advertising that address), node 3 killed mid-run; every message delivered exactly once, audit passes"
+if ip netns add sigil-ci-probe 2>/dev/null; then
+  ip netns del sigil-ci-probe
+  devnet_dir="$(mktemp -d "${TMPDIR:-/tmp}/sigil-ci-netns.XXXXXX")"
+  "$CARGO_TARGET_DIR/debug/sigil" devnet --nodes 4 --messages 200 --kill-node 3 --netns --quiet \
+    --timeout 180 --run-dir "$devnet_dir" \
+    || { echo "netns devnet failed; logs in $devnet_dir" >&2; exit 1; }
+  rm -rf "$devnet_dir"
+else
+  echo "SKIPPED: this machine does not permit network namespaces (ip netns add failed: it needs root or CAP_NET_ADMIN, and iproute2)"
+fi
+
 step "forge test"
 (cd contracts && forge test)
 

@@ -118,6 +118,15 @@ pub struct DevnetArgs {
     /// admin retry` must deliver a Failed message once its receiver is fixed.
     #[arg(long, visible_alias = "admin-check", conflicts_with_all = ["churn", "rotate_at"])]
     pub pause_check: bool,
+    /// Every member on a host of its own: a Linux network namespace per member, veth links
+    /// to a bridge, distinct addresses, members listening on 0.0.0.0 and advertising their
+    /// address (needs root and iproute2).
+    #[arg(long, conflicts_with_all = ["lying_rpc", "garbage"])]
+    pub netns: bool,
+    /// With `--netns`: one-way delay added to each member's outgoing packets (ms, `tc
+    /// netem`).
+    #[arg(long, default_value_t = 0, requires = "netns")]
+    pub latency_ms: u64,
     /// Anvil block time (s).
     #[arg(long, default_value_t = 1)]
     pub block_time: u64,
@@ -156,6 +165,7 @@ mod deep;
 mod garbage;
 mod load;
 mod monitor;
+pub mod netns;
 mod pause;
 mod procs;
 mod reorg;
@@ -231,7 +241,15 @@ fn sigil_bin(args: &DevnetArgs) -> Result<PathBuf> {
 }
 
 fn sigil(bin: &Path, home: &Path) -> Command {
-    let mut c = Command::new(bin);
+    // With `--netns` a member's commands run on its own host.
+    let mut c = match netns::namespace_of(home) {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &ns]).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
     c.arg("--home")
         .arg(home)
         .env("SIGIL_PASSPHRASE", "devnet-insecure-passphrase")
@@ -283,6 +301,34 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     let run_dir = run_dir.canonicalize()?;
     println!("run directory: {}", run_dir.display());
 
+    // 0. With `--netns`, a host per member (removed when the run ends).
+    let joiners = if args.rotate_at.is_some() {
+        args.join
+    } else {
+        0
+    };
+    let netns = match args.netns {
+        true => {
+            let homes: Vec<PathBuf> = (1..=args.nodes + joiners)
+                .map(|i| run_dir.join(format!("node{i}")))
+                .collect();
+            let n = netns::Netns::create(&homes, args.latency_ms).context("--netns")?;
+            println!(
+                "{} members in network namespaces of their own on {}/24, {} ms one way",
+                n.count(),
+                n.gateway(),
+                args.latency_ms
+            );
+            Some(n)
+        }
+        false => None,
+    };
+    let host_of = |i: usize| {
+        netns
+            .as_ref()
+            .map_or(std::net::Ipv4Addr::LOCALHOST, |n| n.host(i as u16))
+    };
+
     // 1. Chains and contracts.
     let mut a = deploy_chain(1001, args.block_time, args.gas_limit)
         .await
@@ -290,6 +336,18 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     let mut b = deploy_chain(1002, args.block_time, args.gas_limit)
         .await
         .context("chain B")?;
+    if let Some(n) = &netns {
+        // The members reach the chains on the bridge.
+        use crate::faultproxy::{FaultProxy, Mode};
+        for c in [&mut a, &mut b] {
+            let at = std::net::SocketAddr::from((n.gateway(), 0));
+            c.rpcs = vec![
+                FaultProxy::start_on(at, c.anvil.endpoint(), Mode::Honest)
+                    .await?
+                    .url,
+            ];
+        }
+    }
     if args.lying_rpc {
         use crate::faultproxy::{FaultProxy, Mode};
         for c in [&mut a, &mut b] {
@@ -319,11 +377,6 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
             args.leave
         );
     }
-    let joiners = if args.rotate_at.is_some() {
-        args.join
-    } else {
-        0
-    };
     let mut members = Vec::new();
     for i in 1..=args.nodes + joiners {
         let home = run_dir.join(format!("node{i}"));
@@ -351,16 +404,17 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     let keys: Vec<String> = members.iter().map(|m| m.0.clone()).collect();
     let (members, joining) = members.split_at(usize::from(args.nodes));
     let mut nodes = Vec::new();
+    let hosts: Vec<_> = (1..=members.len()).map(host_of).collect();
     for (i, m) in members.iter().chain(joining).enumerate() {
         let home = run_dir.join(format!("node{}", i + 1));
         std::fs::write(
             home.join("config.toml"),
-            node_config(m, members, &[&a, &b], &args),
+            node_config((m, host_of(i + 1)), members, &hosts, &[&a, &b], &args),
         )?;
         nodes.push(NodeProc {
             member: i as u16 + 1,
             home,
-            api: format!("http://127.0.0.1:{}", m.2),
+            api: format!("http://{}:{}", host_of(i + 1), m.2),
             child: None,
             state: "running",
         });

@@ -35,6 +35,12 @@ impl FaultProxy {
     /// Starts a proxy to `upstream` (an HTTP JSON-RPC URL) in `mode`, served until the
     /// runtime stops. Errors: no loopback port to bind.
     pub async fn start(upstream: String, mode: Mode) -> Result<Self> {
+        Self::start_on(([127, 0, 0, 1], 0).into(), upstream, mode).await
+    }
+
+    /// [`FaultProxy::start`] listening on `at` (an address this machine holds; port 0: any).
+    /// Errors: `at` cannot be bound.
+    pub async fn start_on(at: std::net::SocketAddr, upstream: String, mode: Mode) -> Result<Self> {
         use axum::routing::post;
         let proxy = Self {
             url: String::new(),
@@ -51,7 +57,7 @@ impl FaultProxy {
                 async move { forward(&client, &upstream, body, &mode, &on_logs).await }
             }),
         );
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let l = tokio::net::TcpListener::bind(at).await?;
         let url = format!("http://{}", l.local_addr()?);
         tokio::spawn(async move { axum::serve(l, app).await });
         Ok(Self { url, ..proxy })

@@ -3,22 +3,31 @@
 //! URLs and a quorum of two).
 
 use super::{Chain, DevnetArgs};
+use std::net::Ipv4Addr;
 
-/// The TOML config of `member` (node key, p2p port, API port) in a committee of `members`,
-/// watching `chains`.
+/// The TOML config of `member` (node key, p2p port, API port) at address `host` in a
+/// committee of `members` at `hosts` (index-aligned), watching `chains`. Off loopback
+/// (`--netns`) the member listens on 0.0.0.0 and advertises `host`.
 pub(super) fn node_config(
-    member: &(String, u16, u16),
+    (member, host): (&(String, u16, u16), Ipv4Addr),
     members: &[(String, u16, u16)],
+    hosts: &[Ipv4Addr],
     chains: &[&Chain],
     args: &DevnetArgs,
 ) -> String {
     let (_, p2p, api) = member;
+    let listen = match host.is_loopback() {
+        true => format!("listen = \"/ip4/{host}/tcp/{p2p}\""),
+        false => {
+            format!("listen = \"/ip4/0.0.0.0/tcp/{p2p}\"\nadvertise = \"/ip4/{host}/tcp/{p2p}\"")
+        }
+    };
     let mut s = format!(
-        "[node]\nmoniker = \"node-{p2p}\"\nlisten = \"/ip4/127.0.0.1/tcp/{p2p}\"\napi = \"127.0.0.1:{api}\"\nheartbeat = \"1s\"\n\n[committee]\nepoch = 1\nmembers = [\n"
+        "[node]\nmoniker = \"node-{p2p}\"\n{listen}\napi = \"{host}:{api}\"\nheartbeat = \"1s\"\n\n[committee]\nepoch = 1\nmembers = [\n"
     );
-    for (k, p, _) in members {
+    for ((k, p, _), h) in members.iter().zip(hosts) {
         s.push_str(&format!(
-            "  {{ key = \"{k}\", address = \"/ip4/127.0.0.1/tcp/{p}\" }},\n"
+            "  {{ key = \"{k}\", address = \"/ip4/{h}/tcp/{p}\" }},\n"
         ));
     }
     // The admin API (`sigil admin`, `--pause-check`), on a free loopback port.
