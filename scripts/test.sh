@@ -32,7 +32,7 @@ step "fuzz: short pass (every target replays its committed corpus, then 5 s of m
 cargo build --quiet -p sigil-fuzz
 "$CARGO_TARGET_DIR/debug/sigil-fuzz" run all --secs 5
 
-step "chaos devnet: 4 nodes, 200 messages (and 20 back) plus 2 poison messages to a gas burner, node 3 killed mid-run, 4 reorgs below finality each orphaning a message, one lying RPC of 3 per chain, then the emergency stop through sigil admin (f + 1 members pause chain A: its message waits while chain B flows, and goes through after resume), then a reorg deeper than finality on chain A (every member halts it, alarms, attests nothing conflicting, and still serves chain B); a real Prometheus scrapes it all with the alert rules (every dashboard query returns data, SigilChainHalted fires); sigil verify --rpc --inbox accepts a delivered attestation and refuses a forged one; every good message delivered exactly once, every poison message Failed, no orphan attested or delivered, and the auditor (chains + stores) passes"
+step "chaos devnet: 4 nodes, 200 messages (and 20 back) plus 2 poison messages to a gas burner, node 3 killed mid-run, 4 reorgs below finality each orphaning a message, one lying RPC of 3 per chain, then the admin API through sigil admin (f + 1 members pause chain A: its message waits while chain B flows, and goes through after resume; reobserve finds every log stored; a Failed message is delivered by sigil admin retry once its receiver is fixed), then a reorg deeper than finality on chain A (every member halts it, alarms, attests nothing conflicting, and still serves chain B); a real Prometheus scrapes it all with the alert rules (every dashboard query returns data, SigilChainHalted fires); sigil verify --rpc --inbox accepts a delivered attestation and refuses a forged one; every good message delivered exactly once, every poison message Failed, no orphan attested or delivered, and the auditor (chains + stores) passes"
 cargo build --quiet -p sigil-node -p sigil-testnet --bins
 devnet_dir="$(mktemp -d "${TMPDIR:-/tmp}/sigil-ci-devnet.XXXXXX")"
 "$CARGO_TARGET_DIR/debug/sigil" devnet --nodes 4 --messages 200 --poison 2 --kill-node 3 --reorgs 4 --lying-rpc --pause-check --deep-reorg --monitor --quiet \
@@ -56,6 +56,19 @@ if ip netns add sigil-ci-probe 2>/dev/null; then
   rm -rf "$devnet_dir"
 else
   echo "SKIPPED: this machine does not permit network namespaces (ip netns add failed: it needs root or CAP_NET_ADMIN, and iproute2)"
+fi
+
+step "systemd units in docs/deploy: systemd-analyze verify reports nothing"
+if command -v systemd-analyze >/dev/null; then
+  units="$(mktemp -d "${TMPDIR:-/tmp}/sigil-units.XXXXXX")"
+  for u in docs/deploy/*.service; do
+    sed "s#/usr/local/bin/sigil#$CARGO_TARGET_DIR/debug/sigil#" "$u" > "$units/$(basename "$u")"
+  done
+  out="$(cd "$units" && systemd-analyze verify --man=no ./*.service 2>&1)" || true
+  rm -rf "$units"
+  if [ -n "$out" ]; then echo "$out" >&2; exit 1; fi
+else
+  echo "SKIPPED: systemd-analyze is not installed"
 fi
 
 step "forge test"
