@@ -647,3 +647,32 @@ impl Watcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// RPC providers are reached over `https://`: the HTTP client the watcher (and the
+    /// relayer, and `sigil verify --rpc`) uses speaks TLS. Here a local listener must
+    /// receive a TLS ClientHello (a handshake record, 0x16 0x03 ...) rather than the request
+    /// being refused for its scheme before any connection.
+    #[tokio::test]
+    async fn rpc_urls_over_https_speak_tls() {
+        use alloy::providers::{Provider, ProviderBuilder};
+        use tokio::io::AsyncReadExt as _;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://127.0.0.1:{}", l.local_addr().unwrap().port());
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut first = [0u8; 2];
+            s.read_exact(&mut first).await.unwrap();
+            first
+        });
+        let p = ProviderBuilder::new().connect_http(url.parse().unwrap());
+        let call = tokio::time::timeout(std::time::Duration::from_secs(5), p.get_block_number());
+        let _ = call.await; // fails: the listener never completes a handshake
+        let first = tokio::time::timeout(std::time::Duration::from_secs(5), server)
+            .await
+            .expect("no connection: https is not supported")
+            .unwrap();
+        assert_eq!(first, [0x16, 0x03], "a TLS handshake record");
+    }
+}

@@ -139,6 +139,8 @@ impl Sim {
                     time_ms: self.now,
                     attested_height: st.height + 1_000,
                     decided_height: st.height + 999,
+                    // A lone faulty member announcing the chain paused must stop nothing.
+                    paused_chains: vec![super::CHAIN],
                 };
                 let env = self.seal(m, pb::body::Kind::Heartbeat(hb));
                 self.gossip(m, env.encode_to_vec(), None);
@@ -241,6 +243,7 @@ impl Sim {
                     time_ms: self.now,
                     attested_height: u64::MAX,
                     decided_height: u64::MAX,
+                    paused_chains: vec![super::CHAIN, u64::MAX],
                 }));
                 for kind in votes {
                     let env = self.seal(m, kind);

@@ -238,6 +238,9 @@ pub struct App {
     observations: BTreeMap<(u64, u64), Observation>,
     /// Source chains this member's operator paused (emergency stop; `set_paused`).
     paused: BTreeSet<u64>,
+    /// Source chains each other member announced paused (heartbeats; configured chains
+    /// only, so at most n − 1 entries of at most `chains` each).
+    paused_by: BTreeMap<Member, BTreeSet<u64>>,
     cursors: BTreeMap<Member, BTreeMap<u64, pb::Cursor>>,
     next_nonce: BTreeMap<u64, u64>,
     commitments: BTreeMap<Member, BTreeMap<u64, Held>>,
@@ -302,6 +305,7 @@ impl App {
             group_key,
             observations: BTreeMap::new(),
             paused: BTreeSet::new(),
+            paused_by: BTreeMap::new(),
             cursors: BTreeMap::new(),
             next_nonce,
             commitments: BTreeMap::new(),
@@ -361,6 +365,40 @@ impl App {
     /// Source chains this member's operator paused.
     pub fn paused(&self) -> &BTreeSet<u64> {
         &self.paused
+    }
+
+    /// The source chains `from` announced paused (its heartbeat); chains not configured
+    /// here are ignored. A member's latest announcement replaces its previous one.
+    pub fn on_paused_announced(&mut self, from: Member, chains: &[u64]) {
+        if Some(from) == self.p.me || from == 0 || from > self.p.n {
+            return;
+        }
+        let set: BTreeSet<u64> = chains
+            .iter()
+            .copied()
+            .filter(|c| self.p.chains.iter().any(|(id, _)| id == c))
+            .collect();
+        if set.is_empty() {
+            self.paused_by.remove(&from);
+        } else {
+            self.paused_by.insert(from, set);
+        }
+    }
+
+    /// Whether this member leaves `chain` out of its proposals: its own operator paused it,
+    /// or f + 1 members (this one included) did, so at least one honest member prevotes nil
+    /// on any block carrying it and no such block can gather a quorum. A faulty member's
+    /// announcement alone (at most f of them) changes nothing.
+    fn left_out(&self, chain: u64) -> bool {
+        if self.paused.contains(&chain) {
+            return true;
+        }
+        let f = usize::from(self.p.n.saturating_sub(1) / 3);
+        self.paused_by
+            .values()
+            .filter(|s| s.contains(&chain))
+            .count()
+            > f
     }
 
     /// The first paused chain `ranges` carry messages of.
@@ -509,7 +547,7 @@ impl App {
         let mut count: u64 = 0;
         let mut bytes: u64 = 0;
         for (chain, gateway) in &self.p.chains {
-            if self.paused.contains(chain) {
+            if self.left_out(*chain) {
                 continue;
             }
             let from = self.next_nonce.get(chain).copied().unwrap_or(0);

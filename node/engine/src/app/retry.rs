@@ -219,7 +219,15 @@ impl App {
             let held = s.held.remove(&attempt);
             s.held.retain(|a, _| *a > attempt);
             if self.p.me == Some(self.coordinator(h, attempt)) {
-                let pick = self.pick_signers(h, &s.culprits, &s.silence);
+                // A coordinator whose operator paused a chain of this height will not sign
+                // it: it leaves itself out instead of wasting the attempt.
+                let mut skip = s.culprits.clone();
+                if let Some(me) = self.p.me
+                    && self.first_paused(s.chains.iter().copied()).is_some()
+                {
+                    skip.insert(me);
+                }
+                let pick = self.pick_signers(h, &skip, &s.silence);
                 if let Some(signers) = pick {
                     let req = pb::SignRequest {
                         height: h,

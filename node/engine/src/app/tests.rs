@@ -726,3 +726,69 @@ fn a_paused_chain_is_not_proposed_prevoted_or_signed() {
         "a named signer says why it does not sign: {e:?}"
     );
 }
+
+/// A member whose operator paused a chain does not name itself when it coordinates a
+/// signing retry of a height carrying that chain: it would refuse its own request, and the
+/// attempt would be lost to the share timeout.
+#[test]
+fn a_paused_coordinator_leaves_itself_out_of_its_retry() {
+    let mut apps = committee(4);
+    let block = apps[0].build_block(1, 0).expect("10 messages of CHAIN");
+    for (p, app) in apps.iter_mut().enumerate() {
+        let m = p as Member + 1;
+        app.set_paused(CHAIN, true);
+        let _ = app.on_decided(1, &block, None, 0);
+        // Advance attempts on this member alone (nobody answers) until it coordinates one.
+        let mut now = 0;
+        let mut request = None;
+        for attempt in 1..=8 {
+            now += app.share_timeout(attempt - 1) + 1;
+            let e = app.tick(now);
+            if app.coordinator(1, attempt) == m {
+                request = e.into_iter().find_map(|e| match e {
+                    Effect::Broadcast(pb::body::Kind::SignRequest(r)) => Some(r),
+                    _ => None,
+                });
+                break;
+            }
+        }
+        let req = request.unwrap_or_else(|| panic!("member {m} coordinated no retry"));
+        assert_eq!(req.signers.len(), 3);
+        assert!(
+            req.signers.iter().all(|c| c.member != u32::from(m)),
+            "member {m} named itself although it will not sign: {:?}",
+            req.signers.iter().map(|c| c.member).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// With f + 1 members announcing a chain paused, an unpaused proposer leaves it out (its
+/// blocks could not gather a prevote quorum); f announcements, a faulty member's included,
+/// change nothing, an unknown chain or a member's own index is ignored, and a later
+/// heartbeat without the chain undoes it.
+#[test]
+fn a_proposer_leaves_out_a_chain_f_plus_one_members_paused() {
+    let mut apps = committee(4);
+    let block = apps[0].build_block(1, 0).expect("10 messages of CHAIN");
+    let app = &mut apps[2]; // member 3, not paused
+    assert!(app.build_block(1, 0).is_some());
+    app.on_paused_announced(1, &[CHAIN, 999]);
+    app.on_paused_announced(3, &[CHAIN]); // itself: ignored
+    app.on_paused_announced(9, &[CHAIN]); // not a member
+    assert!(
+        app.build_block(1, 0).is_some(),
+        "one announcement (f = 1) is not enough"
+    );
+    app.on_paused_announced(2, &[CHAIN]);
+    assert!(
+        app.build_block(1, 0).is_none(),
+        "f + 1 paused: CHAIN left out"
+    );
+    assert_eq!(
+        app.validate(1, &block),
+        Validity::Valid,
+        "its own validity does not change: it prevotes another proposer's block"
+    );
+    app.on_paused_announced(2, &[]);
+    assert!(app.build_block(1, 0).is_some(), "member 2 resumed");
+}

@@ -60,6 +60,7 @@ impl<S: Storage> Driver<S> {
             pb::body::Kind::Heartbeat(hb) => {
                 self.peer_heights
                     .insert(from, (hb.height, hb.decided_height, hb.attested_height));
+                self.app.on_paused_announced(from, &hb.paused_chains);
                 self.maybe_sync();
                 Verdict::Accept
             }

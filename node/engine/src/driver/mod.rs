@@ -303,6 +303,10 @@ impl<S: Storage> Driver<S> {
     /// is decided or signed; the other chains keep going. Takes effect from the next
     /// proposal, prevote or share; the host persists it.
     pub fn set_paused(&mut self, chain: u64, paused: bool) {
+        if self.app.paused().contains(&chain) != paused {
+            // Announce it with the next tick's heartbeat rather than a period later.
+            self.last_heartbeat = 0;
+        }
         self.app.set_paused(chain, paused);
     }
 
@@ -541,6 +545,7 @@ impl<S: Storage> Driver<S> {
                 time_ms: now,
                 attested_height: self.attested,
                 decided_height: self.decided,
+                paused_chains: self.app.paused().iter().copied().collect(),
             };
             let env = self.seal(pb::body::Kind::Heartbeat(hb));
             self.publish(Topic::Heartbeat, env);
