@@ -29,6 +29,8 @@ pub struct PauseReport {
     pub cli_ok: bool,
     /// The B → A message sent during the pause was delivered.
     pub other_chain_delivered: bool,
+    /// ms from its send to its delivery (the paused chain must not slow the others down).
+    pub other_chain_ms: u64,
     /// The A → B message sent during the pause was not attested while it held.
     pub held_while_paused: bool,
     /// The A → B message was attested and delivered after `resume`.
@@ -59,10 +61,11 @@ impl PauseReport {
 /// Prints the result.
 pub(super) fn print(p: &PauseReport) {
     println!(
-        "admin check (sigil admin pause chain A on members {:?}): A -> B held while paused: {}, B -> A delivered meanwhile: {}, A -> B delivered after resume: {}; reobserve ({} logs) idempotent: {}; Failed message delivered by sigil admin retry: {}: {}",
+        "admin check (sigil admin pause chain A on members {:?}): A -> B held while paused: {}, B -> A delivered meanwhile: {} (in {} ms), A -> B delivered after resume: {}; reobserve ({} logs) idempotent: {}; Failed message delivered by sigil admin retry: {}: {}",
         p.paused_members,
         p.held_while_paused,
         p.other_chain_delivered,
+        p.other_chain_ms,
         p.delivered_after_resume,
         p.reobserved_logs,
         p.reobserve_idempotent,
@@ -127,12 +130,14 @@ pub(super) async fn run(
     // The nodes apply it on their next 50-ms tick.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (held, held_tx) = send_one(a, b, b.receiver, KEY, b"sent-while-a-is-paused").await?;
+    let sent = Instant::now();
     let (other, _) = send_one(b, a, a.receiver, KEY, b"b-to-a-during-the-pause").await?;
     rep.other_chain_delivered = wait_until(90, async || {
         tracker.poll(nodes).await;
         tracker.delivered.contains_key(&other)
     })
     .await;
+    rep.other_chain_ms = sent.elapsed().as_millis() as u64;
     // Give the committee time to (wrongly) attest the paused chain's message.
     wait_until(10, async || {
         tracker.poll(nodes).await;
