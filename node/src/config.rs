@@ -295,6 +295,12 @@ pub struct ChainSection {
     /// Per-call deadline.
     #[serde(default = "default_deadline", with = "humantime_serde")]
     pub rpc_timeout: Duration,
+    /// A WebSocket RPC URL (`ws://` or `wss://`) used only to hear of new heads
+    /// (`eth_subscribe` `newHeads`): each one makes the watcher scan at once instead of at
+    /// its next poll. Nothing it says is believed — every read still goes through `rpc` and
+    /// its quorum, and `poll_interval` still applies when it is silent, slow or down.
+    #[serde(default)]
+    pub ws: Option<String>,
 }
 
 fn one_u32() -> u32 {
@@ -551,6 +557,15 @@ impl Config {
                         "use e.g. http://127.0.0.1:8545",
                     ));
                 }
+            }
+            if let Some(u) = &ch.ws
+                && !(u.starts_with("ws://") || u.starts_with("wss://"))
+            {
+                return Err(invalid(
+                    field("ws"),
+                    format!("`{}` is not a ws(s) URL", crate::redact::safe_url(u)),
+                    "use e.g. ws://127.0.0.1:8546, or leave it out to poll only",
+                ));
             }
             if ch.rpc_quorum == 0 || ch.rpc_quorum as usize > ch.rpc.len() {
                 return Err(invalid(

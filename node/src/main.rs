@@ -648,7 +648,7 @@ async fn run() -> Result<()> {
         }
         Cmd::Start { join } => {
             let cfg = load_config(&home)?;
-            for u in cfg.chains.iter().flat_map(|c| &c.rpc) {
+            for u in cfg.chains.iter().flat_map(|c| c.rpc.iter().chain(&c.ws)) {
                 sigil_node::redact::register_url(u);
             }
             init_logs(cfg.node.log_format == "json");

@@ -27,6 +27,19 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use sigil_engine::ChainEvent;
 
+/// Least time between two scans woken by new-head notifications (a flooding `ws`
+/// endpoint costs at most one scan per gap).
+pub const MIN_WAKE_GAP: Duration = Duration::from_millis(5);
+
+/// Aborts a task when dropped (the head subscription ends with its watcher).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Most blocks one admin re-observe may scan (the admin API refuses larger ranges).
 pub const MAX_REOBSERVE_BLOCKS: u64 = 10_000;
 
@@ -560,6 +573,40 @@ impl Watcher {
         Ok((from, to, out, ahead, head, fin))
     }
 
+    /// Keeps a `newHeads` subscription on `url` and wakes `wake` on each head, reconnecting
+    /// with backoff (1 s doubling to 30 s) when the connection fails or ends. Never returns.
+    async fn head_wakeups(chain: u64, url: String, wake: Arc<tokio::sync::Notify>) {
+        use alloy::providers::WsConnect;
+        use futures::StreamExt;
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let sub = async {
+                let p = ProviderBuilder::new()
+                    .connect_ws(WsConnect::new(url.clone()))
+                    .await?;
+                let sub = p.subscribe_blocks().await?;
+                // The provider owns the connection: it lives as long as the stream is read.
+                anyhow::Ok((p, sub))
+            };
+            match sub.await {
+                Ok((_connection, sub)) => {
+                    tracing::info!(chain, "new-head subscription open");
+                    backoff = Duration::from_secs(1);
+                    let mut heads = sub.into_stream();
+                    while heads.next().await.is_some() {
+                        wake.notify_one();
+                    }
+                    tracing::warn!(chain, "new-head subscription ended; polling meanwhile");
+                }
+                Err(e) => {
+                    tracing::warn!(chain, error = %e, "new-head subscription failed; polling meanwhile")
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+
     /// Runs until `tx` closes: step, send, sleep `poll_interval` when caught up.
     pub async fn run(self, tx: mpsc::Sender<ChainEvent>) {
         self.run_with_admin(tx, None).await
@@ -577,7 +624,20 @@ impl Watcher {
             tracing::error!(error = %e, "chain watcher not started");
             return;
         }
+        // New heads wake the loop early (`ws`); polling stays the fallback.
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let _heads = self.cfg.ws.clone().map(|url| {
+            let t = tokio::spawn(Self::head_wakeups(self.cfg.chain_id, url, wake.clone()));
+            AbortOnDrop(t)
+        });
+        let mut last_step = Instant::now();
         loop {
+            // A flood of notifications costs at most one scan per MIN_WAKE_GAP.
+            let since = last_step.elapsed();
+            if since < MIN_WAKE_GAP {
+                tokio::time::sleep(MIN_WAKE_GAP - since).await;
+            }
+            last_step = Instant::now();
             let idle = match self.step().await {
                 Some(ev) => {
                     let caught_up = ev.cursor.block_number >= ev.finalized;
@@ -598,10 +658,14 @@ impl Watcher {
                 let req = match admin.as_mut() {
                     Some(a) => tokio::select! {
                         _ = &mut poll => None,
+                        _ = wake.notified() => None,
                         r = a.requests.recv() => Some(r),
                     },
                     None => {
-                        poll.as_mut().await;
+                        tokio::select! {
+                            _ = &mut poll => {}
+                            _ = wake.notified() => {}
+                        }
                         None
                     }
                 };

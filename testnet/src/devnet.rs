@@ -91,6 +91,10 @@ pub struct DevnetArgs {
     /// more RPC calls.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(5..))]
     pub poll_ms: u64,
+    /// Do not give the nodes a WebSocket URL for new-head notifications (`[[chains]] ws`):
+    /// they then learn of new blocks only by polling every `--poll-ms`.
+    #[arg(long)]
+    pub no_ws: bool,
     /// Blocks each `--reorgs` reorg rewrites (1..=confirmations; default: confirmations).
     #[arg(long)]
     pub reorg_depth: Option<u64>,

@@ -55,6 +55,7 @@ impl Env {
             poll_interval: Duration::from_millis(20),
             max_block_range: 1000,
             rpc_timeout: Duration::from_millis(500),
+            ws: None,
         }
     }
 
@@ -479,4 +480,51 @@ async fn rescan_reads_final_logs_back_without_moving_the_cursor() {
         let e = w.rescan(range).await.unwrap_err();
         assert!(e.contains(why), "{range:?}: {e}");
     }
+}
+
+/// With a `ws` URL, each new head wakes the watcher at once: a message made final is
+/// observed in well under the 30-s poll the watcher would otherwise wait for.
+#[tokio::test]
+async fn a_new_head_wakes_the_watcher_before_its_poll() {
+    let e = env().await;
+    let mut cfg = e.chain(vec![e.anvil.endpoint()], 1, "confirmations:1");
+    cfg.poll_interval = Duration::from_secs(30);
+    cfg.ws = Some(e.anvil.ws_endpoint());
+    let w = Watcher::new(
+        cfg,
+        Finality::Confirmations(1),
+        Arc::new(Metrics::new()),
+        None,
+    )
+    .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let task = tokio::spawn(w.run(tx));
+    // The start-up scan, and time for the subscription to open.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    while rx.try_recv().is_ok() {}
+    e.send("woken").await;
+    e.mine(1).await;
+    let t0 = std::time::Instant::now();
+    let seen = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let ev = rx.recv().await.expect("watcher stopped");
+            if ev
+                .observations
+                .iter()
+                .any(|o| o.message.payload.as_ref() == b"woken")
+            {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        seen.is_ok(),
+        "not observed within 5 s: the watcher waited for its poll"
+    );
+    println!(
+        "observed {} ms after the confirming block",
+        t0.elapsed().as_millis()
+    );
+    task.abort();
 }

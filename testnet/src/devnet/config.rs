@@ -52,6 +52,14 @@ pub(super) fn node_config(
             args.confirmations,
             args.poll_ms
         ));
+        // New heads by subscription (anvil serves WebSocket on its HTTP port); not from a
+        // member's own network namespace, which reaches the chains only through the proxy.
+        if !args.no_ws && !args.netns {
+            s.push_str(&format!(
+                "ws = \"{}\"\n",
+                c.anvil.endpoint().replacen("http", "ws", 1)
+            ));
+        }
     }
     s
 }
