@@ -140,18 +140,25 @@ pub fn token_digest(token: &str) -> [u8; 32] {
     sha2::Sha256::digest(token.trim().as_bytes()).into()
 }
 
-fn err(status: StatusCode, message: impl Into<String>) -> Response {
+/// A JSON error answer `{"error": message}` with `status`.
+pub(crate) fn err(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-async fn auth(State(s): State<AdminState>, req: Request, next: Next) -> Response {
+/// Middleware of every admin route (the node's and the relayer's): 401 unless the request
+/// carries `Authorization: Bearer <token>` whose SHA-256 is `digest`.
+pub(crate) async fn require_token(
+    State(digest): State<[u8; 32]>,
+    req: Request,
+    next: Next,
+) -> Response {
     let given = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(token_digest);
-    if given != Some(s.token_digest) {
+    if given != Some(digest) {
         return err(
             StatusCode::UNAUTHORIZED,
             "missing or wrong token (Authorization: Bearer <contents of admin.token>)",
@@ -175,19 +182,29 @@ async fn pending(State(s): State<AdminState>) -> Json<Pending> {
     })
 }
 
-async fn set_paused(s: AdminState, chain: &str, paused: bool) -> Response {
+/// `chain` (a path segment) as one of this node's source chains; else the 400 or 404
+/// status and why.
+fn source_chain(s: &AdminState, chain: &str) -> Result<u64, (StatusCode, String)> {
     let Ok(chain) = chain.parse::<u64>() else {
-        return err(
+        return Err((
             StatusCode::BAD_REQUEST,
             format!("`{chain}` is not a chain id"),
-        );
+        ));
     };
     if !s.chains.contains(&chain) {
-        return err(
+        return Err((
             StatusCode::NOT_FOUND,
             format!("chain {chain} is not a source chain of this node"),
-        );
+        ));
     }
+    Ok(chain)
+}
+
+async fn set_paused(s: AdminState, chain: &str, paused: bool) -> Response {
+    let chain = match source_chain(&s, chain) {
+        Ok(c) => c,
+        Err((status, why)) => return err(status, why),
+    };
     // Durable first (a pause acknowledged survives a crash), under the lock, so that
     // concurrent pause and resume calls leave the store and the node agreeing.
     let Ok(mut p) = s.paused.write() else {
@@ -222,18 +239,10 @@ async fn reobserve(
     Path(chain): Path<String>,
     body: Result<Json<ReobserveBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let Ok(chain) = chain.parse::<u64>() else {
-        return err(
-            StatusCode::BAD_REQUEST,
-            format!("`{chain}` is not a chain id"),
-        );
+    let chain = match source_chain(&s, &chain) {
+        Ok(c) => c,
+        Err((status, why)) => return err(status, why),
     };
-    if !s.chains.contains(&chain) {
-        return err(
-            StatusCode::NOT_FOUND,
-            format!("chain {chain} is not a source chain of this node"),
-        );
-    }
     let Json(body) = match body {
         Ok(b) => b,
         Err(e) => return err(StatusCode::BAD_REQUEST, e.body_text()),
@@ -317,6 +326,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/v1/chains/{chain}/reobserve", post(reobserve))
         .route("/admin/v1/chains/{chain}/pause", post(pause))
         .route("/admin/v1/chains/{chain}/resume", post(resume))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.token_digest,
+            require_token,
+        ))
         .with_state(state)
 }

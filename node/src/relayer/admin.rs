@@ -17,11 +17,10 @@
 
 use super::fetch_batch;
 use super::ledger::RetryEntry;
-use crate::admin::token_digest;
+use crate::admin::{err, require_token};
 use alloy_primitives::B256;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -98,26 +97,6 @@ pub(super) struct AdminState {
     pub(super) apis: Vec<String>,
     pub(super) http: reqwest::Client,
     pub(super) token_digest: [u8; 32],
-}
-
-fn err(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
-}
-
-async fn auth(State(s): State<AdminState>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(token_digest);
-    if given != Some(s.token_digest) {
-        return err(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong token (Authorization: Bearer <contents of admin.token>)",
-        );
-    }
-    next.run(req).await
 }
 
 async fn retries(State(s): State<AdminState>) -> Json<Vec<RetryView>> {
@@ -216,7 +195,10 @@ pub(super) fn router(state: AdminState) -> Router {
     Router::new()
         .route("/admin/v1/retries", get(retries))
         .route("/admin/v1/retries/{id}", post(retry))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.token_digest,
+            require_token,
+        ))
         .with_state(state)
 }
 
