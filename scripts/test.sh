@@ -46,11 +46,11 @@ devnet_dir="$(mktemp -d "${TMPDIR:-/tmp}/sigil-ci-rotation.XXXXXX")"
   || { echo "rotation devnet failed; logs in $devnet_dir" >&2; exit 1; }
 rm -rf "$devnet_dir"
 
-step "netns devnet: each of 4 members on a host of its own (a Linux network namespace, veth link to a bridge, its own address, listening on 0.0.0.0 and advertising that address), node 3 killed mid-run; every message delivered exactly once, audit passes"
+step "netns devnet: each of 4 members on a host of its own (a Linux network namespace, veth link to a bridge, its own address, listening on 0.0.0.0 and advertising that address), 20 ms one way between members (tc netem, or delay proxies where the kernel has no netem), node 3 killed mid-run; every message delivered exactly once, audit passes"
 if ip netns add sigil-ci-probe 2>/dev/null; then
   ip netns del sigil-ci-probe
   devnet_dir="$(mktemp -d "${TMPDIR:-/tmp}/sigil-ci-netns.XXXXXX")"
-  "$CARGO_TARGET_DIR/debug/sigil" devnet --nodes 4 --messages 200 --kill-node 3 --netns --quiet \
+  "$CARGO_TARGET_DIR/debug/sigil" devnet --nodes 4 --messages 200 --kill-node 3 --netns --latency-ms 20 --quiet \
     --timeout 180 --run-dir "$devnet_dir" \
     || { echo "netns devnet failed; logs in $devnet_dir" >&2; exit 1; }
   rm -rf "$devnet_dir"

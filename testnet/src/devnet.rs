@@ -272,12 +272,42 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     let keys: Vec<String> = members.iter().map(|m| m.0.clone()).collect();
     let (members, joining) = members.split_at(usize::from(args.nodes));
     let mut nodes = Vec::new();
-    let hosts: Vec<_> = (1..=members.len()).map(host_of).collect();
+    // The multiaddr each member is dialled at (and advertises): its own, or with
+    // `--latency-ms` on a kernel without netem, a delay proxy's on the bridge.
+    let own = |i: usize, m: &(String, u16, u16)| format!("/ip4/{}/tcp/{}", host_of(i), m.1);
+    let mut addresses: Vec<String> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| own(i + 1, m))
+        .collect();
+    if let Some(n) = netns.as_ref().filter(|n| args.latency_ms > 0 && !n.netem()) {
+        for (i, m) in members.iter().enumerate() {
+            let upstream = std::net::SocketAddr::from((host_of(i + 1), m.1));
+            let at = crate::delayproxy::start(
+                (n.gateway(), 0).into(),
+                upstream,
+                Duration::from_millis(args.latency_ms),
+            )
+            .await?;
+            addresses[i] = format!("/ip4/{}/tcp/{}", at.ip(), at.port());
+        }
+        println!(
+            "no tc netem on this kernel: members are dialled through delay proxies ({} ms each way)",
+            args.latency_ms
+        );
+    }
     for (i, m) in members.iter().chain(joining).enumerate() {
         let home = run_dir.join(format!("node{}", i + 1));
+        let address = addresses.get(i).cloned().unwrap_or_else(|| own(i + 1, m));
         std::fs::write(
             home.join("config.toml"),
-            node_config((m, host_of(i + 1)), members, &hosts, &[&a, &b], &args),
+            node_config(
+                (m, host_of(i + 1), &address),
+                members,
+                &addresses,
+                &[&a, &b],
+                &args,
+            ),
         )?;
         nodes.push(NodeProc {
             member: i as u16 + 1,

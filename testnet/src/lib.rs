@@ -15,6 +15,7 @@
 )]
 
 pub mod chain;
+pub mod delayproxy;
 pub mod devnet;
 pub mod faultproxy;
 pub mod membersim;

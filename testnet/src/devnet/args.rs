@@ -106,8 +106,9 @@ pub struct DevnetArgs {
     /// address (needs root and iproute2).
     #[arg(long, conflicts_with_all = ["lying_rpc", "garbage"])]
     pub netns: bool,
-    /// With `--netns`: one-way delay added to each member's outgoing packets (ms, `tc
-    /// netem`).
+    /// With `--netns`: one-way delay between members (ms): `tc netem` on each member's
+    /// outgoing packets, or where the kernel has no netem, a delay proxy in front of each
+    /// member (member-to-member traffic only).
     #[arg(long, default_value_t = 0, requires = "netns")]
     pub latency_ms: u64,
     /// Anvil block time (s).

@@ -5,30 +5,27 @@
 use super::{Chain, DevnetArgs};
 use std::net::Ipv4Addr;
 
-/// The TOML config of `member` (node key, p2p port, API port) at address `host` in a
-/// committee of `members` at `hosts` (index-aligned), watching `chains`. Off loopback
-/// (`--netns`) the member listens on 0.0.0.0 and advertises `host`.
+/// The TOML config of `member` (node key, p2p port, API port) on host `host`, dialled at
+/// `address`, in a committee of `members` dialled at `addresses` (index-aligned), watching
+/// `chains`. Off loopback (`--netns`) the member listens on 0.0.0.0 and advertises
+/// `address`.
 pub(super) fn node_config(
-    (member, host): (&(String, u16, u16), Ipv4Addr),
+    (member, host, address): (&(String, u16, u16), Ipv4Addr, &str),
     members: &[(String, u16, u16)],
-    hosts: &[Ipv4Addr],
+    addresses: &[String],
     chains: &[&Chain],
     args: &DevnetArgs,
 ) -> String {
     let (_, p2p, api) = member;
     let listen = match host.is_loopback() {
         true => format!("listen = \"/ip4/{host}/tcp/{p2p}\""),
-        false => {
-            format!("listen = \"/ip4/0.0.0.0/tcp/{p2p}\"\nadvertise = \"/ip4/{host}/tcp/{p2p}\"")
-        }
+        false => format!("listen = \"/ip4/0.0.0.0/tcp/{p2p}\"\nadvertise = \"{address}\""),
     };
     let mut s = format!(
         "[node]\nmoniker = \"node-{p2p}\"\n{listen}\napi = \"{host}:{api}\"\nheartbeat = \"1s\"\n\n[committee]\nepoch = 1\nmembers = [\n"
     );
-    for ((k, p, _), h) in members.iter().zip(hosts) {
-        s.push_str(&format!(
-            "  {{ key = \"{k}\", address = \"/ip4/{h}/tcp/{p}\" }},\n"
-        ));
+    for ((k, _, _), a) in members.iter().zip(addresses) {
+        s.push_str(&format!("  {{ key = \"{k}\", address = \"{a}\" }},\n"));
     }
     // The admin API (`sigil admin`, `--pause-check`), on a free loopback port.
     let admin = super::free_port().unwrap_or(0);
