@@ -16,6 +16,8 @@ fi
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$here/setup.sh"
 source "$here/env.sh"
+# A full disk shows up as a linker "Bus error": drop stale build outputs first.
+"$here/prune-target.sh" --if-below 20
 cd "$root"
 # A cold build takes ~25 minutes on 2 cores (RocksDB's C++ is the largest part); cargo's own
 # progress (crate n/N, the one compiling now) shows it is alive. A warm build takes seconds.

@@ -5,6 +5,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$here/setup.sh"
 source "$here/env.sh"
+# A full disk shows up as a linker "Bus error": drop stale build outputs first.
+"$here/prune-target.sh" --if-below 20
 cd "$root"
 
 step() { printf '\n== %s\n' "$*"; }
