@@ -8,7 +8,7 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 if [ "${1:-}" = "--if-below" ]; then
-  free_gb=$(df -BG --output=avail "$CARGO_TARGET_DIR" 2>/dev/null | tail -1 | tr -dc 0-9)
+  free_gb=$(df -BG --output=avail "$CARGO_TARGET_DIR" 2>/dev/null | tail -1 | tr -dc 0-9 || true)
   [ -n "$free_gb" ] && [ "$free_gb" -ge "${2:-20}" ] && exit 0
 fi
 for profile in debug release; do
