@@ -164,6 +164,7 @@ fn build() -> Fixture {
         metrics,
         registry: Arc::new(registry),
         group_keys: Arc::new(RwLock::new([(1, dealt.group_key)].into())),
+        batches: Default::default(),
     };
     let router = sigil_node::api::router(shared);
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -291,31 +291,59 @@ async fn reobserve(
         }
         last.insert(chain, now);
     }
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    if let Err(e) = watcher.try_send(ReobserveRequest { range, reply }) {
-        return match e {
-            mpsc::error::TrySendError::Full(_) => err(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("a re-observe of chain {chain} is already running"),
-            ),
-            mpsc::error::TrySendError::Closed(_) => err(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("chain {chain}'s watcher is not running"),
-            ),
-        };
-    }
     tracing::warn!(chain, ?range, "operator asked to re-observe");
-    match tokio::time::timeout(REOBSERVE_WAIT, answer).await {
-        Ok(Ok(Ok(report))) => Json(report).into_response(),
-        Ok(Ok(Err(why))) => err(StatusCode::CONFLICT, why),
-        Ok(Err(_)) => err(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the watcher dropped the request (stopping?)",
-        ),
-        Err(_) => err(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("no outcome within {REOBSERVE_WAIT:?}; the scan goes on (RPC slow or down?)"),
-        ),
+    let words = TaskWords {
+        busy: format!("a re-observe of chain {chain} is already running"),
+        gone: format!("chain {chain}'s watcher is not running (stopping?)"),
+        late: format!("no outcome within {REOBSERVE_WAIT:?}; the scan goes on (RPC slow or down?)"),
+    };
+    match ask_task(
+        watcher,
+        |reply| ReobserveRequest { range, reply },
+        REOBSERVE_WAIT,
+        words,
+    )
+    .await
+    {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(why)) => err(StatusCode::CONFLICT, why),
+        Err(refused) => refused,
+    }
+}
+
+/// What [`ask_task`] answers when the task cannot take or answer a request.
+pub(crate) struct TaskWords {
+    /// 429: the task's queue is full (a request of this kind is already running).
+    pub busy: String,
+    /// 503: the task is not running, or dropped the request.
+    pub gone: String,
+    /// 504: no answer within the wait (the work may go on).
+    pub late: String,
+}
+
+/// Hands a request to a task's bounded queue without waiting for room, then waits up to
+/// `wait` for the task's answer on the request's oneshot channel (the node's watcher for a
+/// re-observe, a relayer chain task for a retry). Errors: the response to send instead —
+/// 429 `busy`, 503 `gone`, 504 `late` (see [`TaskWords`]).
+pub(crate) async fn ask_task<R, A>(
+    task: &mpsc::Sender<R>,
+    request: impl FnOnce(tokio::sync::oneshot::Sender<A>) -> R,
+    wait: Duration,
+    words: TaskWords,
+) -> Result<A, Response> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if let Err(e) = task.try_send(request(reply)) {
+        return Err(match e {
+            mpsc::error::TrySendError::Full(_) => err(StatusCode::TOO_MANY_REQUESTS, words.busy),
+            mpsc::error::TrySendError::Closed(_) => {
+                err(StatusCode::SERVICE_UNAVAILABLE, words.gone)
+            }
+        });
+    }
+    match tokio::time::timeout(wait, answer).await {
+        Ok(Ok(a)) => Ok(a),
+        Ok(Err(_)) => Err(err(StatusCode::SERVICE_UNAVAILABLE, words.gone)),
+        Err(_) => Err(err(StatusCode::GATEWAY_TIMEOUT, words.late)),
     }
 }
 

@@ -4,7 +4,7 @@
 //! | route                          | answer                                                  |
 //! |--------------------------------|---------------------------------------------------------|
 //! | `GET /v1/status`               | [`crate::node::Status`]                                 |
-//! | `GET /v1/batches/{height}`     | [`BatchView`]: block, signature, every message          |
+//! | `GET /v1/batches/{height}`     | [`BatchView`]: block, signature, every message; with `?attested=true` a decided, unattested height is 404 `not_attested` |
 //! | `GET /v1/attestations/{id}`    | [`AttestationView`]: message, proof, signature, key     |
 //! | `GET /healthz`                 | 200 while the process serves                            |
 //! | `GET /readyz`                  | 200 when quorum peers are connected and chains answer   |
@@ -13,14 +13,15 @@
 use crate::node::Shared;
 use crate::store::StoreError;
 use alloy_primitives::{B256, U256};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use sigil_crypto::{BatchTree, GroupKey, Message, OnchainSignature};
 use sigil_proto as pb;
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 /// An API error.
 #[derive(Debug)]
@@ -186,6 +187,93 @@ fn sig_view(bytes: &[u8]) -> Option<SignatureView> {
     })
 }
 
+/// Most attested batches [`BatchCache`] keeps.
+pub const BATCH_CACHE_ENTRIES: usize = 8;
+/// Most bytes of rendered JSON [`BatchCache`] keeps (a 10,000-message batch is ~7 MiB).
+pub const BATCH_CACHE_BYTES: usize = 64 << 20;
+
+/// An attested batch as served: the view and its rendered JSON body.
+struct CachedBatch {
+    height: u64,
+    view: Arc<BatchView>,
+    json: axum::body::Bytes,
+}
+
+/// The most recently served attested batches (`/v1/batches/{h}`, `/v1/attestations/{id}`),
+/// so the relayer, the devnet and every client asking for one height cost one read of its
+/// observations and one rendering, not one each. Only attested heights are kept: the
+/// decided block, its observations and its signature no longer change. Bounded by
+/// [`BATCH_CACHE_ENTRIES`] and [`BATCH_CACHE_BYTES`], oldest evicted first, so a client
+/// walking every height evicts entries and never grows it.
+#[derive(Clone, Default)]
+pub struct BatchCache(Arc<Mutex<VecDeque<CachedBatch>>>);
+
+impl BatchCache {
+    fn get(&self, height: u64) -> Option<(Arc<BatchView>, axum::body::Bytes)> {
+        let q = self.0.lock().ok()?;
+        q.iter()
+            .find(|c| c.height == height)
+            .map(|c| (c.view.clone(), c.json.clone()))
+    }
+
+    fn put(&self, view: Arc<BatchView>, json: axum::body::Bytes) {
+        if view.signature.is_none() || json.len() > BATCH_CACHE_BYTES {
+            return;
+        }
+        let Ok(mut q) = self.0.lock() else {
+            return;
+        };
+        if q.iter().any(|c| c.height == view.height) {
+            return;
+        }
+        q.push_back(CachedBatch {
+            height: view.height,
+            view,
+            json,
+        });
+        let mut bytes: usize = q.iter().map(|c| c.json.len()).sum();
+        while q.len() > BATCH_CACHE_ENTRIES || bytes > BATCH_CACHE_BYTES {
+            match q.pop_front() {
+                Some(old) => bytes -= old.json.len(),
+                None => break,
+            }
+        }
+    }
+}
+
+/// The batch view of `height` and its JSON, from the cache or from storage (then cached
+/// if attested). With `attested_only`, a decided height without its attestation yet is
+/// 404 `not_attested`, answered before any observation is read: pollers waiting for the
+/// next attested height (the relayer, the devnet) cost a block read, not a whole batch.
+/// Errors: those of [`batch_view`], 500 `encoding`.
+fn cached_batch(
+    shared: &Shared,
+    height: u64,
+    attested_only: bool,
+) -> Result<(Arc<BatchView>, axum::body::Bytes), ApiError> {
+    if let Some(hit) = shared.batches.get(height) {
+        return Ok(hit);
+    }
+    if attested_only
+        && shared
+            .store
+            .block(height)?
+            .is_some_and(|cb| cb.attestation.is_none())
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_attested",
+            format!("height {height} is decided but not attested yet"),
+        ));
+    }
+    let view = Arc::new(batch_view(shared, height)?);
+    let json = serde_json::to_vec(&*view)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encoding", e.to_string()))?;
+    let json = axum::body::Bytes::from(json);
+    shared.batches.put(view.clone(), json.clone());
+    Ok((view, json))
+}
+
 /// Builds the batch view of `height` from storage.
 /// Errors: 404 `unknown_height`; 503 `observations_missing` when this node did not observe
 /// every message (e.g. it caught up from peers).
@@ -305,10 +393,19 @@ async fn status(State(s): State<Shared>) -> Json<crate::node::Status> {
     Json(s.status.read().map(|g| g.clone()).unwrap_or_default())
 }
 
+/// Query of `GET /v1/batches/{height}`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct BatchQuery {
+    /// Only an attested batch: a decided, unattested height is 404 `not_attested`.
+    #[serde(default)]
+    attested: bool,
+}
+
 async fn batch(
     State(s): State<Shared>,
     Path(h): Path<String>,
-) -> Result<Json<BatchView>, ApiError> {
+    q: Result<Query<BatchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
     let h: u64 = h.parse().map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -316,7 +413,14 @@ async fn batch(
             format!("`{h}` is not a height"),
         )
     })?;
-    batch_view(&s, h).map(Json)
+    let Query(q) =
+        q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+    let (_, json) = cached_batch(&s, h, q.attested)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        json,
+    )
+        .into_response())
 }
 
 async fn attestation(
@@ -338,7 +442,7 @@ async fn attestation(
         )
     };
     let h = s.store.height_of_message(&id)?.ok_or_else(not_found)?;
-    let view = batch_view(&s, h)?;
+    let (view, _) = cached_batch(&s, h, false)?;
     let signature = view.signature.clone().ok_or_else(not_found)?;
     let leaves: Vec<B256> = view.messages.iter().map(|m| m.leaf).collect();
     let m = view
@@ -443,4 +547,56 @@ pub fn router(shared: Shared) -> Router {
         .route("/metrics", get(metrics))
         .fallback(fallback)
         .with_state(shared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(height: u64, signed: bool) -> Arc<BatchView> {
+        Arc::new(BatchView {
+            epoch: 1,
+            height,
+            root: B256::ZERO,
+            count: 0,
+            signature: signed.then(|| SignatureView {
+                rx: U256::from(1),
+                ry: U256::from(2),
+                z: U256::from(3),
+            }),
+            messages: vec![],
+            time_ms: 0,
+            handover: None,
+        })
+    }
+
+    #[test]
+    fn the_batch_cache_keeps_only_attested_batches_within_its_bounds() {
+        let c = BatchCache::default();
+        c.put(view(1, false), axum::body::Bytes::from_static(b"unsigned"));
+        assert!(c.get(1).is_none(), "an unattested batch may still change");
+        for h in 1..=(BATCH_CACHE_ENTRIES as u64 + 1) {
+            c.put(view(h, true), axum::body::Bytes::from(vec![b'x'; 10]));
+        }
+        assert!(
+            c.get(1).is_none(),
+            "the oldest is evicted past the entry bound"
+        );
+        assert_eq!(c.get(2).map(|(v, _)| v.height), Some(2));
+        let n = BATCH_CACHE_ENTRIES as u64 + 1;
+        assert_eq!(c.get(n).map(|(_, j)| j.len()), Some(10));
+        // One body over half the byte bound, then another: the first goes.
+        let half = BATCH_CACHE_BYTES / 2 + 1;
+        c.put(view(100, true), axum::body::Bytes::from(vec![0u8; half]));
+        c.put(view(101, true), axum::body::Bytes::from(vec![0u8; half]));
+        assert!(c.get(100).is_none() && c.get(101).is_some());
+        let total: usize = c.0.lock().unwrap().iter().map(|e| e.json.len()).sum();
+        assert!(total <= BATCH_CACHE_BYTES, "{total}");
+        // A body over the whole bound is not kept at all.
+        c.put(
+            view(102, true),
+            axum::body::Bytes::from(vec![0u8; BATCH_CACHE_BYTES + 1]),
+        );
+        assert!(c.get(102).is_none() && c.get(101).is_some());
+    }
 }

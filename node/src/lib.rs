@@ -117,6 +117,7 @@ pub async fn start(
         metrics: metrics.clone(),
         registry: Arc::new(registry),
         group_keys: group_keys.clone(),
+        batches: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.node.api)
         .await

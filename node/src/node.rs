@@ -102,6 +102,8 @@ pub struct Shared {
     /// The group key of each epoch this node signed under (the node adds the next one when
     /// it switches), for the attestation views.
     pub group_keys: Arc<RwLock<BTreeMap<u64, GroupKey>>>,
+    /// Recently served attested batches (bounded; see [`crate::api::BatchCache`]).
+    pub batches: crate::api::BatchCache,
 }
 
 /// The running node: a libp2p swarm and one engine.

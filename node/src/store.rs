@@ -3,7 +3,7 @@
 //!
 //! | column family | key                                   | value                      |
 //! |---------------|---------------------------------------|----------------------------|
-//! | observations  | chain_id u64 · nonce u64              | [`Observation`] (JSON)     |
+//! | observations  | chain_id u64 · nonce u64              | 0x01 · `pb::StoredObservation` ([`Observation`]; JSON before) |
 //! | cursors       | chain_id u64                          | [`Cursor`] (JSON)          |
 //! | blocks        | height u64                            | `pb::CommittedBlock`       |
 //! | msgindex      | message id (32 bytes)                 | height u64                 |
@@ -29,8 +29,13 @@ use std::sync::Arc;
 /// An own vote as recorded: (height, round, step 0 proposal / 1 prevote / 2 precommit, value id).
 pub type OwnVote = (u64, u32, u8, Vec<u8>);
 
-/// Current on-disk schema version.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Current on-disk schema version. 2: observations as `pb::StoredObservation`.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Earlier schema versions this binary opens and upgrades in place: version 1 differs only
+/// in its JSON observation records, which are still read (new ones are written as
+/// protobuf). A binary of version 1 then refuses the store instead of misreading it.
+const UPGRADABLE_FROM: &[u32] = &[1];
 
 const CFS: &[&str] = &[
     "observations",
@@ -92,6 +97,78 @@ fn sync() -> WriteOptions {
     w
 }
 
+/// Leading byte of an observation stored as `pb::StoredObservation`. Records written
+/// before it existed are JSON (they start with `{`) and are still read.
+const OBSERVATION_PB: u8 = 0x01;
+
+/// An observation as the `observations` column family stores it: [`OBSERVATION_PB`] and
+/// the protobuf encoding (~200 bytes plus the payload). It replaced JSON, whose
+/// checksummed addresses cost four keccak256 per message on the watcher's path.
+fn encode_observation(o: &Observation) -> Vec<u8> {
+    let m = &o.message;
+    let pb = pb::StoredObservation {
+        source_chain_id: m.source_chain_id,
+        source_gateway: m.source_gateway.to_vec(),
+        nonce: m.nonce,
+        sender: m.sender.to_vec(),
+        dest_chain_id: m.dest_chain_id,
+        dest_inbox: m.dest_inbox.to_vec(),
+        recipient: m.recipient.to_vec(),
+        gas_limit: m.gas_limit,
+        payload: m.payload.to_vec(),
+        block_number: o.block_number,
+        block_hash: o.block_hash.to_vec(),
+        observed_at_ms: o.observed_at_ms,
+        block_time: o.block_time,
+    };
+    let body = pb.encode_to_vec();
+    let mut v = Vec::with_capacity(1 + body.len());
+    v.push(OBSERVATION_PB);
+    v.extend_from_slice(&body);
+    v
+}
+
+/// Reads a stored observation, either encoding. Errors: [`StoreError::Corrupt`] naming
+/// the field for an undecodable record or an address or hash of the wrong length.
+fn decode_observation(v: &[u8]) -> Result<Observation, StoreError> {
+    use alloy_primitives::Address;
+    let Some((&OBSERVATION_PB, rest)) = v.split_first() else {
+        return serde_json::from_slice(v).map_err(|e| corrupt("observations", e));
+    };
+    let p = pb::StoredObservation::decode(rest).map_err(|e| corrupt("observations", e))?;
+    let addr = |name: &str, b: &[u8]| {
+        <[u8; 20]>::try_from(b).map(Address::from).map_err(|_| {
+            corrupt(
+                "observations",
+                format!("{name}: {} bytes, need 20", b.len()),
+            )
+        })
+    };
+    let block_hash = B256::try_from(p.block_hash.as_slice()).map_err(|_| {
+        corrupt(
+            "observations",
+            format!("block_hash: {} bytes, need 32", p.block_hash.len()),
+        )
+    })?;
+    Ok(Observation {
+        message: sigil_crypto::Message {
+            source_chain_id: p.source_chain_id,
+            source_gateway: addr("source_gateway", &p.source_gateway)?,
+            nonce: p.nonce,
+            sender: addr("sender", &p.sender)?,
+            dest_chain_id: p.dest_chain_id,
+            dest_inbox: addr("dest_inbox", &p.dest_inbox)?,
+            recipient: addr("recipient", &p.recipient)?,
+            gas_limit: p.gas_limit,
+            payload: p.payload.into(),
+        },
+        block_number: p.block_number,
+        block_hash,
+        observed_at_ms: p.observed_at_ms,
+        block_time: p.block_time,
+    })
+}
+
 fn corrupt(cf: &'static str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         cf,
@@ -106,7 +183,8 @@ fn u64_of(cf: &'static str, v: &[u8]) -> Result<u64, StoreError> {
 }
 
 impl Store {
-    /// Opens (or creates) the database at `path` and checks the schema version.
+    /// Opens (or creates) the database at `path` and checks the schema version (an older
+    /// one this binary reads is upgraded in place, see `UPGRADABLE_FROM`).
     /// Errors: [`StoreError::Db`], [`StoreError::Schema`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let mut opts = Options::default();
@@ -125,7 +203,9 @@ impl Store {
                         .try_into()
                         .map_err(|_| corrupt("meta", "schema"))?,
                 );
-                if found != SCHEMA_VERSION {
+                if UPGRADABLE_FROM.contains(&found) {
+                    s.put_sync("meta", b"schema", &SCHEMA_VERSION.to_be_bytes())?;
+                } else if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema {
                         found,
                         expected: SCHEMA_VERSION,
@@ -162,8 +242,11 @@ impl Store {
         let mut b = WriteBatch::default();
         let ocf = self.cf("observations")?;
         for o in obs {
-            let v = serde_json::to_vec(o).map_err(|e| corrupt("observations", e))?;
-            b.put_cf(ocf, obs_key(o.message.source_chain_id, o.message.nonce), v);
+            b.put_cf(
+                ocf,
+                obs_key(o.message.source_chain_id, o.message.nonce),
+                encode_observation(o),
+            );
         }
         let v = serde_json::to_vec(cursor).map_err(|e| corrupt("cursors", e))?;
         b.put_cf(self.cf("cursors")?, chain_id.to_be_bytes(), v);
@@ -191,7 +274,7 @@ impl Store {
             if nonce >= range.end {
                 break;
             }
-            out.push(serde_json::from_slice(&v).map_err(|e| corrupt("observations", e))?);
+            out.push(decode_observation(&v)?);
         }
         Ok(out)
     }
@@ -832,6 +915,71 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.epoch_record(2).unwrap(), Some(second));
         assert_eq!(store.epoch_record(3).unwrap(), None);
+    }
+
+    fn sample_observation(nonce: u64, payload: &[u8]) -> Observation {
+        use alloy_primitives::Address;
+        Observation {
+            message: sigil_crypto::Message {
+                source_chain_id: 1001,
+                source_gateway: Address::repeat_byte(1),
+                nonce,
+                sender: Address::repeat_byte(2),
+                dest_chain_id: 1002,
+                dest_inbox: Address::repeat_byte(3),
+                recipient: Address::repeat_byte(4),
+                gas_limit: 200_000,
+                payload: payload.to_vec().into(),
+            },
+            block_number: 77,
+            block_hash: B256::repeat_byte(9),
+            observed_at_ms: 1_700_000_000_000,
+            block_time: 1_700_000_000,
+        }
+    }
+
+    #[test]
+    fn a_version_1_store_with_json_observations_is_read_and_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = sample_observation(0, b"json era");
+        let store = Store::open(dir.path()).unwrap();
+        // What a schema-1 binary wrote: JSON observation records.
+        let cf = store.cf("observations").unwrap();
+        store
+            .db
+            .put_cf(cf, obs_key(1001, 0), serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        store
+            .put_sync("meta", b"schema", &1u32.to_be_bytes())
+            .unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let new = sample_observation(1, &[0xab; 300]);
+        store
+            .put_observations(1001, std::slice::from_ref(&new), &Cursor::default())
+            .unwrap();
+        assert_eq!(store.observations(1001, 0..2).unwrap(), vec![old, new]);
+        assert_eq!(
+            store.get("meta", b"schema").unwrap(),
+            Some(SCHEMA_VERSION.to_be_bytes().to_vec())
+        );
+    }
+
+    #[test]
+    fn a_stored_observation_is_protobuf_and_a_bad_one_is_named() {
+        let o = sample_observation(5, b"");
+        let v = encode_observation(&o);
+        assert_eq!(v[0], OBSERVATION_PB);
+        assert_eq!(decode_observation(&v).unwrap(), o);
+        // A record whose sender is 19 bytes is refused with the field named.
+        let mut p = pb::StoredObservation::decode(&v[1..]).unwrap();
+        p.sender.pop();
+        let mut bad = vec![OBSERVATION_PB];
+        bad.extend_from_slice(&p.encode_to_vec());
+        let e = decode_observation(&bad).unwrap_err().to_string();
+        assert!(e.contains("sender: 19 bytes"), "{e}");
+        assert!(decode_observation(&[OBSERVATION_PB, 0xff]).is_err());
+        assert!(decode_observation(b"").is_err());
     }
 
     #[test]

@@ -33,6 +33,13 @@ fn msg(nonce: u64) -> Message {
 }
 
 async fn serve() -> (String, Arc<RwLock<Status>>, tempfile::TempDir, Vec<Message>) {
+    serve_with(|_| {}).await
+}
+
+/// [`serve`], with `extra` writing more records before the API starts.
+async fn serve_with(
+    extra: impl FnOnce(&Store),
+) -> (String, Arc<RwLock<Status>>, tempfile::TempDir, Vec<Message>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let messages: Vec<Message> = (0..5).map(msg).collect();
@@ -118,6 +125,7 @@ async fn serve() -> (String, Arc<RwLock<Status>>, tempfile::TempDir, Vec<Message
     };
     assert!(cb.encoded_len() > 0);
     store.put_block(1, &cb, &[(CHAIN, 5)], None).unwrap();
+    extra(&store);
     let metrics = Arc::new(Metrics::new());
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
@@ -128,6 +136,7 @@ async fn serve() -> (String, Arc<RwLock<Status>>, tempfile::TempDir, Vec<Message
         metrics,
         registry: Arc::new(registry),
         group_keys: Arc::new(RwLock::new([(1, dealt.group_key)].into())),
+        batches: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -287,4 +296,62 @@ async fn a_file_signed_by_the_key_it_carries_is_refused_against_the_pinned_key()
     );
     let err = verify_attestation(&forged, TrustedKey::Pinned(&real_hex)).unwrap_err();
     assert!(err.to_string().contains("does not verify"), "{err}");
+}
+
+/// Pollers waiting for the next attested height (the relayer, the devnet) ask with
+/// `?attested=true`: a decided height without its signature is then 404 `not_attested`,
+/// before any observation is read; without the flag it is served (or 503 here, where this
+/// node lacks its observations). An attested batch is the same with or without the flag,
+/// and asking again (from the cache) gives the same bytes.
+#[tokio::test]
+async fn attested_pollers_get_not_attested_for_a_decided_unsigned_height() {
+    let (url, _status, _dir, _) = serve_with(|store| {
+        let block = pb::Block {
+            height: 2,
+            epoch: 1,
+            ranges: vec![pb::Range {
+                chain_id: CHAIN,
+                gateway: vec![0xaa; 20],
+                from_nonce: 5,
+                to_nonce: 7,
+            }],
+            root: vec![1; 32],
+            count: 2,
+            ..Default::default()
+        };
+        let env = NodeKey::generate().seal(
+            1,
+            &pb::Body {
+                kind: Some(pb::body::Kind::Proposal(pb::Proposal {
+                    height: 2,
+                    round: 0,
+                    block: Some(block),
+                    valid_round: -1,
+                })),
+            },
+        );
+        let cb = pb::CommittedBlock {
+            proposal: Some(env),
+            precommits: vec![],
+            attestation: None,
+        };
+        store.put_block(2, &cb, &[(CHAIN, 7)], None).unwrap();
+    })
+    .await;
+    let (code, e, _) = get(&format!("{url}/v1/batches/2?attested=true")).await;
+    assert_eq!((code, e["code"].as_str()), (404, Some("not_attested")));
+    let (code, e, _) = get(&format!("{url}/v1/batches/2")).await;
+    assert_eq!(
+        (code, e["code"].as_str()),
+        (503, Some("observations_missing"))
+    );
+    let (code, _, plain) = get(&format!("{url}/v1/batches/1")).await;
+    assert_eq!(code, 200);
+    let (code, _, flagged) = get(&format!("{url}/v1/batches/1?attested=true")).await;
+    assert_eq!(code, 200);
+    assert_eq!(plain, flagged);
+    let batch: BatchView = serde_json::from_str(&flagged).unwrap();
+    assert!(batch.signature.is_some() && batch.messages.len() == 5);
+    let (code, e, _) = get(&format!("{url}/v1/batches/1?attested=maybe")).await;
+    assert_eq!((code, e["code"].as_str()), (400, Some("bad_query")));
 }

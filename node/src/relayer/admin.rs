@@ -17,7 +17,7 @@
 
 use super::fetch_batch;
 use super::ledger::RetryEntry;
-use crate::admin::{err, require_token};
+use crate::admin::{TaskWords, ask_task, err, require_token};
 use alloy_primitives::B256;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -167,28 +167,27 @@ async fn retry(
             format!("message {id} goes to chain {chain}, which this relayer does not deliver to"),
         );
     };
-    let (reply, answer) = oneshot::channel();
-    if let Err(e) = task.try_send(RetryNow { id, message, reply }) {
-        return match e {
-            mpsc::error::TrySendError::Full(_) => err(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("chain {chain}'s task has requests waiting; try again"),
-            ),
-            mpsc::error::TrySendError::Closed(_) => err(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("chain {chain}'s task is not running"),
-            ),
-        };
-    }
-    match tokio::time::timeout(std::time::Duration::from_secs(30), answer).await {
-        Ok(Ok(Ok(a))) => (StatusCode::ACCEPTED, Json(a)).into_response(),
-        Ok(Ok(Err(why))) => err(StatusCode::CONFLICT, why),
-        Ok(Err(_)) | Err(_) => err(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("chain {chain}'s task did not answer (busy sending, or stopping)"),
-        ),
+    let words = TaskWords {
+        busy: format!("chain {chain}'s task has requests waiting; try again"),
+        gone: format!("chain {chain}'s task is not running (stopping?)"),
+        late: format!("chain {chain}'s task did not answer within {RETRY_WAIT:?} (busy sending?)"),
+    };
+    match ask_task(
+        task,
+        |reply| RetryNow { id, message, reply },
+        RETRY_WAIT,
+        words,
+    )
+    .await
+    {
+        Ok(Ok(a)) => (StatusCode::ACCEPTED, Json(a)).into_response(),
+        Ok(Err(why)) => err(StatusCode::CONFLICT, why),
+        Err(refused) => refused,
     }
 }
+
+/// How long a retry request waits for its chain task's answer.
+const RETRY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The router (every route behind the token check).
 pub(super) fn router(state: AdminState) -> Router {

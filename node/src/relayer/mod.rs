@@ -146,9 +146,11 @@ impl RelayerConfig {
     }
 }
 
-/// Fetches `/v1/batches/{height}` from the first API that has it attested (an answer for
-/// another height is skipped as an error of that API). `Ok(None)`: not decided or not
-/// attested yet anywhere. Errors: with a single API, its failure.
+/// Fetches `/v1/batches/{height}?attested=true` from the first API that has it attested
+/// (an answer for another height is skipped as an error of that API; a node answers 404
+/// `not_attested` without reading the batch while it waits for the signature).
+/// `Ok(None)`: not decided or not attested yet anywhere. Errors: with a single API, its
+/// failure.
 pub async fn fetch_batch(
     http: &reqwest::Client,
     apis: &[String],
@@ -156,7 +158,10 @@ pub async fn fetch_batch(
 ) -> Result<Option<BatchView>> {
     let mut last_err = None;
     for api in apis {
-        let url = format!("{}/v1/batches/{height}", api.trim_end_matches('/'));
+        let url = format!(
+            "{}/v1/batches/{height}?attested=true",
+            api.trim_end_matches('/')
+        );
         match http.get(&url).timeout(Duration::from_secs(5)).send().await {
             Ok(r) if r.status().is_success() => {
                 let b: BatchView = r.json().await?;

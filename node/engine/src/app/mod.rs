@@ -94,6 +94,13 @@ pub struct AppParams {
     pub rotation_expiry_heights: u64,
 }
 
+/// Heights a member that stayed silent in a timed-out signing attempt is ranked after the
+/// prompt ones in the signing sets this member picks (a liveness preference only: any t
+/// signers are valid, and the slow are still named when too few others have commitments).
+/// With 19 members on 2 cores one late member failed attempt after attempt; each failure
+/// costs a `share_timeout` (BENCHMARKS.md, committee size).
+pub const SLOW_HEIGHTS: Height = 16;
+
 /// Heights a decided rotation waits for its key commit by default (see
 /// [`AppParams::rotation_expiry_heights`]).
 pub const DEFAULT_ROTATION_EXPIRY_HEIGHTS: u64 = 1_000;
@@ -230,12 +237,33 @@ pub struct AppStats {
     pub requests_refused: u64,
 }
 
+/// What the pool keeps of an observation: its Merkle leaf and message id, hashed once
+/// when it arrives (four keccak256 per message) rather than at every build, validation
+/// and decision of a block of up to `max_messages`, and its payload size (bytes).
+#[derive(Debug, Clone, Copy)]
+struct Pooled {
+    leaf: B256,
+    id: B256,
+    payload_len: u64,
+}
+
+impl Pooled {
+    fn of(o: &Observation) -> Self {
+        Self {
+            leaf: o.message.leaf(),
+            id: o.message.id(),
+            payload_len: o.message.payload.len() as u64,
+        }
+    }
+}
+
 /// The application state machine (see module docs).
 pub struct App {
     p: AppParams,
     signer: Option<Signer>,
     group_key: Option<GroupKey>,
-    observations: BTreeMap<(u64, u64), Observation>,
+    /// Observed, undecided messages by (source chain id, gateway nonce).
+    observations: BTreeMap<(u64, u64), Pooled>,
     /// Source chains this member's operator paused (emergency stop; `set_paused`).
     paused: BTreeSet<u64>,
     /// Source chains each other member announced paused (heartbeats; configured chains
@@ -248,6 +276,10 @@ pub struct App {
     sessions: BTreeMap<Height, Session>,
     early_shares: BTreeMap<(Height, u32), BTreeMap<Member, Vec<u8>>>,
     suspects: BTreeMap<Member, Height>,
+    /// Members named in a signing attempt that timed out without their share, until the
+    /// height given ([`SLOW_HEIGHTS`] on): ranked after the prompt ones when this member
+    /// picks a signing set (at most n entries).
+    slow: BTreeMap<Member, Height>,
     online: Option<BTreeSet<Member>>,
     rng: Box<dyn rand_core::CryptoRngCore + Send>,
     height: Height,
@@ -313,6 +345,7 @@ impl App {
             sessions: BTreeMap::new(),
             early_shares: BTreeMap::new(),
             suspects: BTreeMap::new(),
+            slow: BTreeMap::new(),
             online: None,
             rng,
             height: 1,
@@ -416,6 +449,20 @@ impl App {
         self.observations.len()
     }
 
+    /// Forgets `chain`'s observations below gateway nonce `floor` (decided): O(k log n) for
+    /// the k removed, not a walk over the whole pool, which holds every observed,
+    /// undecided message of every chain.
+    fn drop_observed_below(&mut self, chain: u64, floor: u64) {
+        let decided: Vec<(u64, u64)> = self
+            .observations
+            .range((chain, 0)..(chain, floor))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in decided {
+            self.observations.remove(&k);
+        }
+    }
+
     /// Pre-generated signing nonces this member holds (`None` without a key share).
     pub fn nonces_available(&self) -> Option<usize> {
         self.signer.as_ref().map(|s| s.pool.available())
@@ -440,7 +487,8 @@ impl App {
                 .copied()
                 .unwrap_or(0);
             if m.nonce >= floor {
-                self.observations.insert((m.source_chain_id, m.nonce), o);
+                self.observations
+                    .insert((m.source_chain_id, m.nonce), Pooled::of(&o));
             }
         }
         if let (Some(me), Some(c)) = (self.p.me, cursor) {
@@ -517,9 +565,9 @@ impl App {
         for r in ranges {
             for nonce in r.from_nonce..r.to_nonce {
                 let o = self.observations.get(&(r.chain_id, nonce)).ok_or(())?;
-                leaves.push(o.message.leaf());
-                ids.push(o.message.id());
-                bytes += o.message.payload.len() as u64;
+                leaves.push(o.leaf);
+                ids.push(o.id);
+                bytes += o.payload_len;
             }
         }
         Ok((leaves, ids, bytes))
@@ -557,7 +605,7 @@ impl App {
                 let Some(o) = self.observations.get(&(*chain, to)) else {
                     break;
                 };
-                let len = o.message.payload.len() as u64;
+                let len = o.payload_len;
                 if bytes + len > self.p.max_bytes {
                     break;
                 }

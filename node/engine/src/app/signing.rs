@@ -82,8 +82,9 @@ impl App {
     }
 
     /// t commitments for a signing attempt coordinated by us: ours first, then the others
-    /// least silent first (`silence`: attempts each stayed silent in), suspects (recent
-    /// culprits, members reported offline) last, ties in the rotating order
+    /// least silent first (`silence`: attempts each stayed silent in), members silent in a
+    /// timed-out attempt of the last [`SLOW_HEIGHTS`] heights after the prompt ones,
+    /// suspects (recent culprits, members reported offline) last, ties in the rotating order
     /// `(height + k) mod n + 1`; never a member in `exclude`. `None` when fewer than t members
     /// have an unused commitment.
     pub(super) fn pick_signers(
@@ -104,8 +105,9 @@ impl App {
             self.suspects.get(m).is_some_and(|until| *until >= height)
                 || self.online.as_ref().is_some_and(|on| !on.contains(m))
         };
+        let slow = |m: &Member| self.slow.get(m).is_some_and(|until| *until >= height);
         // Stable sort: the rotating order breaks ties.
-        order.sort_by_key(|m| (suspect(m), silence.get(m).copied().unwrap_or(0)));
+        order.sort_by_key(|m| (suspect(m), slow(m), silence.get(m).copied().unwrap_or(0)));
         let mut ranked: Vec<Member> = self.p.me.into_iter().collect();
         ranked.extend(order);
         let mut out = Vec::new();
@@ -157,8 +159,7 @@ impl App {
             let next = self.next_nonce.entry(r.chain_id).or_insert(0);
             *next = (*next).max(r.to_nonce);
             let floor = *next;
-            self.observations
-                .retain(|(c, n), _| *c != r.chain_id || *n >= floor);
+            self.drop_observed_below(r.chain_id, floor);
         }
         for c in &b.signers {
             if let Ok(m) = u16::try_from(c.member) {

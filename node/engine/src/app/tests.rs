@@ -184,6 +184,32 @@ fn block_is_valid_everywhere_and_tampering_is_caught() {
     ));
 }
 
+/// The pool hashes each observation once (leaf and id cached): the block's root is still
+/// the tree over the messages' own leaves, a decision forgets exactly the decided range of
+/// its chain, and an observation below the decided floor is not taken back in.
+#[test]
+fn a_decision_forgets_exactly_its_range_from_the_pool() {
+    let mut apps = committee(4);
+    let other = |nonce: u64| {
+        let mut o = obs(nonce);
+        o.message.source_chain_id = CHAIN + 1;
+        o
+    };
+    apps[0].observe((10..15).map(obs).chain((0..3).map(other)), None);
+    assert_eq!(apps[0].pending_observations(), 10 + 5 + 3);
+    let block = apps[0].build_block(1, 0).unwrap();
+    let leaves: Vec<B256> = (0..10).map(|n| obs(n).message.leaf()).collect();
+    assert_eq!(
+        block.0.root,
+        BatchTree::new(&leaves).unwrap().root().to_vec(),
+        "cached leaves give the root of the messages' own leaves"
+    );
+    let _ = apps[0].on_decided(1, &block, None, 0);
+    assert_eq!(apps[0].pending_observations(), 5 + 3);
+    apps[0].observe([obs(4)], None);
+    assert_eq!(apps[0].pending_observations(), 5 + 3, "below the floor");
+}
+
 #[test]
 fn proposals_stay_small_at_ten_thousand_messages() {
     let mut apps = committee(4);
@@ -312,6 +338,49 @@ fn a_bad_share_in_an_incomplete_attempt_is_blamed_at_the_timeout() {
     });
     let excluded = retry.expect("the attempt moved on");
     assert!(excluded.contains(&byz) && excluded.contains(&silent));
+}
+
+/// A member silent in a timed-out attempt is ranked after the prompt ones in the signing
+/// sets this member picks for the next [`SLOW_HEIGHTS`] heights (one late member of 19 on
+/// 2 cores failed attempt after attempt), and comes back after them.
+#[test]
+fn a_signer_silent_at_a_timeout_is_picked_last_for_a_while() {
+    let mut apps = committee(4);
+    let members = |pick: Option<Vec<pb::Commitment>>| -> Vec<u32> {
+        pick.unwrap().iter().map(|c| c.member).collect()
+    };
+    let none = (BTreeSet::new(), BTreeMap::new());
+    // Height 2's rotating order from member 1 is 3, 4, 2.
+    assert_eq!(
+        members(apps[0].pick_signers(2, &none.0, &none.1)),
+        [1, 3, 4]
+    );
+    let block = apps[0].build_block(1, 0).unwrap();
+    let signers: Vec<u32> = block.0.signers.iter().map(|c| c.member).collect();
+    assert_eq!(signers, [1, 2, 3]);
+    let mut log = Vec::new();
+    for i in 0..4 {
+        let me = i as Member + 1;
+        let e = apps[i].on_decided(1, &block, None, 0);
+        if me != 3 {
+            route(&mut apps, me, e, None, 0, &mut log);
+        }
+    }
+    assert!(
+        !log.iter().any(|(_, e)| matches!(e, Effect::Attested(_))),
+        "member 3's share is missing"
+    );
+    let _ = apps[0].tick(1_000);
+    assert_eq!(
+        members(apps[0].pick_signers(2, &none.0, &none.1)),
+        [1, 2, 4],
+        "member 3 was silent: the prompt member 2 goes first"
+    );
+    assert_eq!(
+        members(apps[0].pick_signers(1 + SLOW_HEIGHTS + 1, &none.0, &none.1)),
+        [1, 3, 4],
+        "after SLOW_HEIGHTS heights the rotating order is back"
+    );
 }
 
 #[test]
