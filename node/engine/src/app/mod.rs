@@ -580,7 +580,7 @@ impl App {
     pub fn build_block(&self, height: Height, time_ms: u64) -> Option<Block> {
         if self.decided_key.is_some() {
             let inbox = self.handover_to_propose()?.clone();
-            let signers = self.pick_signers(height, &BTreeSet::new(), &BTreeMap::new())?;
+            let signers = self.pick_signers(height, 0, &BTreeSet::new(), &BTreeMap::new())?;
             return Some(Block(pb::Block {
                 height,
                 epoch: self.p.epoch,
@@ -637,7 +637,7 @@ impl App {
             let (leaves, _, _) = self.leaves(&ranges).ok()?;
             BatchTree::new(&leaves).ok()?.root()
         };
-        let signers = self.pick_signers(height, &BTreeSet::new(), &BTreeMap::new())?;
+        let signers = self.pick_signers(height, 0, &BTreeSet::new(), &BTreeMap::new())?;
         let carry = if key_commit.is_some() {
             self.carry_after(&ranges)
         } else {

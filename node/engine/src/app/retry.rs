@@ -230,7 +230,7 @@ impl App {
                 {
                     skip.insert(me);
                 }
-                let pick = self.pick_signers(h, &skip, &s.silence);
+                let pick = self.pick_signers(h, attempt, &skip, &s.silence);
                 if let Some(signers) = pick {
                     let req = pb::SignRequest {
                         height: h,

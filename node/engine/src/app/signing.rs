@@ -85,11 +85,13 @@ impl App {
     /// least silent first (`silence`: attempts each stayed silent in), members silent in a
     /// timed-out attempt of the last [`SLOW_HEIGHTS`] heights after the prompt ones,
     /// suspects (recent culprits, members reported offline) last, ties in the rotating order
-    /// `(height + k) mod n + 1`; never a member in `exclude`. `None` when fewer than t members
-    /// have an unused commitment.
+    /// `(height + k) mod n + 1`; never a member in `exclude`. Each member's commitment is
+    /// the one [`spread_pick`] chooses for (`height`, `attempt`) among those unused. `None`
+    /// when fewer than t members have an unused commitment.
     pub(super) fn pick_signers(
         &self,
         height: Height,
+        attempt: u32,
         exclude: &BTreeSet<Member>,
         silence: &BTreeMap<Member, u32>,
     ) -> Option<Vec<pb::Commitment>> {
@@ -115,11 +117,16 @@ impl App {
             if exclude.contains(&m) {
                 continue;
             }
-            let Some((id, h)) = self
+            let fresh: Vec<(&u64, &Held)> = self
                 .commitments
                 .get(&m)
-                .and_then(|cs| cs.iter().find(|(id, _)| !self.used.contains(&(m, **id))))
-            else {
+                .map(|cs| {
+                    cs.iter()
+                        .filter(|(id, _)| !self.used.contains(&(m, **id)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let Some((id, h)) = spread_pick(&fresh, height, attempt) else {
                 continue;
             };
             out.push(pb::Commitment {
@@ -617,4 +624,31 @@ impl App {
             .map(|(h, _)| *h)
             .collect()
     }
+}
+
+/// Which of a member's unused commitments (ascending ids) a signing set for (`height`,
+/// `attempt`) names: index `(5 × height + 3 × attempt) mod len`, not always the first.
+///
+/// Coordinators of different heights pick at the same moment (retries of heights decided
+/// together time out together; a proposer builds the next block meanwhile), each from its
+/// own view of the same lists. Always taking the lowest id made them name the *same*
+/// commitment of a member in two sets; the member signs in the first set to reach it and
+/// must refuse the other (the nonce is spent), so both attempts could fail, again at each
+/// retry. With 19 members and one down, heights 7–9 of a devnet run retried for 90 s this
+/// way. Spreading the choice by height and attempt gives concurrent sets different
+/// commitments whenever the member has several unused; any unused commitment is as valid
+/// as another (RFC 9591 §5.2: one nonce per share), so this only changes liveness.
+fn spread_pick<'a>(
+    fresh: &[(&'a u64, &'a Held)],
+    height: Height,
+    attempt: u32,
+) -> Option<(&'a u64, &'a Held)> {
+    if fresh.is_empty() {
+        return None;
+    }
+    let k = height
+        .wrapping_mul(5)
+        .wrapping_add(u64::from(attempt).wrapping_mul(3));
+    let i = (k % fresh.len() as u64) as usize;
+    fresh.get(i).copied()
 }

@@ -352,7 +352,7 @@ fn a_signer_silent_at_a_timeout_is_picked_last_for_a_while() {
     let none = (BTreeSet::new(), BTreeMap::new());
     // Height 2's rotating order from member 1 is 3, 4, 2.
     assert_eq!(
-        members(apps[0].pick_signers(2, &none.0, &none.1)),
+        members(apps[0].pick_signers(2, 0, &none.0, &none.1)),
         [1, 3, 4]
     );
     let block = apps[0].build_block(1, 0).unwrap();
@@ -372,15 +372,37 @@ fn a_signer_silent_at_a_timeout_is_picked_last_for_a_while() {
     );
     let _ = apps[0].tick(1_000);
     assert_eq!(
-        members(apps[0].pick_signers(2, &none.0, &none.1)),
+        members(apps[0].pick_signers(2, 0, &none.0, &none.1)),
         [1, 2, 4],
         "member 3 was silent: the prompt member 2 goes first"
     );
     assert_eq!(
-        members(apps[0].pick_signers(1 + SLOW_HEIGHTS + 1, &none.0, &none.1)),
+        members(apps[0].pick_signers(1 + SLOW_HEIGHTS + 1, 0, &none.0, &none.1)),
         [1, 3, 4],
         "after SLOW_HEIGHTS heights the rotating order is back"
     );
+}
+
+/// Signing sets picked at the same moment for different heights (retries of heights
+/// decided together, or a block built meanwhile) name different commitments of each
+/// member, from one view of the lists: a member can sign in both. Always taking the lowest
+/// unused id named the same nonce twice, and the member had to refuse one set.
+#[test]
+fn concurrent_signing_sets_name_different_commitments() {
+    let apps = committee(4);
+    let none = (BTreeSet::new(), BTreeMap::new());
+    let sets: Vec<Vec<pb::Commitment>> = [(7, 1), (8, 1), (9, 1), (7, 2)]
+        .into_iter()
+        .map(|(h, a)| apps[1].pick_signers(h, a, &none.0, &none.1).unwrap())
+        .collect();
+    for m in 1..=4u32 {
+        let ids: Vec<u64> = sets
+            .iter()
+            .filter_map(|s| s.iter().find(|c| c.member == m).map(|c| c.nonce_id))
+            .collect();
+        let distinct: BTreeSet<u64> = ids.iter().copied().collect();
+        assert_eq!(distinct.len(), ids.len(), "member {m} named twice: {ids:?}");
+    }
 }
 
 #[test]
