@@ -39,6 +39,15 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Replays every committed corpus entry of a target once and lists the ones that break
+    /// its oracle (path and message), without mutating or deleting anything; exit status 1
+    /// if any does. For after a change to a target's fixture (e.g. the honest committee's
+    /// execution the `member` target records): each listed entry must be understood before
+    /// it is removed.
+    Check {
+        /// A target name, or `all`.
+        target: String,
+    },
     /// AFL++ harness for one target (only in a `cargo afl build --features afl` binary).
     Afl {
         /// The target.
@@ -132,6 +141,24 @@ fn main() {
                 }
             }
             std::process::exit(i32::from(failed));
+        }
+        Cmd::Check { target } => {
+            std::panic::set_hook(Box::new(|_| {}));
+            let mut failed = 0usize;
+            for t in pick(&target) {
+                let corpus = read_corpus(&corpus_dir(t.name)).expect("read corpus");
+                let n = corpus.len();
+                for (path, data) in corpus {
+                    if let Err(c) = sigil_fuzz::run_one(&t, &data) {
+                        failed += 1;
+                        let oneline = c.message.replace('\n', " | ");
+                        println!("{}\t{oneline}", path.display());
+                    }
+                }
+                eprintln!("{:<12} {n} entries replayed", t.name);
+            }
+            eprintln!("{failed} entries break their oracle");
+            std::process::exit(i32::from(failed > 0));
         }
         Cmd::Afl { target } => afl_main(&target),
     }
