@@ -190,6 +190,7 @@ fn sig_view(bytes: &[u8]) -> Option<SignatureView> {
 /// Most attested batches [`BatchCache`] keeps.
 pub const BATCH_CACHE_ENTRIES: usize = 8;
 /// Most bytes of rendered JSON [`BatchCache`] keeps (a 10,000-message batch is ~7 MiB).
+/// The decoded views are kept beside it, so the cache's memory is about twice this.
 pub const BATCH_CACHE_BYTES: usize = 64 << 20;
 
 /// An attested batch as served: the view and its rendered JSON body.
@@ -245,7 +246,8 @@ impl BatchCache {
 /// if attested). With `attested_only`, a decided height without its attestation yet is
 /// 404 `not_attested`, answered before any observation is read: pollers waiting for the
 /// next attested height (the relayer, the devnet) cost a block read, not a whole batch.
-/// Errors: those of [`batch_view`], 500 `encoding`.
+/// Errors: those of [`batch_view`]; 503 `observations_conflict` when this node's
+/// observations do not rebuild the decided root; 500 `encoding`.
 fn cached_batch(
     shared: &Shared,
     height: u64,
@@ -267,6 +269,22 @@ fn cached_batch(
         ));
     }
     let view = Arc::new(batch_view(shared, height)?);
+    if !view.messages.is_empty() {
+        // What this node observed must rebuild the decided root before it is served (and
+        // kept): a node that caught up, then observed a message differently, would
+        // otherwise serve leaves no proof can tie to the signed root.
+        let leaves: Vec<B256> = view.messages.iter().map(|m| m.leaf).collect();
+        let root = BatchTree::new(&leaves).map(|t| t.root()).ok();
+        if root != Some(view.root) {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "observations_conflict",
+                format!(
+                    "this node's observations of height {height} do not rebuild its decided root; ask another node"
+                ),
+            ));
+        }
+    }
     let json = serde_json::to_vec(&*view)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encoding", e.to_string()))?;
     let json = axum::body::Bytes::from(json);

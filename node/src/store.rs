@@ -33,8 +33,9 @@ pub type OwnVote = (u64, u32, u8, Vec<u8>);
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// Earlier schema versions this binary opens and upgrades in place: version 1 differs only
-/// in its JSON observation records, which are still read (new ones are written as
-/// protobuf). A binary of version 1 then refuses the store instead of misreading it.
+/// in its JSON observation records, which are still read. The store is marked with the
+/// current version together with its first protobuf observation record; a binary of
+/// version 1 then refuses it instead of misreading it.
 const UPGRADABLE_FROM: &[u32] = &[1];
 
 const CFS: &[&str] = &[
@@ -83,6 +84,11 @@ pub use sigil_engine::{Cursor, Observation};
 #[derive(Clone)]
 pub struct Store {
     db: Arc<DB>,
+    /// Still marked with an older schema this binary reads (see `UPGRADABLE_FROM`): the
+    /// first write of a record only this schema reads marks it [`SCHEMA_VERSION`] in the
+    /// same batch, so opening a store (a helper command, the devnet's auditor) never locks
+    /// an older binary out of a store it can still read.
+    older: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -184,7 +190,8 @@ fn u64_of(cf: &'static str, v: &[u8]) -> Result<u64, StoreError> {
 
 impl Store {
     /// Opens (or creates) the database at `path` and checks the schema version (an older
-    /// one this binary reads is upgraded in place, see `UPGRADABLE_FROM`).
+    /// one this binary reads is accepted, and marked current with the first record only
+    /// this version reads; see `UPGRADABLE_FROM`).
     /// Errors: [`StoreError::Db`], [`StoreError::Schema`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let mut opts = Options::default();
@@ -194,7 +201,10 @@ impl Store {
             .iter()
             .map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let s = Self { db: Arc::new(db) };
+        let s = Self {
+            db: Arc::new(db),
+            older: Arc::default(),
+        };
         match s.get("meta", b"schema")? {
             None => s.put_sync("meta", b"schema", &SCHEMA_VERSION.to_be_bytes())?,
             Some(v) => {
@@ -204,7 +214,7 @@ impl Store {
                         .map_err(|_| corrupt("meta", "schema"))?,
                 );
                 if UPGRADABLE_FROM.contains(&found) {
-                    s.put_sync("meta", b"schema", &SCHEMA_VERSION.to_be_bytes())?;
+                    s.older.store(true, std::sync::atomic::Ordering::SeqCst);
                 } else if found != SCHEMA_VERSION {
                     return Err(StoreError::Schema {
                         found,
@@ -250,7 +260,15 @@ impl Store {
         }
         let v = serde_json::to_vec(cursor).map_err(|e| corrupt("cursors", e))?;
         b.put_cf(self.cf("cursors")?, chain_id.to_be_bytes(), v);
-        Ok(self.db.write_opt(b, &sync())?)
+        let upgrading = !obs.is_empty() && self.older.load(std::sync::atomic::Ordering::SeqCst);
+        if upgrading {
+            b.put_cf(self.cf("meta")?, b"schema", SCHEMA_VERSION.to_be_bytes());
+        }
+        self.db.write_opt(b, &sync())?;
+        if upgrading {
+            self.older.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     /// Observations of `chain_id` with nonce in `range`, in nonce order.
@@ -954,6 +972,11 @@ mod tests {
             .unwrap();
         drop(store);
         let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.get("meta", b"schema").unwrap(),
+            Some(1u32.to_be_bytes().to_vec()),
+            "opening alone leaves a store an older binary reads as it was"
+        );
         let new = sample_observation(1, &[0xab; 300]);
         store
             .put_observations(1001, std::slice::from_ref(&new), &Cursor::default())

@@ -94,13 +94,6 @@ pub struct AppParams {
     pub rotation_expiry_heights: u64,
 }
 
-/// Heights a member that stayed silent in a timed-out signing attempt is ranked after the
-/// prompt ones in the signing sets this member picks (a liveness preference only: any t
-/// signers are valid, and the slow are still named when too few others have commitments).
-/// With 19 members on 2 cores one late member failed attempt after attempt; each failure
-/// costs a `share_timeout` (BENCHMARKS.md, committee size).
-pub const SLOW_HEIGHTS: Height = 16;
-
 /// Heights a decided rotation waits for its key commit by default (see
 /// [`AppParams::rotation_expiry_heights`]).
 pub const DEFAULT_ROTATION_EXPIRY_HEIGHTS: u64 = 1_000;
@@ -276,10 +269,6 @@ pub struct App {
     sessions: BTreeMap<Height, Session>,
     early_shares: BTreeMap<(Height, u32), BTreeMap<Member, Vec<u8>>>,
     suspects: BTreeMap<Member, Height>,
-    /// Members named in a signing attempt that timed out without their share, until the
-    /// height given ([`SLOW_HEIGHTS`] on): ranked after the prompt ones when this member
-    /// picks a signing set (at most n entries).
-    slow: BTreeMap<Member, Height>,
     online: Option<BTreeSet<Member>>,
     rng: Box<dyn rand_core::CryptoRngCore + Send>,
     height: Height,
@@ -345,7 +334,6 @@ impl App {
             sessions: BTreeMap::new(),
             early_shares: BTreeMap::new(),
             suspects: BTreeMap::new(),
-            slow: BTreeMap::new(),
             online: None,
             rng,
             height: 1,

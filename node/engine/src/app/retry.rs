@@ -203,9 +203,6 @@ impl App {
                 for m in s.signers.iter().filter(|m| !s.shares.contains_key(m)) {
                     *s.silence.entry(*m).or_insert(0) += 1;
                     excluded.insert(*m);
-                    if Some(*m) != self.p.me {
-                        self.slow.insert(*m, h.saturating_add(SLOW_HEIGHTS));
-                    }
                 }
             }
             self.stats.retries += 1;

@@ -82,9 +82,8 @@ impl App {
     }
 
     /// t commitments for a signing attempt coordinated by us: ours first, then the others
-    /// least silent first (`silence`: attempts each stayed silent in), members silent in a
-    /// timed-out attempt of the last [`SLOW_HEIGHTS`] heights after the prompt ones,
-    /// suspects (recent culprits, members reported offline) last, ties in the rotating order
+    /// least silent first (`silence`: attempts each stayed silent in), suspects (recent
+    /// culprits, members reported offline) last, ties in the rotating order
     /// `(height + k) mod n + 1`; never a member in `exclude`. Each member's commitment is
     /// the one [`spread_pick`] chooses for (`height`, `attempt`) among those unused. `None`
     /// when fewer than t members have an unused commitment.
@@ -107,9 +106,8 @@ impl App {
             self.suspects.get(m).is_some_and(|until| *until >= height)
                 || self.online.as_ref().is_some_and(|on| !on.contains(m))
         };
-        let slow = |m: &Member| self.slow.get(m).is_some_and(|until| *until >= height);
         // Stable sort: the rotating order breaks ties.
-        order.sort_by_key(|m| (suspect(m), slow(m), silence.get(m).copied().unwrap_or(0)));
+        order.sort_by_key(|m| (suspect(m), silence.get(m).copied().unwrap_or(0)));
         let mut ranked: Vec<Member> = self.p.me.into_iter().collect();
         ranked.extend(order);
         let mut out = Vec::new();
@@ -627,7 +625,7 @@ impl App {
 }
 
 /// Which of a member's unused commitments (ascending ids) a signing set for (`height`,
-/// `attempt`) names: index `(5 × height + 3 × attempt) mod len`, not always the first.
+/// `attempt`) names: index `(height + 7 × attempt) mod len`, not always the first.
 ///
 /// Coordinators of different heights pick at the same moment (retries of heights decided
 /// together time out together; a proposer builds the next block meanwhile), each from its
@@ -635,10 +633,12 @@ impl App {
 /// commitment of a member in two sets; the member signs in the first set to reach it and
 /// must refuse the other (the nonce is spent), so both attempts could fail, again at each
 /// retry. With 19 members and one down, heights 7–9 of a devnet run retried for 90 s this
-/// way. Spreading the choice by height and attempt gives concurrent sets different
-/// commitments whenever the member has several unused; any unused commitment is as valid
-/// as another (RFC 9591 §5.2: one nonce per share), so this only changes liveness.
-fn spread_pick<'a>(
+/// way. With the height's factor 1, sets of the same attempt for heights less than `len`
+/// apart (retries of heights decided together advance in step) name different
+/// commitments of a member holding `len` unused, whatever `len` is; any unused commitment
+/// is as valid as another (RFC 9591 §5.2: one nonce per share), so this only changes
+/// liveness.
+pub(super) fn spread_pick<'a>(
     fresh: &[(&'a u64, &'a Held)],
     height: Height,
     attempt: u32,
@@ -646,9 +646,7 @@ fn spread_pick<'a>(
     if fresh.is_empty() {
         return None;
     }
-    let k = height
-        .wrapping_mul(5)
-        .wrapping_add(u64::from(attempt).wrapping_mul(3));
+    let k = height.wrapping_add(u64::from(attempt).wrapping_mul(7));
     let i = (k % fresh.len() as u64) as usize;
     fresh.get(i).copied()
 }

@@ -340,47 +340,29 @@ fn a_bad_share_in_an_incomplete_attempt_is_blamed_at_the_timeout() {
     assert!(excluded.contains(&byz) && excluded.contains(&silent));
 }
 
-/// A member silent in a timed-out attempt is ranked after the prompt ones in the signing
-/// sets this member picks for the next [`SLOW_HEIGHTS`] heights (one late member of 19 on
-/// 2 cores failed attempt after attempt), and comes back after them.
+/// `spread_pick` gives sets of one attempt for heights fewer than `len` apart different
+/// commitments, whatever the length of a member's unused list (with a factor on the height
+/// sharing a divisor with `len`, heights 2 apart collided at length 10).
 #[test]
-fn a_signer_silent_at_a_timeout_is_picked_last_for_a_while() {
-    let mut apps = committee(4);
-    let members = |pick: Option<Vec<pb::Commitment>>| -> Vec<u32> {
-        pick.unwrap().iter().map(|c| c.member).collect()
+fn spread_pick_separates_nearby_heights_at_any_list_length() {
+    let held = Held {
+        sc: {
+            let apps = committee(4);
+            apps[0].commitments[&2].values().next().unwrap().sc
+        },
+        bytes: vec![],
     };
-    let none = (BTreeSet::new(), BTreeMap::new());
-    // Height 2's rotating order from member 1 is 3, 4, 2.
-    assert_eq!(
-        members(apps[0].pick_signers(2, 0, &none.0, &none.1)),
-        [1, 3, 4]
-    );
-    let block = apps[0].build_block(1, 0).unwrap();
-    let signers: Vec<u32> = block.0.signers.iter().map(|c| c.member).collect();
-    assert_eq!(signers, [1, 2, 3]);
-    let mut log = Vec::new();
-    for i in 0..4 {
-        let me = i as Member + 1;
-        let e = apps[i].on_decided(1, &block, None, 0);
-        if me != 3 {
-            route(&mut apps, me, e, None, 0, &mut log);
+    for len in 1..=20u64 {
+        let ids: Vec<u64> = (100..100 + len).collect();
+        let fresh: Vec<(&u64, &Held)> = ids.iter().map(|id| (id, &held)).collect();
+        for attempt in 0..3u32 {
+            let picked: BTreeSet<u64> = (7..7 + len)
+                .map(|h| *signing::spread_pick(&fresh, h, attempt).unwrap().0)
+                .collect();
+            assert_eq!(picked.len() as u64, len, "len {len} attempt {attempt}");
         }
     }
-    assert!(
-        !log.iter().any(|(_, e)| matches!(e, Effect::Attested(_))),
-        "member 3's share is missing"
-    );
-    let _ = apps[0].tick(1_000);
-    assert_eq!(
-        members(apps[0].pick_signers(2, 0, &none.0, &none.1)),
-        [1, 2, 4],
-        "member 3 was silent: the prompt member 2 goes first"
-    );
-    assert_eq!(
-        members(apps[0].pick_signers(1 + SLOW_HEIGHTS + 1, 0, &none.0, &none.1)),
-        [1, 3, 4],
-        "after SLOW_HEIGHTS heights the rotating order is back"
-    );
+    assert!(signing::spread_pick(&[], 1, 0).is_none());
 }
 
 /// Signing sets picked at the same moment for different heights (retries of heights
