@@ -84,85 +84,6 @@ struct Sent {
     poison: bool,
 }
 
-/// Waits until every started member's API answers `/healthz` (at most 60 s). Errors: a
-/// member whose process exited (with the last line of its `node.log`, e.g. a port already
-/// in use), or one that never answered. Without this a member lost at start showed as
-/// "running" and the run failed minutes later on messages that were never attested.
-async fn wait_for_apis(nodes: &mut [NodeProc]) -> Result<()> {
-    let http = reqwest::Client::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    for n in nodes.iter_mut() {
-        loop {
-            if let Some(child) = n.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                let log = std::fs::read_to_string(n.home.join("node.log")).unwrap_or_default();
-                let last = log.lines().last().unwrap_or("(empty log)");
-                bail!("member {} exited at start ({status}): {last}", n.member);
-            }
-            let url = format!("{}/healthz", n.api.trim_end_matches('/'));
-            let up = http
-                .get(&url)
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if up {
-                break;
-            }
-            if std::time::Instant::now() > deadline {
-                bail!(
-                    "member {}'s API {} did not answer within 60 s",
-                    n.member,
-                    n.api
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    Ok(())
-}
-
-/// Lowest port [`free_port`] hands out.
-const PORTS_FROM: u16 = 10_000;
-
-/// A loopback TCP port free now, for a process the devnet starts later (seconds later:
-/// the DKG runs in between). Drawn at random below the kernel's ephemeral range
-/// (`/proc/sys/net/ipv4/ip_local_port_range`, 32768–60999 by default), never the same twice
-/// in one run: a port from `bind(:0)` comes from that range, where any outgoing connection
-/// or other `:0` listener may take it before the node binds it. A 19-member run lost a
-/// member at start that way ("Address already in use" on its admin port). Falls back to
-/// `bind(:0)` when no port below the range is free. Errors: no port at all.
-fn free_port() -> Result<u16> {
-    use std::hash::{BuildHasher, Hasher};
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    let span = low.saturating_sub(PORTS_FROM);
-    let mut given = GIVEN.lock().map_err(|_| anyhow!("port list poisoned"))?;
-    // A per-process random hasher is the random source (no security role here).
-    let random = std::collections::hash_map::RandomState::new();
-    for i in 0..(if span > 0 { 500u64 } else { 0 }) {
-        let mut h = random.build_hasher();
-        h.write_u64(i);
-        let port = PORTS_FROM + (h.finish() % u64::from(span)) as u16;
-        if given.contains(&port) {
-            continue;
-        }
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            given.push(port);
-            return Ok(port);
-        }
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    given.push(port);
-    Ok(port)
-}
-
 fn sigil_bin(args: &DevnetArgs) -> Result<PathBuf> {
     let dir = match &args.bin_dir {
         Some(d) => d.clone(),
@@ -928,4 +849,4 @@ pub async fn run(args: DevnetArgs) -> Result<Report> {
     Ok(report)
 }
 
-use procs::{relayer_gas, start_node, start_node_with, start_relayer};
+use procs::{free_port, relayer_gas, start_node, start_node_with, start_relayer, wait_for_apis};
