@@ -193,11 +193,12 @@ pub const BATCH_CACHE_ENTRIES: usize = 8;
 /// The decoded views are kept beside it, so the cache's memory is about twice this.
 pub const BATCH_CACHE_BYTES: usize = 64 << 20;
 
-/// An attested batch as served: the view and its rendered JSON body.
-struct CachedBatch {
-    height: u64,
-    view: Arc<BatchView>,
+/// A batch as served: the view, its rendered JSON body, and the Merkle tree of its leaves
+/// (`None` for an empty batch), built once to check the root and reused for every proof.
+struct Served {
+    view: BatchView,
     json: axum::body::Bytes,
+    tree: Option<BatchTree>,
 }
 
 /// The most recently served attested batches (`/v1/batches/{h}`, `/v1/attestations/{id}`),
@@ -207,31 +208,25 @@ struct CachedBatch {
 /// [`BATCH_CACHE_ENTRIES`] and [`BATCH_CACHE_BYTES`], oldest evicted first, so a client
 /// walking every height evicts entries and never grows it.
 #[derive(Clone, Default)]
-pub struct BatchCache(Arc<Mutex<VecDeque<CachedBatch>>>);
+pub struct BatchCache(Arc<Mutex<VecDeque<Arc<Served>>>>);
 
 impl BatchCache {
-    fn get(&self, height: u64) -> Option<(Arc<BatchView>, axum::body::Bytes)> {
+    fn get(&self, height: u64) -> Option<Arc<Served>> {
         let q = self.0.lock().ok()?;
-        q.iter()
-            .find(|c| c.height == height)
-            .map(|c| (c.view.clone(), c.json.clone()))
+        q.iter().find(|c| c.view.height == height).cloned()
     }
 
-    fn put(&self, view: Arc<BatchView>, json: axum::body::Bytes) {
-        if view.signature.is_none() || json.len() > BATCH_CACHE_BYTES {
+    fn put(&self, served: Arc<Served>) {
+        if served.view.signature.is_none() || served.json.len() > BATCH_CACHE_BYTES {
             return;
         }
         let Ok(mut q) = self.0.lock() else {
             return;
         };
-        if q.iter().any(|c| c.height == view.height) {
+        if q.iter().any(|c| c.view.height == served.view.height) {
             return;
         }
-        q.push_back(CachedBatch {
-            height: view.height,
-            view,
-            json,
-        });
+        q.push_back(served);
         let mut bytes: usize = q.iter().map(|c| c.json.len()).sum();
         while q.len() > BATCH_CACHE_ENTRIES || bytes > BATCH_CACHE_BYTES {
             match q.pop_front() {
@@ -242,8 +237,8 @@ impl BatchCache {
     }
 }
 
-/// The batch view of `height` and its JSON, from the cache or from storage (then cached
-/// if attested). With `attested_only`, a decided height without its attestation yet is
+/// The batch of `height` as served (view, JSON, tree), from the cache or from storage
+/// (then cached if attested). With `attested_only`, a decided height without its attestation yet is
 /// 404 `not_attested`, answered before any observation is read: pollers waiting for the
 /// next attested height (the relayer, the devnet) cost a block read, not a whole batch.
 /// Errors: those of [`batch_view`]; 503 `observations_conflict` when this node's
@@ -252,7 +247,7 @@ fn cached_batch(
     shared: &Shared,
     height: u64,
     attested_only: bool,
-) -> Result<(Arc<BatchView>, axum::body::Bytes), ApiError> {
+) -> Result<Arc<Served>, ApiError> {
     if let Some(hit) = shared.batches.get(height) {
         return Ok(hit);
     }
@@ -268,14 +263,15 @@ fn cached_batch(
             format!("height {height} is decided but not attested yet"),
         ));
     }
-    let view = Arc::new(batch_view(shared, height)?);
+    let view = batch_view(shared, height)?;
+    let mut tree = None;
     if !view.messages.is_empty() {
         // What this node observed must rebuild the decided root before it is served (and
         // kept): a node that caught up, then observed a message differently, would
         // otherwise serve leaves no proof can tie to the signed root.
         let leaves: Vec<B256> = view.messages.iter().map(|m| m.leaf).collect();
-        let root = BatchTree::new(&leaves).map(|t| t.root()).ok();
-        if root != Some(view.root) {
+        tree = BatchTree::new(&leaves).ok();
+        if tree.as_ref().map(BatchTree::root) != Some(view.root) {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "observations_conflict",
@@ -285,11 +281,15 @@ fn cached_batch(
             ));
         }
     }
-    let json = serde_json::to_vec(&*view)
+    let json = serde_json::to_vec(&view)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encoding", e.to_string()))?;
-    let json = axum::body::Bytes::from(json);
-    shared.batches.put(view.clone(), json.clone());
-    Ok((view, json))
+    let served = Arc::new(Served {
+        view,
+        json: axum::body::Bytes::from(json),
+        tree,
+    });
+    shared.batches.put(served.clone());
+    Ok(served)
 }
 
 /// Builds the batch view of `height` from storage.
@@ -433,10 +433,10 @@ async fn batch(
     })?;
     let Query(q) =
         q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
-    let (_, json) = cached_batch(&s, h, q.attested)?;
+    let served = cached_batch(&s, h, q.attested)?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        json,
+        served.json.clone(),
     )
         .into_response())
 }
@@ -460,17 +460,18 @@ async fn attestation(
         )
     };
     let h = s.store.height_of_message(&id)?.ok_or_else(not_found)?;
-    let (view, _) = cached_batch(&s, h, false)?;
+    let served = cached_batch(&s, h, false)?;
+    let view = &served.view;
     let signature = view.signature.clone().ok_or_else(not_found)?;
-    let leaves: Vec<B256> = view.messages.iter().map(|m| m.leaf).collect();
     let m = view
         .messages
         .iter()
         .find(|m| m.id == id)
         .ok_or_else(not_found)?;
-    let tree = BatchTree::new(&leaves)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "merkle", e.to_string()))?;
-    let proof = tree
+    let proof = served
+        .tree
+        .as_ref()
+        .ok_or_else(not_found)?
         .proof(&m.leaf)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "merkle", e.to_string()))?;
     Ok(Json(AttestationView {
@@ -571,50 +572,51 @@ pub fn router(shared: Shared) -> Router {
 mod tests {
     use super::*;
 
-    fn view(height: u64, signed: bool) -> Arc<BatchView> {
-        Arc::new(BatchView {
-            epoch: 1,
-            height,
-            root: B256::ZERO,
-            count: 0,
-            signature: signed.then(|| SignatureView {
-                rx: U256::from(1),
-                ry: U256::from(2),
-                z: U256::from(3),
-            }),
-            messages: vec![],
-            time_ms: 0,
-            handover: None,
+    fn served(height: u64, signed: bool, json: Vec<u8>) -> Arc<Served> {
+        Arc::new(Served {
+            view: BatchView {
+                epoch: 1,
+                height,
+                root: B256::ZERO,
+                count: 0,
+                signature: signed.then(|| SignatureView {
+                    rx: U256::from(1),
+                    ry: U256::from(2),
+                    z: U256::from(3),
+                }),
+                messages: vec![],
+                time_ms: 0,
+                handover: None,
+            },
+            json: axum::body::Bytes::from(json),
+            tree: None,
         })
     }
 
     #[test]
     fn the_batch_cache_keeps_only_attested_batches_within_its_bounds() {
         let c = BatchCache::default();
-        c.put(view(1, false), axum::body::Bytes::from_static(b"unsigned"));
+        c.put(served(1, false, b"unsigned".to_vec()));
         assert!(c.get(1).is_none(), "an unattested batch may still change");
         for h in 1..=(BATCH_CACHE_ENTRIES as u64 + 1) {
-            c.put(view(h, true), axum::body::Bytes::from(vec![b'x'; 10]));
+            c.put(served(h, true, vec![b'x'; 10]));
         }
         assert!(
             c.get(1).is_none(),
             "the oldest is evicted past the entry bound"
         );
-        assert_eq!(c.get(2).map(|(v, _)| v.height), Some(2));
+        assert_eq!(c.get(2).map(|c| c.view.height), Some(2));
         let n = BATCH_CACHE_ENTRIES as u64 + 1;
-        assert_eq!(c.get(n).map(|(_, j)| j.len()), Some(10));
+        assert_eq!(c.get(n).map(|c| c.json.len()), Some(10));
         // One body over half the byte bound, then another: the first goes.
         let half = BATCH_CACHE_BYTES / 2 + 1;
-        c.put(view(100, true), axum::body::Bytes::from(vec![0u8; half]));
-        c.put(view(101, true), axum::body::Bytes::from(vec![0u8; half]));
+        c.put(served(100, true, vec![0u8; half]));
+        c.put(served(101, true, vec![0u8; half]));
         assert!(c.get(100).is_none() && c.get(101).is_some());
         let total: usize = c.0.lock().unwrap().iter().map(|e| e.json.len()).sum();
         assert!(total <= BATCH_CACHE_BYTES, "{total}");
         // A body over the whole bound is not kept at all.
-        c.put(
-            view(102, true),
-            axum::body::Bytes::from(vec![0u8; BATCH_CACHE_BYTES + 1]),
-        );
+        c.put(served(102, true, vec![0u8; BATCH_CACHE_BYTES + 1]));
         assert!(c.get(102).is_none() && c.get(101).is_some());
     }
 }
